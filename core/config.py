@@ -1,0 +1,328 @@
+"""Configs: files to mappings, mappings to validated specs, specs to live objects, JSON Schema.
+
+A technique config is a mapping with ``kind``, ``name`` and hyperparameters::
+
+    {"kind": "optimizer", "name": "adam", "lr": 0.001, "betas": [0.9, 0.999]}
+
+Under a key that names a kind (``optimizer: {name: adam}``) ``kind`` may be left out. Nothing
+in a config is imported, called or evaluated: a name can only select a registered technique,
+YAML is read with a safe loader that refuses duplicate keys, and every bad value is reported
+with its path in one :class:`~optiplug.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+from pydantic import ValidationError
+
+from .errors import ConfigError, ConfigIssue
+from .registry import Registry, default_registry
+from .specs import KINDS, Spec
+
+__all__ = ["build", "json_schema", "load_config", "to_spec", "validate_config"]
+
+CONFIG_SUFFIXES: Final = {".yaml": "yaml", ".yml": "yaml", ".toml": "toml", ".json": "json"}
+MAX_CONFIG_BYTES: Final = 16 * 1024 * 1024
+
+
+def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a YAML, TOML or JSON file into a dict, safely.
+
+    Raises:
+        ConfigError: unreadable, too large, malformed, duplicate keys, or not a mapping.
+    """
+    file = Path(path)
+    source = str(file)
+    fmt = CONFIG_SUFFIXES.get(file.suffix.lower())
+    if fmt is None:
+        raise ConfigError(f"unsupported config file type {file.suffix!r}; use one of "
+                          f"{', '.join(sorted(CONFIG_SUFFIXES))}", source=source)
+    try:
+        size = file.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"file is {size} bytes; a config may be at most "
+                              f"{MAX_CONFIG_BYTES} bytes", source=source)
+        raw = file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read file: {exc.strerror or exc}", source=source) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"file is not UTF-8 (byte {exc.start})", source=source) from None
+    data = _parse(text, fmt, source)
+    if not isinstance(data, dict):
+        raise ConfigError(f"the top level must be a mapping, got {type(data).__name__}",
+                          source=source)
+    return data
+
+
+def _parse(text: str, fmt: str, source: str) -> Any:
+    if fmt == "toml":
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"malformed TOML: {exc}", source=source) from None
+    if fmt == "json":
+        try:
+            return json.loads(text, object_pairs_hook=_unique_pairs,
+                              parse_constant=_reject_constant)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"malformed JSON: {exc}", source=source) from None
+        except ValueError as exc:
+            raise ConfigError(str(exc), source=source) from None
+        except RecursionError:
+            raise ConfigError("malformed JSON: nested too deeply", source=source) from None
+    return _load_yaml(text, source)
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _load_yaml(text: str, source: str) -> Any:
+    import yaml
+
+    class UniqueKeySafeLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    duplicate = key in seen
+                except TypeError:
+                    duplicate = False
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r}", key_node.start_mark)
+                seen.add(key) if _hashable(key) else None
+            return super().construct_mapping(node, deep=deep)
+
+    try:
+        return yaml.load(text, Loader=UniqueKeySafeLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        first_line = " ".join(str(exc).split())
+        raise ConfigError(f"malformed YAML: {first_line}", source=source) from None
+    except RecursionError:
+        raise ConfigError("malformed YAML: nested too deeply", source=source) from None
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def to_spec(config: Spec | Mapping[str, Any] | str | os.PathLike[str], *,
+            kind: str | None = None, registry: Registry | None = None) -> Spec:
+    """Validate a technique config into its frozen spec.
+
+    Args:
+        config: A spec (returned as is), a mapping, or a path to a YAML, TOML or JSON file.
+        kind: The kind implied by where the config sits; ``kind`` in the mapping must agree.
+        registry: Defaults to the process-wide registry.
+
+    Raises:
+        ConfigError: with every offending path.
+    """
+    if isinstance(config, Spec):
+        if kind is not None and config.kind != kind:
+            raise ConfigError([ConfigIssue("kind", f"expected a {kind}, got a {config.kind}")])
+        return config
+    source = None
+    if isinstance(config, (str, os.PathLike)):
+        source = str(config)
+        config = load_config(config)
+        if kind is None and "name" not in config and len(config) == 1:
+            (only_key, only_value), = config.items()
+            if only_key in KINDS and isinstance(only_value, Mapping):
+                kind, config = only_key, only_value
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"a technique config must be a mapping with 'kind' and 'name', got "
+                          f"{type(config).__name__}", source=source)
+    registry = registry or default_registry()
+    issues: list[ConfigIssue] = []
+    config_kind = config.get("kind", kind)
+    if config_kind is None:
+        issues.append(ConfigIssue("kind", f"missing; one of: {', '.join(KINDS)}"))
+    elif kind is not None and config_kind != kind:
+        issues.append(ConfigIssue("kind", f"{config_kind!r} given where a {kind} is expected"))
+    elif not isinstance(config_kind, str) or config_kind not in KINDS:
+        issues.append(ConfigIssue("kind", f"unknown kind {config_kind!r}; one of: "
+                                          f"{', '.join(KINDS)}"))
+    name = config.get("name")
+    if name is None:
+        issues.append(ConfigIssue("name", "missing: which technique to use"))
+    elif not isinstance(name, str):
+        issues.append(ConfigIssue("name", f"must be a string, got {type(name).__name__}"))
+    if issues:
+        raise ConfigError(issues, source=source)
+    assert isinstance(config_kind, str) and isinstance(name, str)
+    try:
+        technique = registry.get(config_kind, name)
+    except ConfigError as exc:
+        raise ConfigError(exc.issues, source=source) from None
+    data = dict(config)
+    data["kind"] = config_kind
+    try:
+        return technique.spec.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_issues_from(exc), source=source) from None
+
+
+def _issues_from(exc: ValidationError) -> list[ConfigIssue]:
+    issues = []
+    for error in exc.errors(include_url=False):
+        path = ".".join(str(part) for part in error["loc"])
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (not a hyperparameter of this technique)"
+        elif "input" in error and error["type"] not in ("missing",):
+            shown = repr(error["input"])
+            if len(shown) > 60:
+                shown = shown[:57] + "..."
+            message = f"{message} (got {shown})"
+        issues.append(ConfigIssue(path, message))
+    return issues
+
+
+def build(config: Spec | Mapping[str, Any] | str | os.PathLike[str], /, *,
+          backend: str | None = None, registry: Registry | None = None,
+          **runtime: Any) -> Any:
+    """Validate a technique config and build its live object.
+
+    Args:
+        config: A spec, a technique mapping (``{"kind": "optimizer", "name": "adam", ...}``), or
+            a path to a YAML, TOML or JSON file holding one.
+        backend: ``"numpy"``, ``"torch"`` or another registered backend; by default detected
+            from the runtime values, else NumPy.
+        registry: Defaults to the process-wide registry.
+        **runtime: What the builder needs besides hyperparameters: ``params`` for an optimizer,
+            ``optimizer`` for a scheduler, layer sizes for a normalizer.
+
+    Returns:
+        The object the technique's builder returns for that backend.
+
+    Raises:
+        ConfigError: the config is invalid (every bad path listed) or names no technique.
+        PluginError: the technique's plugin is broken or in conflict, or the backend's library
+            is missing.
+    """
+    registry = registry or default_registry()
+    spec = to_spec(config, registry=registry)
+    return registry.build(spec, backend=backend, **runtime)
+
+
+def validate_config(config: Mapping[str, Any] | str | os.PathLike[str], *,
+                    registry: Registry | None = None) -> list[Spec]:
+    """Validate a whole config document without building anything.
+
+    A document is either one technique config, or a mapping whose keys are kinds
+    (``optimizer: {...}``, ``scheduler: {...}``), each value a technique config or a list of
+    them. Every bad path is collected before raising.
+
+    Returns:
+        The validated specs, in document order.
+
+    Raises:
+        ConfigError: listing every bad path.
+    """
+    source = None
+    if isinstance(config, (str, os.PathLike)):
+        source = str(config)
+        config = load_config(config)
+    registry = registry or default_registry()
+    if "name" in config or "kind" in config:
+        try:
+            return [to_spec(config, registry=registry)]
+        except ConfigError as exc:
+            raise ConfigError(exc.issues, source=source) from None
+    specs: list[Spec] = []
+    issues: list[ConfigIssue] = []
+    if not config:
+        issues.append(ConfigIssue("", "empty config: give a technique (kind, name) or sections "
+                                      f"named after kinds ({', '.join(KINDS)})"))
+    for key, value in config.items():
+        if key not in KINDS:
+            issues.append(ConfigIssue(str(key), _section_message(key)))
+            continue
+        items = value if isinstance(value, list) else [value]
+        for index, item in enumerate(items):
+            path = f"{key}.{index}" if isinstance(value, list) else str(key)
+            try:
+                specs.append(to_spec(item, kind=key, registry=registry))
+            except ConfigError as exc:
+                issues.extend(exc.prefixed(path).issues)
+    if issues:
+        raise ConfigError(issues, source=source)
+    return specs
+
+
+def _section_message(key: object) -> str:
+    import difflib
+
+    message = f"unknown section {key!r}"
+    close = difflib.get_close_matches(str(key), KINDS, n=1)
+    if close:
+        message += f"; did you mean {close[0]!r}?"
+    return message + f" Sections: {', '.join(KINDS)}"
+
+
+def json_schema(kind: str | None = None, *, registry: Registry | None = None) -> dict[str, Any]:
+    """JSON Schema for technique configs, for editors and external validation.
+
+    Args:
+        kind: Only this kind: the schema of one technique config of that kind (a union over its
+            techniques, discriminated by ``name``). ``None``: a whole config document with one
+            optional section per kind.
+
+    Raises:
+        ConfigError: unknown kind.
+    """
+    from pydantic import Field, TypeAdapter
+    from typing import Annotated, Union
+
+    registry = registry or default_registry()
+    kinds = [kind] if kind is not None else list(KINDS)
+    for k in kinds:
+        registry.names(k)  # validates the kind
+    defs: dict[str, Any] = {}
+    properties: dict[str, Any] = {}
+    for k in kinds:
+        spec_classes = sorted({t.spec for t in registry.techniques(k)}, key=lambda s: s.__name__)
+        if not spec_classes:
+            properties[k] = {"not": {}, "description": f"no {k} is installed"}
+            continue
+        union: Any = (spec_classes[0] if len(spec_classes) == 1 else
+                      Annotated[Union[tuple(spec_classes)], Field(discriminator="name")])  # noqa: UP007
+        schema = TypeAdapter(union).json_schema(ref_template="#/$defs/{model}")
+        defs.update(schema.pop("$defs", {}))
+        schema["description"] = f"One {k}: 'name' selects the technique."
+        properties[k] = schema
+    if kind is not None:
+        return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+                "title": f"optiplug {kind}", **properties[kind], "$defs": defs}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "optiplug config",
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": True,
+        "$defs": defs,
+    }

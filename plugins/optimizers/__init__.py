@@ -1,0 +1,1 @@
+"""Builtin optiplug techniques (each module is one plugin, registered by entry point)."""
