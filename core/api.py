@@ -62,7 +62,7 @@ def normalizer(name: str, *, backend: str = "numpy", num_features: int | None = 
     Args:
         num_features: Size of the normalized feature (channel) dimension, for layers.
     """
-    runtime = {} if num_features is None else {"num_features": num_features}
+    runtime: dict[str, Any] = {} if num_features is None else {"num_features": num_features}
     return build({"kind": "normalizer", "name": name, **hyper}, backend=backend, **runtime)
 
 

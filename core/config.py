@@ -113,7 +113,7 @@ def _load_yaml(text: str, source: str) -> Any:
             return super().construct_mapping(node, deep=deep)
 
     try:
-        return yaml.load(text, Loader=UniqueKeySafeLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=UniqueKeySafeLoader)
     except yaml.YAMLError as exc:
         first_line = " ".join(str(exc).split())
         raise ConfigError(f"malformed YAML: {first_line}", source=source) from None
@@ -295,8 +295,9 @@ def json_schema(kind: str | None = None, *, registry: Registry | None = None) ->
     Raises:
         ConfigError: unknown kind.
     """
-    from pydantic import Field, TypeAdapter
     from typing import Annotated, Union
+
+    from pydantic import Field, TypeAdapter
 
     registry = registry or default_registry()
     kinds = [kind] if kind is not None else list(KINDS)

@@ -21,21 +21,19 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import importlib
 import importlib.metadata as metadata
 import os
 import re
 import threading
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-
 from typing import Any, Final
 
 import pluggy
 
 from . import hookspecs
-from .errors import ConfigError, ConfigIssue, PluginError, OptiplugWarning
+from .errors import ConfigError, ConfigIssue, OptiplugWarning, PluginError
 from .specs import KINDS, Spec
 from .technique import Backend, PluginInfo, Technique
 
@@ -546,7 +544,7 @@ def _unknown_message(what: str, name: object, known: Iterable[str]) -> str:
     if close:
         message += f"; did you mean {' or '.join(repr(c) for c in close)}?"
     if known:
-        message += f" Known: {', '.join(known)}"
+        message += f"{'' if close else '.'} Known: {', '.join(known)}"
     else:
         message += " (none is installed)"
     return message

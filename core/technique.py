@@ -66,11 +66,12 @@ class Technique:
     origin: PluginInfo | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        problems = []
+        problems: list[str] = []
+        spec: object = self.spec  # descriptors come from plugins: check, don't trust the types
         if self.kind not in KINDS:
             problems.append(f"kind {self.kind!r} is not one of {', '.join(KINDS)}")
-        if not (isinstance(self.spec, type) and issubclass(self.spec, Spec)):
-            problems.append(f"spec must be a Spec subclass, got {self.spec!r}")
+        if not (isinstance(spec, type) and issubclass(spec, Spec)):
+            problems.append(f"spec must be a Spec subclass, got {spec!r}")
         else:
             if getattr(self.spec, "spec_kind", None) != self.kind:
                 problems.append(f"spec {self.spec.__qualname__} is not a {self.kind} spec")

@@ -1,0 +1,309 @@
+"""The ``optiplug`` command: list, show, schema, validate, doctor, and other modules' commands.
+
+Errors print one line (``optiplug: error: ...``) and no traceback unless ``--debug`` is given.
+Exit codes: 0 success, 1 failure (invalid config, broken plugins), 2 usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, Final, TextIO
+
+__all__ = ["main"]
+
+# Modules that add subcommands: each has ``add_commands(subparsers) -> None`` whose parsers set
+# ``func=callable(args) -> int``. Missing modules are skipped, so the core CLI stays usable.
+_COMMAND_MODULES: Final = ("optiplug.param_groups", "optiplug.training.cli", "optiplug.scaffold")
+
+
+class _UsageError(Exception):
+    """Bad command-line usage: exit status 2."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        result: int = args.func(args)
+        return result
+    except _UsageError as exc:
+        print(f"optiplug: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("optiplug: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        from .errors import OptiplugError
+
+        if isinstance(exc, OptiplugError):
+            print(f"optiplug: error: {_one_line(exc)}", file=sys.stderr)
+        else:
+            print(f"optiplug: internal error: {type(exc).__name__}: {_one_line(exc)} "
+                  f"(run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="optiplug",
+        description="A plugin registry of deep-learning optimization techniques.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"optiplug {_version()}")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    p = sub.add_parser("list", help="list installed techniques with backends and providers")
+    p.add_argument("--kind", help="only this kind (optimizer, initializer, ...)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("show", help="explain one technique and its hyperparameters")
+    p.add_argument("kind")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_show)
+
+    p = sub.add_parser("schema", help="JSON Schema for config files (for editors)")
+    p.add_argument("--kind", help="only this kind")
+    p.add_argument("-o", "--output", help="write to this file instead of standard output")
+    p.set_defaults(func=_cmd_schema)
+
+    p = sub.add_parser("validate", help="check a YAML/TOML/JSON config without building it")
+    p.add_argument("file")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("doctor", help="report broken plugins and conflicts (exit 1 if any)")
+    p.set_defaults(func=_cmd_doctor)
+
+    for module_name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not (module_name + ".").startswith(exc.name + "."):
+                raise
+            continue
+        add: Callable[[Any], None] = module.add_commands
+        add(sub)
+    return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("optiplug")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
+
+
+def _registry() -> Any:
+    from .registry import default_registry
+
+    return default_registry()
+
+
+def _check_kind(kind: str | None) -> None:
+    from .specs import KINDS
+
+    if kind is not None and kind not in KINDS:
+        raise _UsageError(f"unknown kind {kind!r}; one of: {', '.join(KINDS)}")
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    _check_kind(args.kind)
+    registry = _registry()
+    rows = []
+    conflicted = {(c.kind, c.name) for c in registry.conflicts()}
+    available = {b.name: b.available() for b in registry.backends()}
+    for technique in registry.techniques(args.kind):
+        origin = technique.origin
+        rows.append({
+            "kind": technique.kind,
+            "name": technique.name,
+            "backends": list(technique.backends),
+            "missing_backends": [b for b in technique.backends if not available.get(b, False)],
+            "distribution": origin.distribution if origin and origin.distribution else
+            "(in-process)",
+            "version": (origin.version if origin else None) or "",
+            "plugin": origin.plugin if origin else "",
+            "status": "conflict" if (technique.kind, technique.name) in conflicted else "ok",
+            "summary": technique.summary,
+        })
+    for record in registry.broken():
+        kind, _, name = record.plugin.partition(".")
+        if args.kind and kind != args.kind:
+            continue
+        rows.append({
+            "kind": kind if name else "?", "name": name or record.plugin, "backends": [],
+            "missing_backends": [], "distribution": record.distribution or "(in-process)",
+            "version": record.version or "", "plugin": record.plugin, "status": "broken",
+            "summary": f"{record.phase}: {record.error}",
+        })
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    table = [["KIND", "NAME", "BACKENDS", "DISTRIBUTION", "VERSION", "STATUS"]]
+    for row in rows:
+        backends = ",".join(b + ("(missing)" if b in row["missing_backends"] else "")
+                            for b in row["backends"]) or "-"
+        table.append([row["kind"], row["name"], backends, row["distribution"], row["version"],
+                      row["status"]])
+    _print_table(table)
+    broken = [r for r in rows if r["status"] == "broken"]
+    if broken:
+        print(f"\n{len(broken)} broken plugin(s); run 'optiplug doctor' for details.")
+    return 0
+
+
+def _print_table(rows: list[list[str]], out: TextIO | None = None) -> None:
+    out = out or sys.stdout
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        out.write("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths,
+                                                                          strict=True)).rstrip())
+        out.write("\n")
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    _check_kind(args.kind)
+    technique = _registry().get(args.kind, args.name)
+    schema = technique.spec.model_json_schema()
+    params = []
+    for field_name, prop in schema.get("properties", {}).items():
+        if field_name in ("kind", "name"):
+            continue
+        params.append({"name": field_name, "type": _schema_type(prop, schema),
+                       "default": prop.get("default"), "constraint": _constraint(prop),
+                       "description": prop.get("description", "")})
+    origin = technique.origin
+    if args.json:
+        json.dump({"kind": technique.kind, "name": technique.name, "summary": technique.summary,
+                   "reference": technique.reference, "backends": list(technique.backends),
+                   "provider": origin.describe() if origin else None,
+                   "hyperparameters": params}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    print(f"{technique.kind} {technique.name}: {technique.summary}")
+    if technique.reference:
+        print(f"reference: {technique.reference}")
+    print(f"backends: {', '.join(technique.backends)}")
+    if origin:
+        print(f"provided by: {origin.describe()}")
+    if not params:
+        print("hyperparameters: none")
+        return 0
+    print("hyperparameters:")
+    table = [["NAME", "TYPE", "DEFAULT", "CONSTRAINT", "DESCRIPTION"]]
+    for param in params:
+        default = "(required)" if param["default"] is None and param["name"] in schema.get(
+            "required", ()) else json.dumps(param["default"])
+        table.append([param["name"], param["type"], default, param["constraint"] or "-",
+                      param["description"]])
+    _print_table(table)
+    return 0
+
+
+def _schema_type(prop: dict[str, Any], schema: dict[str, Any]) -> str:
+    if "$ref" in prop:
+        return str(prop["$ref"]).rsplit("/", 1)[-1]
+    if "enum" in prop:
+        return " | ".join(json.dumps(v) for v in prop["enum"])
+    if "const" in prop:
+        return json.dumps(prop["const"])
+    if "anyOf" in prop:
+        return " | ".join(_schema_type(p, schema) for p in prop["anyOf"])
+    kind = prop.get("type", "any")
+    if kind == "array":
+        if "prefixItems" in prop:
+            return "[" + ", ".join(_schema_type(p, schema) for p in prop["prefixItems"]) + "]"
+        return f"list[{_schema_type(prop.get('items', {}), schema)}]"
+    constraint = _constraint(prop)
+    return f"{kind} ({constraint})" if constraint and kind in ("number", "integer") and \
+        prop is not schema and "default" not in prop else str(kind)
+
+
+def _constraint(prop: dict[str, Any]) -> str:
+    parts = []
+    for key, symbol in (("exclusiveMinimum", ">"), ("minimum", ">="), ("exclusiveMaximum", "<"),
+                        ("maximum", "<="), ("minItems", "items >="), ("maxItems", "items <=")):
+        if key in prop:
+            parts.append(f"{symbol} {prop[key]}")
+    for item in prop.get("prefixItems", []) or ([prop["items"]] if isinstance(
+            prop.get("items"), dict) else []):
+        inner = _constraint(item)
+        if inner:
+            parts.append(f"each {inner}")
+            break
+    return ", ".join(parts)
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    _check_kind(args.kind)
+    from .config import json_schema
+
+    text = json.dumps(json_schema(args.kind), indent=2) + "\n"
+    if args.output:
+        from pathlib import Path
+
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .config import validate_config
+    from .errors import ConfigError
+
+    if not Path(args.file).is_file():
+        raise _UsageError(f"no such file: {args.file}")
+    try:
+        specs = validate_config(args.file)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(f"{args.file}: {issue}", file=sys.stderr)
+        return 1
+    names = ", ".join(f"{s.kind} {s.name}" for s in specs)
+    print(f"{args.file}: valid ({names})")
+    return 0
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    registry = _registry()
+    broken = registry.broken()
+    conflicts = registry.conflicts()
+    missing = [b for b in registry.backends() if not b.available()]
+    techniques = registry.techniques()
+    print(f"{len(techniques)} techniques from {len(registry.plugins())} plugins, "
+          f"backends: {', '.join(b.name for b in registry.backends())}")
+    for backend in missing:
+        print(f"note: backend {backend.name!r} is not usable: {backend.module!r} is not installed")
+    for record in broken:
+        print(f"BROKEN: {record.describe()}")
+    for conflict in conflicts:
+        print(f"CONFLICT: {conflict.describe()}")
+    if broken or conflicts:
+        print(f"{len(broken)} broken plugin(s), {len(conflicts)} conflict(s)")
+        return 1
+    print("all plugins ok")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The conformance kit: check a plugin against the optiplug contract."""

@@ -1,0 +1,1 @@
+"""Config-driven training recipes: ``optiplug run`` and ``optiplug compare``."""

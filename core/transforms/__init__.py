@@ -1,0 +1,1 @@
+"""Composable update rules (gradient transformations) that run on NumPy and torch."""
