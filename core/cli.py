@@ -95,8 +95,9 @@ def _parser() -> argparse.ArgumentParser:
             if exc.name is None or not (module_name + ".").startswith(exc.name + "."):
                 raise
             continue
-        add: Callable[[Any], None] = module.add_commands
-        add(sub)
+        add: Callable[[Any], None] | None = getattr(module, "add_commands", None)
+        if add is not None:
+            add(sub)
     return parser
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,6 +30,10 @@ __all__ = ["build", "json_schema", "load_config", "to_spec", "validate_config"]
 
 CONFIG_SUFFIXES: Final = {".yaml": "yaml", ".yml": "yaml", ".toml": "toml", ".json": "json"}
 MAX_CONFIG_BYTES: Final = 16 * 1024 * 1024
+MAX_CONFIG_DEPTH: Final = 32
+"""Deepest nesting of mappings and lists a config may have."""
+MAX_CONFIG_VALUES: Final = 1_000_000
+"""Most values a config may hold once YAML aliases are expanded (stops "billion laughs")."""
 
 
 def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -44,11 +49,18 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"unsupported config file type {file.suffix!r}; use one of "
                           f"{', '.join(sorted(CONFIG_SUFFIXES))}", source=source)
     try:
-        size = file.stat().st_size
-        if size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"file is {size} bytes; a config may be at most "
+        status = file.stat()
+        # A FIFO or device would block or never end: only regular files are read.
+        if not stat.S_ISREG(status.st_mode):
+            raise ConfigError("not a regular file", source=source)
+        if status.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"file is {status.st_size} bytes; a config may be at most "
                               f"{MAX_CONFIG_BYTES} bytes", source=source)
-        raw = file.read_bytes()
+        with file.open("rb") as stream:
+            raw = stream.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"file is larger than {MAX_CONFIG_BYTES} bytes, the most a "
+                              f"config may be", source=source)
     except OSError as exc:
         raise ConfigError(f"cannot read file: {exc.strerror or exc}", source=source) from None
     try:
@@ -59,7 +71,47 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"the top level must be a mapping, got {type(data).__name__}",
                           source=source)
+    _check_shape(data, source)
     return data
+
+
+def _check_shape(config: Any, source: str | None) -> None:
+    """Reject configs nested too deeply, cyclic, or too large before anything recurses on them.
+
+    Iterative, so a hostile config cannot exhaust the stack here; validation and error messages
+    that recurse afterwards only ever see bounded configs.
+    """
+    stack: list[tuple[Any, str, int]] = [(config, "", 0)]
+    count = 0
+    while stack:
+        value, path, depth = stack.pop()
+        count += 1
+        if count > MAX_CONFIG_VALUES:
+            raise ConfigError([ConfigIssue(path, f"config holds more than {MAX_CONFIG_VALUES} "
+                                                 f"values (expanded YAML aliases?)")],
+                              source=source)
+        children: Any
+        if isinstance(value, Mapping):
+            children = value.items()
+        elif isinstance(value, (list, tuple)):
+            children = enumerate(value)
+        else:
+            continue
+        if depth >= MAX_CONFIG_DEPTH:
+            raise ConfigError([ConfigIssue(path, f"nested more than {MAX_CONFIG_DEPTH} levels "
+                                                 f"deep (or refers to itself)")], source=source)
+        for key, child in children:
+            name = _short(key) if not isinstance(key, (str, int)) else str(key)[:80]
+            stack.append((child, f"{path}.{name}" if path else name, depth + 1))
+
+
+def _short(value: object, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, so one bad value gives one readable line."""
+    try:
+        shown = repr(value)
+    except RecursionError:
+        shown = f"<deeply nested {type(value).__name__}>"
+    return shown if len(shown) <= limit else shown[:limit - 3] + "..."
 
 
 def _parse(text: str, fmt: str, source: str) -> Any:
@@ -68,6 +120,10 @@ def _parse(text: str, fmt: str, source: str) -> Any:
             return tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"malformed TOML: {exc}", source=source) from None
+        except ValueError as exc:  # integers beyond Python's digit limit
+            raise ConfigError(f"malformed TOML: {exc}", source=source) from None
+        except RecursionError:
+            raise ConfigError("malformed TOML: nested too deeply", source=source) from None
     if fmt == "json":
         try:
             return json.loads(text, object_pairs_hook=_unique_pairs,
@@ -117,6 +173,9 @@ def _load_yaml(text: str, source: str) -> Any:
     except yaml.YAMLError as exc:
         first_line = " ".join(str(exc).split())
         raise ConfigError(f"malformed YAML: {first_line}", source=source) from None
+    except (ValueError, OverflowError) as exc:  # a huge integer, an impossible date
+        raise ConfigError(f"malformed YAML: {' '.join(str(exc).split())}",
+                          source=source) from None
     except RecursionError:
         raise ConfigError("malformed YAML: nested too deeply", source=source) from None
 
@@ -295,35 +354,35 @@ def json_schema(kind: str | None = None, *, registry: Registry | None = None) ->
     Raises:
         ConfigError: unknown kind.
     """
-    from typing import Annotated, Union
+    from typing import Annotated, Optional, Union
 
-    from pydantic import Field, TypeAdapter
+    from pydantic import Field, TypeAdapter, create_model
 
     registry = registry or default_registry()
     kinds = [kind] if kind is not None else list(KINDS)
+    unions: dict[str, Any] = {}
     for k in kinds:
-        registry.names(k)  # validates the kind
-    defs: dict[str, Any] = {}
-    properties: dict[str, Any] = {}
-    for k in kinds:
-        spec_classes = sorted({t.spec for t in registry.techniques(k)}, key=lambda s: s.__name__)
+        spec_classes = sorted({t.spec for t in registry.techniques(k)},
+                              key=lambda s: (s.__name__, s.__module__))
         if not spec_classes:
-            properties[k] = {"not": {}, "description": f"no {k} is installed"}
             continue
-        union: Any = (spec_classes[0] if len(spec_classes) == 1 else
-                      Annotated[Union[tuple(spec_classes)], Field(discriminator="name")])  # noqa: UP007
-        schema = TypeAdapter(union).json_schema(ref_template="#/$defs/{model}")
-        defs.update(schema.pop("$defs", {}))
-        schema["description"] = f"One {k}: 'name' selects the technique."
-        properties[k] = schema
+        unions[k] = (spec_classes[0] if len(spec_classes) == 1 else
+                     Annotated[Union[tuple(spec_classes)],  # noqa: UP007
+                               Field(discriminator="name")])
+    header = {"$schema": "https://json-schema.org/draft/2020-12/schema"}
     if kind is not None:
-        return {"$schema": "https://json-schema.org/draft/2020-12/schema",
-                "title": f"optiplug {kind}", **properties[kind], "$defs": defs}
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "optiplug config",
-        "type": "object",
-        "properties": properties,
-        "additionalProperties": True,
-        "$defs": defs,
-    }
+        if kind not in unions:
+            return {**header, "title": f"optiplug {kind}", "not": {},
+                    "description": f"no {kind} is installed"}
+        schema = TypeAdapter(unions[kind]).json_schema()
+        return {**header, "title": f"optiplug {kind}", **schema}
+    # One model for the whole document, so pydantic names every spec uniquely in $defs.
+    fields: dict[str, Any] = {
+        k: (Optional[union], Field(default=None,  # noqa: UP045
+                                   description=f"One {k}: 'name' selects the technique."))
+        for k, union in unions.items()}
+    document = create_model("OptiplugConfig", **fields)
+    schema = TypeAdapter(document).json_schema()
+    schema["additionalProperties"] = True
+    schema["title"] = "optiplug config"
+    return {**header, **schema}

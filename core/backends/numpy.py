@@ -89,3 +89,8 @@ class NumpyModule:
     def __repr__(self) -> str:
         shapes = ", ".join(f"{k}={v.shape}" for k, v in self.params.items())
         return f"{type(self).__name__}({shapes})"
+
+
+from ._numpy_sched import NumpyScheduler, NumpySequentialScheduler  # noqa: E402
+
+__all__ += ["NumpyScheduler", "NumpySequentialScheduler"]

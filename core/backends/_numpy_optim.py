@@ -1,0 +1,587 @@
+"""The NumPy optimizer machinery: param groups, named state, hooks, and cache-blocked updates.
+
+A technique subclasses :class:`NumpyOptimizer` and holds only its math:
+
+- :attr:`~NumpyOptimizer.state_keys` (or :meth:`~NumpyOptimizer.state_keys_for` when the state
+  depends on a hyperparameter): the per-parameter state arrays, allocated like the parameter
+  on its first step (zeros, or :meth:`~NumpyOptimizer.initial_state_value`);
+- :meth:`~NumpyOptimizer.prepare`: once per parameter per step, turns the group's
+  hyperparameters and the parameter's step count into the scalars the kernel needs;
+- :meth:`~NumpyOptimizer.update`: the kernel, called on blocks of at most :attr:`block_size`
+  elements with in-place ufuncs (``out=``) into the scratch blocks it is given, so every
+  temporary stays in cache and a step allocates nothing that grows with the parameters.
+
+Gradients are given to :meth:`~NumpyOptimizer.step` (a ``{name: array}`` mapping or a list
+aligned with the flattened parameters) or held in :attr:`~NumpyOptimizer.grads`, a
+``{name: array}`` dict that ``step()`` reads when called without gradients and that
+:meth:`~NumpyOptimizer.zero_grad` zeroes in place. Built over a NumPy layer, ``grads`` is the
+layer's own ``grads`` dict. A parameter without a gradient (missing or ``None``) is skipped,
+like a torch parameter whose ``.grad`` is ``None``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar, Final, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..errors import ConfigError
+
+__all__ = ["NonfiniteGradientError", "NumpyOptimizer", "RemovableHandle", "effective_grad"]
+
+Array = NDArray[Any]
+StepHook = Callable[[Any, tuple[Any, ...], dict[str, Any]], Any]
+Nonfinite = Literal["raise", "skip", "ignore"]
+_NONFINITE: Final = ("raise", "skip", "ignore")
+_IMPLEMENTATION_KEYS: Final = frozenset({"params", "param_names", "nonfinite"})
+# Keys that select another algorithm: a state saved under other values is another optimizer's.
+_ALGORITHM_KEYS: Final = ("amsgrad", "nesterov", "centered", "decoupled_weight_decay")
+
+
+class NonfiniteGradientError(FloatingPointError):
+    """A gradient holds NaN or infinity and the optimizer's ``nonfinite`` policy is ``raise``."""
+
+
+class RemovableHandle:
+    """Returned by the hook registration methods; ``remove()`` unregisters the hook."""
+
+    __slots__ = ("_hooks", "_key")
+    _next_key: ClassVar[int] = 0
+
+    def __init__(self, hooks: dict[int, StepHook]) -> None:
+        self._hooks = hooks
+        self._key = RemovableHandle._next_key
+        RemovableHandle._next_key += 1
+
+    @property
+    def id(self) -> int:
+        """The key under which the hook is stored."""
+        return self._key
+
+    def remove(self) -> None:
+        """Unregister the hook (a second call does nothing)."""
+        self._hooks.pop(self._key, None)
+
+    def __enter__(self) -> RemovableHandle:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.remove()
+
+
+def effective_grad(param: Array, grad: Array, out: Array, weight_decay: float,
+                   maximize: bool) -> Array:
+    """The gradient torch's optimizers step with: ``(-grad if maximize) + weight_decay * param``.
+
+    Writes into ``out`` only when it has to; otherwise returns ``grad`` itself (never modified).
+    """
+    if weight_decay:
+        np.multiply(param, weight_decay, out=out)
+        if maximize:
+            np.subtract(out, grad, out=out)
+        else:
+            np.add(out, grad, out=out)
+        return out
+    if maximize:
+        np.negative(grad, out=out)
+        return out
+    return grad
+
+
+class NumpyOptimizer:
+    """Base of NumPy optimizers: torch's vocabulary on NumPy arrays, updated in place.
+
+    Args:
+        params: ``{name: array}``, a NumPy layer (its ``params``; its ``grads`` become
+            :attr:`grads`), a list of arrays (named ``"0"``, ``"1"``, ... in order), a list of
+            ``(name, array)`` pairs, or a list of param-group dicts ``{"params": <any of
+            those>, "lr": ..., ...}`` whose keys override the defaults for that group.
+        defaults: The technique's hyperparameters, the defaults of every group.
+        nonfinite: On a NaN/inf gradient: ``"raise"`` :class:`NonfiniteGradientError` naming
+            the parameter, ``"skip"`` the whole step (params and state untouched, counted in
+            :attr:`skipped_steps`), or ``"ignore"`` (apply it, like torch).
+        block_size: Elements per block of the blocked update (a cache-sized chunk).
+        threads: Worker threads for large steps (NumPy ufuncs release the GIL); ``None``:
+            one per CPU core, up to 4. ``1`` runs everything in the calling thread.
+
+    Attributes:
+        param_groups: One dict per group: ``params`` (arrays), ``param_names`` and every
+            hyperparameter. Schedulers edit ``lr``; every step reads the current values.
+        state: Per-parameter state keyed by parameter name: ``step`` and the technique's arrays.
+        grads: Gradients ``step()`` uses when called without any.
+        defaults: The hyperparameters given at construction.
+        skipped_steps: Steps skipped by ``nonfinite="skip"``.
+    """
+
+    optiplug_backend: ClassVar[str] = "numpy"
+    state_keys: ClassVar[tuple[str, ...]] = ()
+    """Names of the per-parameter state arrays (see :meth:`state_keys_for`)."""
+    scratch_blocks: ClassVar[int] = 3
+    """How many scratch blocks :meth:`update` receives."""
+    block_size: int = 32768
+    parallel_threshold: ClassVar[int] = 1 << 18
+    """Steps over fewer elements than this run in the calling thread."""
+
+    def __init__(self, params: Any, defaults: Mapping[str, Any], *,
+                 nonfinite: Nonfinite = "ignore", block_size: int | None = None,
+                 threads: int | None = None) -> None:
+        if nonfinite not in _NONFINITE:
+            raise ConfigError(f"nonfinite must be one of {', '.join(_NONFINITE)}, "
+                              f"got {nonfinite!r}")
+        if block_size is not None:
+            if block_size < 1024:
+                raise ValueError(f"block_size must be at least 1024, got {block_size}")
+            self.block_size = int(block_size)
+        self.defaults: dict[str, Any] = dict(defaults)
+        self.nonfinite: Nonfinite = nonfinite
+        self.threads = threads if threads is not None else min(os.cpu_count() or 1, 4)
+        self.param_groups: list[dict[str, Any]] = []
+        self.state: dict[str, dict[str, Any]] = {}
+        self.grads: dict[str, Array | None] = {}
+        self.skipped_steps = 0
+        self._step_pre_hooks: dict[int, StepHook] = {}
+        self._step_post_hooks: dict[int, StepHook] = {}
+        self._scratch: dict[tuple[np.dtype[Any], int], Array] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._next_index = 0
+        module_grads = getattr(params, "grads", None)
+        if isinstance(getattr(params, "params", None), Mapping):
+            params = params.params
+            if isinstance(module_grads, dict):
+                self.grads = module_grads
+        for group in _as_groups(params):
+            self.add_param_group(group)
+        if not self.param_groups:
+            raise ValueError("optimizer got an empty parameter list")
+
+    # ------------------------------------------------------------------ technique interface
+    def state_keys_for(self, group: Mapping[str, Any]) -> tuple[str, ...]:
+        """The state arrays a parameter of ``group`` needs; :attr:`state_keys` by default."""
+        return self.state_keys
+
+    def initial_state_value(self, group: Mapping[str, Any], key: str) -> float:
+        """The value state array ``key`` starts at; ``0``."""
+        return 0.0
+
+    def prepare(self, group: Mapping[str, Any], state: dict[str, Any]) -> Any:
+        """The scalars :meth:`update` needs for one parameter this step (``state['step']`` is
+        already incremented). Called once per parameter per step, never per block."""
+        raise NotImplementedError
+
+    def update(self, param: Array, grad: Array, state: Sequence[Array],
+               scratch: Sequence[Array], scalars: Any) -> None:
+        """Apply one step to one block, in place.
+
+        Args:
+            param: The block of the parameter (a view; write into it).
+            grad: The block of the gradient (read only).
+            state: Blocks of the state arrays, in :meth:`state_keys_for` order (write into them).
+            scratch: :attr:`scratch_blocks` scratch arrays shaped like ``param``.
+            scalars: What :meth:`prepare` returned.
+        """
+        raise NotImplementedError
+
+    # -------------------------------------------------------------------------- the API
+    def add_param_group(self, param_group: Mapping[str, Any]) -> None:
+        """Add a group: ``{"params": <arrays, named pairs or a dict>, <hyperparameter>: ...}``.
+
+        Raises:
+            ValueError: unknown hyperparameter, repeated name or array, a non-float or
+                non-contiguous array.
+        """
+        if not isinstance(param_group, Mapping) or "params" not in param_group:
+            raise TypeError("a param group is a dict with a 'params' key")
+        unknown = sorted(set(param_group) - set(self.defaults) - {"params", "param_names"})
+        if unknown:
+            raise ValueError(f"unknown hyperparameters in param group: {', '.join(unknown)}; "
+                             f"{type(self).__name__} has: {', '.join(sorted(self.defaults))}")
+        named = self._named(param_group["params"], param_group.get("param_names"))
+        if not named:
+            raise ValueError("a param group needs at least one parameter")
+        known = {name for group in self.param_groups for name in group["param_names"]}
+        known_ids = {id(p) for group in self.param_groups for p in group["params"]}
+        for name, array in named:
+            if name in known:
+                raise ValueError(f"parameter name {name!r} appears twice")
+            if id(array) in known_ids:
+                raise ValueError(f"parameter {name!r} is already optimized (same array twice)")
+            known.add(name)
+            known_ids.add(id(array))
+        group = {key: value for key, value in self.defaults.items()}
+        group.update({k: v for k, v in param_group.items() if k not in ("params",
+                                                                        "param_names")})
+        group["params"] = [array for _, array in named]
+        group["param_names"] = [name for name, _ in named]
+        self.param_groups.append(group)
+
+    def _named(self, params: Any, names: Sequence[str] | None) -> list[tuple[str, Array]]:
+        if isinstance(params, np.ndarray):
+            params = [params]
+        elif isinstance(getattr(params, "params", None), Mapping):
+            params = params.params
+        items: list[tuple[str, Any]]
+        if isinstance(params, Mapping):
+            items = [(str(k), v) for k, v in params.items()]
+        else:
+            listed = list(params)
+            if names is not None:
+                if len(names) != len(listed):
+                    raise ValueError("param_names and params differ in length")
+                items = list(zip(names, listed, strict=True))
+            else:
+                items = []
+                for item in listed:
+                    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+                        items.append(item)
+                    else:
+                        items.append((str(self._next_index + len(items)), item))
+        self._next_index += len(items)
+        for name, array in items:
+            if not isinstance(array, np.ndarray):
+                raise TypeError(f"parameter {name!r} is a {type(array).__name__}, not a NumPy "
+                                f"array")
+            if not np.issubdtype(array.dtype, np.floating):
+                raise TypeError(f"parameter {name!r} has dtype {array.dtype}; optimizers update "
+                                f"floating-point arrays")
+            if not array.flags.c_contiguous or not array.flags.writeable:
+                raise ValueError(f"parameter {name!r} must be a writeable C-contiguous array "
+                                 f"(it is updated in place)")
+        return items
+
+    def register_step_pre_hook(self, hook: StepHook) -> RemovableHandle:
+        """Call ``hook(optimizer, args, kwargs)`` before every step (torch's signature).
+
+        The hook may return ``(args, kwargs)`` to replace the arguments of ``step``.
+        """
+        handle = RemovableHandle(self._step_pre_hooks)
+        self._step_pre_hooks[handle.id] = hook
+        return handle
+
+    def register_step_post_hook(self, hook: StepHook) -> RemovableHandle:
+        """Call ``hook(optimizer, args, kwargs)`` after every step (torch's signature)."""
+        handle = RemovableHandle(self._step_post_hooks)
+        self._step_post_hooks[handle.id] = hook
+        return handle
+
+    def zero_grad(self, set_to_none: bool = False) -> None:
+        """Zero the held gradients in place (or drop them with ``set_to_none``)."""
+        for name, grad in self.grads.items():
+            if grad is None:
+                continue
+            if set_to_none:
+                self.grads[name] = None
+            else:
+                grad.fill(0)
+
+    def step(self, grads: Mapping[str, Array | None] | Sequence[Array | None] | None = None
+             ) -> None:
+        """Update every parameter in place from its gradient.
+
+        Args:
+            grads: ``{name: gradient}``, a list aligned with the parameters of all groups in
+                order, or ``None`` to use :attr:`grads`.
+
+        Raises:
+            NonfiniteGradientError: a gradient is not finite and ``nonfinite="raise"``.
+            ValueError: a gradient's shape differs from its parameter's, or an unknown name.
+        """
+        if self._step_pre_hooks:
+            args: tuple[Any, ...] = (grads,) if grads is not None else ()
+            kwargs: dict[str, Any] = {}
+            for hook in list(self._step_pre_hooks.values()):
+                result = hook(self, args, kwargs)
+                if result is not None:
+                    args, kwargs = result
+            grads = kwargs.get("grads", args[0] if args else None)
+        work = self._work(grads)
+        if self.nonfinite != "ignore" and not self._all_finite(work):
+            self.skipped_steps += 1
+            work = []
+        if work:
+            self._apply(work)
+        if self._step_post_hooks:
+            args = (grads,) if grads is not None else ()
+            for hook in list(self._step_post_hooks.values()):
+                hook(self, args, {})
+
+    # ------------------------------------------------------------------------ the update
+    def _work(self, grads: Any) -> list[tuple[dict[str, Any], str, Array, Array]]:
+        if grads is None:
+            grads = self.grads
+        work: list[tuple[dict[str, Any], str, Array, Array]] = []
+        if isinstance(grads, Mapping):
+            unknown = set(grads).difference(
+                name for group in self.param_groups for name in group["param_names"])
+            if unknown:
+                raise ValueError(f"gradients for unknown parameters: {sorted(unknown)}")
+            for group in self.param_groups:
+                for name, param in zip(group["param_names"], group["params"], strict=True):
+                    grad = grads.get(name)
+                    if grad is not None:
+                        work.append((group, name, param, _checked_grad(name, param, grad)))
+            return work
+        listed = list(grads)
+        total = sum(len(group["params"]) for group in self.param_groups)
+        if len(listed) != total:
+            raise ValueError(f"got {len(listed)} gradients for {total} parameters")
+        position = 0
+        for group in self.param_groups:
+            for name, param in zip(group["param_names"], group["params"], strict=True):
+                grad = listed[position]
+                position += 1
+                if grad is not None:
+                    work.append((group, name, param, _checked_grad(name, param, grad)))
+        return work
+
+    def _all_finite(self, work: list[tuple[dict[str, Any], str, Array, Array]]) -> bool:
+        for _, name, _, grad in work:
+            # min/max propagate NaN and expose infinity without allocating a mask.
+            if grad.size and not (math.isfinite(grad.min()) and math.isfinite(grad.max())):
+                if self.nonfinite == "raise":
+                    raise NonfiniteGradientError(
+                        f"gradient of parameter {name!r} is not finite (NaN or infinity); "
+                        f"nothing was updated")
+                return False
+        return True
+
+    def _slots(self, group: dict[str, Any], name: str, param: Array) -> tuple[list[Array], Any]:
+        state = self.state.get(name)
+        if state is None:
+            state = {"step": 0}
+            for key in self.state_keys_for(group):
+                value = self.initial_state_value(group, key)
+                state[key] = (np.zeros_like(param) if value == 0
+                              else np.full_like(param, value))
+            self.state[name] = state
+        state["step"] += 1
+        arrays = [state[key].reshape(-1) for key in self.state_keys_for(group)]
+        return arrays, self.prepare(group, state)
+
+    def _apply(self, work: list[tuple[dict[str, Any], str, Array, Array]]) -> None:
+        tasks = []
+        for group, name, param, grad in work:
+            arrays, scalars = self._slots(group, name, param)
+            tasks.append((param.reshape(-1), grad.reshape(-1), arrays, scalars))
+        total = sum(task[0].size for task in tasks)
+        if self.threads <= 1 or total < self.parallel_threshold:
+            self._run(tasks, 0)
+            return
+        # Split the blocks evenly between threads; each thread owns its scratch blocks.
+        size = self.block_size
+        chunks: list[list[tuple[Array, Array, list[Array], Any]]] = [[] for _ in
+                                                                    range(self.threads)]
+        share = -(-total // self.threads)
+        worker, filled = 0, 0
+        for flat_p, flat_g, arrays, scalars in tasks:
+            n = flat_p.size
+            start = 0
+            while start < n:
+                room = share - filled
+                if room <= 0 and worker < self.threads - 1:
+                    worker, filled = worker + 1, 0
+                    room = share
+                stop = n if worker == self.threads - 1 else min(n, start + max(room, 1))
+                if stop - start < n and stop < n:
+                    stop = min(n, start + -(-(stop - start) // size) * size)
+                chunks[worker].append((flat_p[start:stop], flat_g[start:stop],
+                                       [a[start:stop] for a in arrays], scalars))
+                filled += stop - start
+                start = stop
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="optiplug")
+        futures = [self._pool.submit(self._run, chunk, index)
+                   for index, chunk in enumerate(chunks[1:], start=1) if chunk]
+        self._run(chunks[0], 0)
+        for future in futures:
+            future.result()
+
+    def _run(self, tasks: Iterable[tuple[Array, Array, list[Array], Any]], worker: int) -> None:
+        size = self.block_size
+        update = self.update
+        for flat_p, flat_g, arrays, scalars in tasks:
+            n = flat_p.size
+            scratch = self._scratch_for(flat_p.dtype, worker)
+            if n <= size:
+                update(flat_p, flat_g, arrays, [s[:n] for s in scratch], scalars)
+                continue
+            for start in range(0, n, size):
+                stop = min(start + size, n)
+                m = stop - start
+                update(flat_p[start:stop], flat_g[start:stop], [a[start:stop] for a in arrays],
+                       scratch if m == size else [s[:m] for s in scratch], scalars)
+
+    def _scratch_for(self, dtype: np.dtype[Any], worker: int) -> list[Array]:
+        key = (dtype, worker)
+        block = self._scratch.get(key)
+        if block is None:
+            block = self._scratch[key] = np.empty((self.scratch_blocks, self.block_size), dtype)
+        return list(block)
+
+    # ---------------------------------------------------------------------- state dicts
+    def state_dict(self) -> dict[str, Any]:
+        """A copy of the state keyed by parameter name, and the groups' hyperparameters.
+
+        ``{"optimizer": class name, "state": {name: {"step": n, key: array}},
+        "param_groups": [{hyperparameters..., "param_names": [...]}]}``
+        """
+        return {
+            "optimizer": type(self).__qualname__,
+            "state": {name: {key: value.copy() if isinstance(value, np.ndarray) else value
+                             for key, value in state.items()}
+                      for name, state in self.state.items()},
+            "param_groups": [{key: (list(value) if key == "param_names" else value)
+                              for key, value in group.items() if key != "params"}
+                             for group in self.param_groups],
+        }
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Load a :meth:`state_dict`, matching parameters by name (their order may differ).
+
+        The groups must hold the same parameter names (in any order); the hyperparameters
+        saved with each group are restored, as torch does.
+
+        Raises:
+            ConfigError: another optimizer's state, a missing or extra parameter, a group that
+                differs, a wrong shape or state key. Nothing is changed then.
+        """
+        problems = self._load_problems(state_dict)
+        if problems:
+            raise ConfigError(["cannot load optimizer state: " + problem
+                               for problem in problems][:1] if len(problems) == 1 else
+                              ["cannot load optimizer state: " + "; ".join(problems)])
+        saved_groups = state_dict["param_groups"]
+        by_name = {name: index for index, group in enumerate(saved_groups)
+                   for name in group["param_names"]}
+        new_state: dict[str, dict[str, Any]] = {}
+        for group in self.param_groups:
+            for name, param in zip(group["param_names"], group["params"], strict=True):
+                saved = state_dict["state"].get(name)
+                if saved is None:
+                    continue
+                entry: dict[str, Any] = {}
+                for key, value in saved.items():
+                    if isinstance(value, np.ndarray):
+                        current = self.state.get(name, {}).get(key)
+                        if isinstance(current, np.ndarray):
+                            np.copyto(current, value, casting="same_kind")
+                            entry[key] = current
+                        else:
+                            entry[key] = np.array(value, dtype=param.dtype, copy=True)
+                    else:
+                        entry[key] = value
+                new_state[name] = entry
+        for group in self.param_groups:
+            saved_group = saved_groups[by_name[group["param_names"][0]]]
+            for key, value in saved_group.items():
+                if key not in ("params", "param_names"):
+                    group[key] = value
+        self.state = new_state
+
+    def _load_problems(self, state_dict: Mapping[str, Any]) -> list[str]:
+        if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= set(
+                state_dict):
+            return ["expected a dict with 'state' and 'param_groups' (from state_dict())"]
+        kind = state_dict.get("optimizer")
+        if kind != type(self).__qualname__:
+            return [f"it is the state of {kind or 'an unknown optimizer'}, not of "
+                    f"{type(self).__qualname__}"]
+        saved_groups = state_dict["param_groups"]
+        if any("param_names" not in group for group in saved_groups):
+            return ["the saved param groups carry no 'param_names'"]
+        problems: list[str] = []
+        saved_names = [name for group in saved_groups for name in group["param_names"]]
+        own_names = [name for group in self.param_groups for name in group["param_names"]]
+        missing = sorted(set(own_names) - set(saved_names))
+        extra = sorted(set(saved_names) - set(own_names))
+        if missing:
+            problems.append(f"no saved state for parameters {missing}")
+        if extra:
+            problems.append(f"saved state has unknown parameters {extra}")
+        if problems:
+            return problems
+        group_of = {name: index for index, group in enumerate(saved_groups)
+                    for name in group["param_names"]}
+        for index, group in enumerate(self.param_groups):
+            origins = {group_of[name] for name in group["param_names"]}
+            saved = saved_groups[next(iter(origins))]
+            if len(origins) != 1 or set(saved["param_names"]) != set(group["param_names"]):
+                problems.append(f"param group {index} ({group['param_names']}) differs from "
+                                f"the saved groups")
+                continue
+            own_keys = set(group) - _IMPLEMENTATION_KEYS
+            saved_keys = set(saved) - _IMPLEMENTATION_KEYS
+            if own_keys != saved_keys:
+                problems.append(f"param group {index} has hyperparameters {sorted(own_keys)}, "
+                                f"the saved group {sorted(saved_keys)}")
+            for key in _ALGORITHM_KEYS:
+                if key in group and saved.get(key) != group[key]:
+                    problems.append(f"param group {index} has {key}={group[key]!r}, the saved "
+                                    f"state {key}={saved.get(key)!r} (another algorithm)")
+            expected = set(self.state_keys_for(saved)) | {"step"}
+            for name, param in zip(group["param_names"], group["params"], strict=True):
+                entry = state_dict["state"].get(name)
+                if entry is None:
+                    continue
+                if set(entry) != expected:
+                    problems.append(f"state of {name!r} has keys {sorted(entry)}, expected "
+                                    f"{sorted(expected)}")
+                    continue
+                for key, value in entry.items():
+                    if key == "step":
+                        if not isinstance(value, (int, np.integer)) or value < 0:
+                            problems.append(f"state of {name!r}: step must be a non-negative "
+                                            f"integer, got {value!r}")
+                    elif np.shape(value) != param.shape:
+                        problems.append(f"state {key!r} of {name!r} has shape "
+                                        f"{np.shape(value)}, the parameter {param.shape}")
+        return problems
+
+    # ------------------------------------------------------------------------- plumbing
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_pool"] = None
+        state["_scratch"] = {}
+        return state
+
+    def __del__(self) -> None:
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False)
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__} ("]
+        for index, group in enumerate(self.param_groups):
+            hyper = ", ".join(f"{k}={v!r}" for k, v in group.items()
+                              if k not in ("params", "param_names"))
+            lines.append(f"  group {index}: {len(group['params'])} params, {hyper}")
+        return "\n".join([*lines, ")"])
+
+
+def _as_groups(params: Any) -> list[Mapping[str, Any]]:
+    if isinstance(params, np.ndarray):
+        return [{"params": [params]}]
+    if isinstance(params, Mapping):
+        if "params" in params and not isinstance(params["params"], np.ndarray):
+            return [params]
+        return [{"params": params}]
+    listed = list(params)
+    if listed and all(isinstance(item, Mapping) for item in listed):
+        return listed
+    if any(isinstance(item, Mapping) for item in listed):
+        raise TypeError("params mixes param-group dicts with parameters")
+    return [{"params": listed}] if listed else []
+
+
+def _checked_grad(name: str, param: Array, grad: Any) -> Array:
+    grad = np.asarray(grad)
+    if grad.shape != param.shape:
+        raise ValueError(f"gradient of {name!r} has shape {grad.shape}, the parameter "
+                         f"{param.shape}")
+    if not grad.flags.c_contiguous:
+        grad = np.ascontiguousarray(grad)
+    return grad
