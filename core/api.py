@@ -56,13 +56,17 @@ def activation(name: str, *, backend: str = "numpy", **hyper: Any) -> Any:
 
 
 def normalizer(name: str, *, backend: str = "numpy", num_features: int | None = None,
-               **hyper: Any) -> Any:
+               dtype: Any = None, device: Any = None, **hyper: Any) -> Any:
     """Build normalizer ``name``: a data scaler (``fit``/``transform``) or a layer.
 
     Args:
         num_features: Size of the normalized feature (channel) dimension, for layers.
+        dtype: Parameter and buffer dtype of a layer (``np.float32``, ``torch.float32``).
+        device: torch device of a layer's parameters.
     """
-    runtime: dict[str, Any] = {} if num_features is None else {"num_features": num_features}
+    runtime = {key: value for key, value in
+               (("num_features", num_features), ("dtype", dtype), ("device", device))
+               if value is not None}
     return build({"kind": "normalizer", "name": name, **hyper}, backend=backend, **runtime)
 
 

@@ -101,8 +101,14 @@ def _check_shape(config: Any, source: str | None) -> None:
             raise ConfigError([ConfigIssue(path, f"nested more than {MAX_CONFIG_DEPTH} levels "
                                                  f"deep (or refers to itself)")], source=source)
         for key, child in children:
-            name = _short(key) if not isinstance(key, (str, int)) else str(key)[:80]
+            name = _short_key(key) if isinstance(key, (str, int)) else _short(key)
             stack.append((child, f"{path}.{name}" if path else name, depth + 1))
+
+
+def _short_key(key: object, limit: int = 80) -> str:
+    """A path component: ``str(key)`` cut to ``limit`` characters (a pasted blob as a key)."""
+    text = key if isinstance(key, str) else str(key)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _short(value: object, limit: int = 60) -> str:
@@ -215,16 +221,19 @@ def to_spec(config: Spec | Mapping[str, Any] | str | os.PathLike[str], *,
     if not isinstance(config, Mapping):
         raise ConfigError(f"a technique config must be a mapping with 'kind' and 'name', got "
                           f"{type(config).__name__}", source=source)
+    _check_shape(config, source)
     registry = registry or default_registry()
     issues: list[ConfigIssue] = []
     config_kind = config.get("kind", kind)
     if config_kind is None:
         issues.append(ConfigIssue("kind", f"missing; one of: {', '.join(KINDS)}"))
-    elif kind is not None and config_kind != kind:
-        issues.append(ConfigIssue("kind", f"{config_kind!r} given where a {kind} is expected"))
     elif not isinstance(config_kind, str) or config_kind not in KINDS:
-        issues.append(ConfigIssue("kind", f"unknown kind {config_kind!r}; one of: "
+        # Type checked before comparing: an array's == is not a bool.
+        issues.append(ConfigIssue("kind", f"unknown kind {_short(config_kind)}; one of: "
                                           f"{', '.join(KINDS)}"))
+    elif kind is not None and config_kind != kind:
+        issues.append(ConfigIssue("kind", f"{_short(config_kind)} given where a {kind} is "
+                                          f"expected"))
     name = config.get("name")
     if name is None:
         issues.append(ConfigIssue("name", "missing: which technique to use"))
@@ -248,7 +257,7 @@ def to_spec(config: Spec | Mapping[str, Any] | str | os.PathLike[str], *,
 def _issues_from(exc: ValidationError) -> list[ConfigIssue]:
     issues = []
     for error in exc.errors(include_url=False):
-        path = ".".join(str(part) for part in error["loc"])
+        path = ".".join(_short_key(part) for part in error["loc"])
         message = error["msg"]
         if error["type"] == "extra_forbidden":
             message = "unknown key (not a hyperparameter of this technique)"
@@ -306,6 +315,10 @@ def validate_config(config: Mapping[str, Any] | str | os.PathLike[str], *,
     if isinstance(config, (str, os.PathLike)):
         source = str(config)
         config = load_config(config)
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"a config must be a mapping of sections or one technique, got "
+                          f"{type(config).__name__}", source=source)
+    _check_shape(config, source)
     registry = registry or default_registry()
     if "name" in config or "kind" in config:
         try:
@@ -318,8 +331,8 @@ def validate_config(config: Mapping[str, Any] | str | os.PathLike[str], *,
         issues.append(ConfigIssue("", "empty config: give a technique (kind, name) or sections "
                                       f"named after kinds ({', '.join(KINDS)})"))
     for key, value in config.items():
-        if key not in KINDS:
-            issues.append(ConfigIssue(str(key), _section_message(key)))
+        if not isinstance(key, str) or key not in KINDS:
+            issues.append(ConfigIssue(_short_key(key), _section_message(key)))
             continue
         items = value if isinstance(value, list) else [value]
         for index, item in enumerate(items):
@@ -336,8 +349,8 @@ def validate_config(config: Mapping[str, Any] | str | os.PathLike[str], *,
 def _section_message(key: object) -> str:
     import difflib
 
-    message = f"unknown section {key!r}"
-    close = difflib.get_close_matches(str(key), KINDS, n=1)
+    message = f"unknown section {_short(key)}"
+    close = difflib.get_close_matches(str(key)[:100], KINDS, n=1)
     if close:
         message += f"; did you mean {close[0]!r}?"
     return message + f" Sections: {', '.join(KINDS)}"

@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, Final, Literal, Protocol
+from typing import Annotated, Any, Final, Literal, Protocol
 
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from .specs import InitializerSpec, NonNegativeFloat, PositiveFloat
 
 __all__ = [
     "LINEAR_NONLINEARITIES",
     "FanMode",
+    "FiniteFloat",
     "GainSpec",
     "NonlinearityGainSpec",
     "Nonlinearity",
@@ -45,6 +46,8 @@ __all__ = [
 ]
 
 Shape = tuple[int, ...]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+"""Any finite float (means, bounds, fill values)."""
 FanMode = Literal["fan_in", "fan_out"]
 """Which fan a variance-scaling initializer divides by: ``fan_in`` keeps the forward
 activations' variance, ``fan_out`` the backward gradients'."""
@@ -236,16 +239,14 @@ class GainSpec(InitializerSpec):
     """Base of initializers scaled by a plain ``gain`` (Xavier/Glorot, orthogonal)."""
 
     gain: PositiveFloat = 1.0
-    """Scale factor; ``optiplug.init_math.calculate_gain(nonlinearity)`` gives the usual one
-    for the activation that follows (5/3 for tanh, sqrt(2) for relu)."""
+    """Scale factor, > 0: 5/3 before tanh, sqrt(2) before relu (see calculate_gain)."""
 
 
 class NonlinearityGainSpec(InitializerSpec):
     """Base of fan-scaled initializers whose gain comes from the following nonlinearity (He)."""
 
     mode: FanMode = "fan_in"
-    """``fan_in`` preserves the variance of activations in the forward pass, ``fan_out`` that of
-    gradients in the backward pass."""
+    """``fan_in`` keeps the forward activations' variance, ``fan_out`` the gradients'."""
     nonlinearity: Nonlinearity = "relu"
     """The activation after this layer; sets the gain (see ``torch.nn.init.calculate_gain``)."""
     negative_slope: NonNegativeFloat = DEFAULT_NEGATIVE_SLOPE
@@ -253,7 +254,8 @@ class NonlinearityGainSpec(InitializerSpec):
 
     @model_validator(mode="after")
     def _slope_only_for_leaky_relu(self) -> NonlinearityGainSpec:
-        if "negative_slope" in self.model_fields_set and self.nonlinearity != "leaky_relu":
+        # Compared with the default, not with model_fields_set, so that a dumped spec loads back.
+        if self.nonlinearity != "leaky_relu" and self.negative_slope != DEFAULT_NEGATIVE_SLOPE:
             raise ValueError("negative_slope applies only to nonlinearity='leaky_relu', not "
                              f"{self.nonlinearity!r}")
         return self

@@ -281,18 +281,18 @@ def param_groups(params: Any, rules: Sequence[ParamGroupRule | Mapping[str, Any]
     group_index: dict[tuple[tuple[str, float], ...], int] = {}
     groups: list[dict[str, Any]] = []
     rows: list[GroupRow] = []
-    for name, param, roles, settings, matched in resolved:
-        key = tuple(sorted(settings.items()))
-        if key not in group_index:
-            group_index[key] = len(groups)
+    for name, param, roles, settings, rule_indices in resolved:
+        signature = tuple(sorted(settings.items()))
+        if signature not in group_index:
+            group_index[signature] = len(groups)
             groups.append({"params": [], **settings})
-        index = group_index[key]
-        groups[index]["params"].append((name, param))
+        position = group_index[signature]
+        groups[position]["params"].append((name, param))
         rows.append(GroupRow(name=name, shape=tuple(int(d) for d in getattr(param, "shape", ())),
-                             roles=tuple(sorted(roles)), group=index,
+                             roles=tuple(sorted(roles)), group=position,
                              lr=settings.get("lr", base_lr),
                              weight_decay=settings.get("weight_decay", base_decay),
-                             rules=matched))
+                             rules=rule_indices))
     return ParamGroups(groups=groups, table=_render(rows), rows=tuple(rows))
 
 

@@ -539,8 +539,11 @@ class Registry:
 
 def _unknown_message(what: str, name: object, known: Iterable[str]) -> str:
     known = sorted(set(known))
-    message = f"unknown {what} {name!r}"
-    close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.6)
+    shown = repr(name)
+    if len(shown) > 80:  # a pasted blob must still give one readable line
+        shown = shown[:77] + "..."
+    message = f"unknown {what} {shown}"
+    close = difflib.get_close_matches(str(name)[:100], known, n=3, cutoff=0.6)
     if close:
         message += f"; did you mean {' or '.join(repr(c) for c in close)}?"
     if known:

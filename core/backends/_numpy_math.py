@@ -13,12 +13,14 @@ so NumPy needs no SciPy to compute the exact GELU.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["elu", "elu_grad", "erfc", "normal_cdf", "normal_pdf", "sigmoid", "softplus"]
+__all__ = ["elu", "elu_grad", "erfc", "normal_cdf", "normal_pdf", "sigmoid", "sigmoid_pair",
+           "softplus"]
 
 Array = NDArray[Any]
 
@@ -48,16 +50,25 @@ _Q: Final = (2.56852019228982242e00, 1.87295284992346047e00, 5.27905102951428412
 _ERFC_ZERO_FROM: Final = {np.dtype(np.float64): 26.543, np.dtype(np.float32): 9.194}
 
 
-def _exp_minus_square(y: Array) -> Array:
-    # exp(-y^2) with y^2 split as ysq^2 + del, ysq a multiple of 1/16 (exact square), so the
-    # rounding error of y*y is not magnified by exp's large argument.
-    ysq = np.trunc(y * 16.0) / 16.0
-    delta = (y - ysq) * (y + ysq)
-    return np.exp(-ysq * ysq) * np.exp(-delta)
+def _exp_minus_square(v: Array, factor: float = 1.0) -> Array:
+    """``exp(-factor * v**2)``, accurate to a few ulp even where ``v**2`` is large.
+
+    ``v**2`` rounds with a relative error of ``eps``, which ``exp`` turns into an error of
+    ``v**2 eps`` (hundreds of ulp by ``|v| = 30``). Splitting ``v = hi + lo`` with ``hi`` a
+    multiple of 1/16 makes ``hi**2`` exact and leaves only the small ``(v - hi)(v + hi)`` to
+    round (Cody's CALERF does the same).
+    """
+    hi = np.trunc(v * 16.0) / 16.0
+    return np.exp(-factor * (hi * hi)) * np.exp(-factor * ((v - hi) * (v + hi)))
 
 
-def _erfc_nonnegative(y: Array) -> Array:
-    """``erfc(y)`` for ``y >= 0``, in ``y``'s dtype."""
+def _erfc_nonnegative(y: Array, gauss: Callable[[NDArray[np.bool_]], Array]) -> Array:
+    """``erfc(y)`` for ``y >= 0``, in ``y``'s dtype.
+
+    ``gauss(mask)`` gives ``exp(-y**2)`` on ``y[mask]``: computed from ``y`` itself for
+    :func:`erfc`, or from the unscaled ``x = sqrt(2) y`` for :func:`normal_cdf`, so that the
+    rounding of ``x / sqrt(2)`` does not reach the exponential.
+    """
     out = np.zeros_like(y)
     small = y <= 0.46875
     if small.any():
@@ -77,7 +88,7 @@ def _erfc_nonnegative(y: Array) -> Array:
         for i in range(7):
             num = (num + _C[i]) * ym
             den = (den + _D[i]) * ym
-        out[middle] = _exp_minus_square(ym) * ((num + _C[7]) / (den + _D[7]))
+        out[middle] = gauss(middle) * ((num + _C[7]) / (den + _D[7]))
     large = (y > 4.0) & (y < _ERFC_ZERO_FROM.get(y.dtype, 26.543))
     if large.any():
         yl = y[large]
@@ -87,8 +98,7 @@ def _erfc_nonnegative(y: Array) -> Array:
         for i in range(4):
             num = (num + _P[i]) * z
             den = (den + _Q[i]) * z
-        tail = (_INV_SQRT_PI - z * (num + _P[4]) / (den + _Q[4])) / yl
-        out[large] = _exp_minus_square(yl) * tail
+        out[large] = gauss(large) * ((_INV_SQRT_PI - z * (num + _P[4]) / (den + _Q[4])) / yl)
     return out
 
 
@@ -104,29 +114,47 @@ def erfc(x: Array) -> Array:
     the negative side accurate too.
     """
     x = _floating(x)
-    positive = _erfc_nonnegative(np.abs(x))
+    y = np.abs(x)
+    positive = _erfc_nonnegative(y, lambda mask: _exp_minus_square(y[mask]))
     return np.where(x < 0, 2.0 - positive, positive)
 
 
 def normal_cdf(x: Array) -> Array:
     """The standard normal CDF ``Phi(x) = erfc(-x / sqrt(2)) / 2``, accurate in both tails."""
     x = _floating(x)
-    return 0.5 * erfc(-x * SQRT1_2)
+    magnitude = np.abs(x)
+    tail = 0.5 * _erfc_nonnegative(magnitude * SQRT1_2,
+                                   lambda mask: _exp_minus_square(magnitude[mask], 0.5))
+    return np.where(x < 0, tail, 1.0 - tail)
 
 
 def normal_pdf(x: Array) -> Array:
     """The standard normal density ``exp(-x^2 / 2) / sqrt(2 pi)``."""
     x = _floating(x)
-    # |x| beyond ~1e154 would overflow x*x; the density there is zero anyway.
-    bounded = np.minimum(np.abs(x), 1e4 if x.dtype.itemsize <= 4 else 1e150)
-    return INV_SQRT_2PI * np.exp(-0.5 * bounded * bounded)
+    # Beyond |x| = 1e4 the density is zero in every format; bounding keeps x*x finite.
+    return INV_SQRT_2PI * _exp_minus_square(np.minimum(np.abs(x), 1e4), 0.5)
 
 
 def sigmoid(x: Array) -> Array:
     """``1 / (1 + exp(-x))`` without overflow: ``exp`` only ever sees ``-|x|``."""
     x = _floating(x)
     e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    big = 1.0 / (1.0 + e)
+    return np.where(x >= 0, big, e * big)
+
+
+def sigmoid_pair(x: Array) -> tuple[Array, Array]:
+    """``(sigmoid(x), sigmoid(-x))``, each to full relative precision.
+
+    ``1 - sigmoid(x)`` would lose all its digits for large ``x``; both halves here come from
+    the same ``exp(-|x|)``, which never overflows.
+    """
+    x = _floating(x)
+    e = np.exp(-np.abs(x))
+    big = 1.0 / (1.0 + e)
+    small = e * big
+    positive = x >= 0
+    return np.where(positive, big, small), np.where(positive, small, big)
 
 
 def softplus(x: Array) -> Array:

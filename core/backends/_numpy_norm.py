@@ -1,20 +1,16 @@
 """Shared machinery of the normalizer plugins: moment normalization and its backward pass on
 NumPy, the NumPy normalization-layer base, and the data-scaler base used by both backends.
 
-Normalization layers (batch, layer, group and RMS norm) all compute
+Normalization layers (batch, layer, group and RMS norm) all compute, over different axes::
 
-.. math::
-    \\hat x = (x - \\mu) / \\sqrt{\\sigma^2 + \\epsilon} \\quad\\text{(or } x / \\sqrt{\\overline{x^2}
-    + \\epsilon} \\text{ without centering)}, \\qquad y = \\gamma \\hat x + \\beta
+    x_hat = (x - mean) * r,  r = 1 / sqrt(var + eps)    (RMS norm: x * r, var = mean(x^2))
+    y = weight * x_hat + bias
 
-over different axes, and share one backward pass: with :math:`g = \\partial L / \\partial \\hat x`
-and means taken over the normalized axes,
+and share one backward pass: with ``g = dL/dx_hat`` and means taken over the normalized axes::
 
-.. math::
-    \\partial L / \\partial x = r \\, (g - \\overline{g} - \\hat x \\, \\overline{g \\hat x})
+    dL/dx = r * (g - mean(g) - x_hat * mean(g * x_hat))    (RMS norm: no mean(g) term)
 
-where :math:`r = 1/\\sqrt{\\sigma^2 + \\epsilon}` (the :math:`\\overline{g}` term is dropped
-without centering). Only :math:`\\hat x` and :math:`r` are cached between forward and backward.
+Only ``x_hat`` and ``r`` are cached between forward and backward.
 """
 
 from __future__ import annotations
@@ -29,8 +25,8 @@ from numpy.typing import DTypeLike, NDArray
 from ..errors import ConfigError, ConfigIssue, OptiplugError
 from .numpy import NumpyModule
 
-__all__ = ["NotFittedError", "NumpyNormLayer", "Scaler", "float_input", "layer_features", "near_constant_std",
-           "nonzero_range", "normalize", "normalize_backward", "reduced_size"]
+__all__ = ["NotFittedError", "NumpyNormLayer", "Scaler", "float_input", "layer_features",
+           "near_constant_std", "nonzero_range", "normalize", "normalize_backward", "reduced_size"]
 
 Array = NDArray[Any]
 Stats = dict[str, NDArray[np.float64]]
@@ -87,14 +83,13 @@ def normalize(x: Array, axes: tuple[int, ...], eps: float, *, center: bool = Tru
         (``None`` without centering) and the biased variance (the mean square without
         centering). Statistics keep their reduced axes (size 1) so they broadcast against ``x``.
     """
+    mean: Array | None = None
     if center:
-        mean: Array | None = x.mean(axis=axes, keepdims=True)
+        mean = x.mean(axis=axes, keepdims=True)
         x_hat = np.subtract(x, mean)
-        var = np.square(x_hat).mean(axis=axes, keepdims=True)
     else:
-        mean = None
         x_hat = x.copy()
-        var = np.square(x).mean(axis=axes, keepdims=True)
+    var = np.square(x_hat).mean(axis=axes, keepdims=True)
     inv_std = 1.0 / np.sqrt(var + np.asarray(eps, dtype=x.dtype))
     x_hat *= inv_std
     return x_hat, inv_std, mean, var
@@ -177,7 +172,7 @@ class NumpyNormLayer(NumpyModule):
         return self.params[name].astype(dtype, copy=False).reshape(self._feature_shape(ndim))
 
     def _affine_forward(self, x_hat: Array) -> Array:
-        """``y = weight * x_hat + bias`` (in place on ``x_hat``'s copy); caches ``x_hat``."""
+        """``y = weight * x_hat + bias`` as a new array; caches ``x_hat`` for the backward pass."""
         self._x_hat = x_hat
         if not self.affine:
             return x_hat.copy()
@@ -238,6 +233,10 @@ class _NumpyOps:
         return stat.astype(like.dtype)
 
     @staticmethod
+    def to_float64(values: Any) -> NDArray[np.float64]:
+        return np.asarray(values, dtype=np.float64)
+
+    @staticmethod
     def clip(x: Any, low: float, high: float) -> Any:
         return np.clip(x, low, high, out=x)
 
@@ -275,6 +274,10 @@ class _TorchOps:
         import torch
 
         return torch.as_tensor(stat).to(device=like.device, dtype=like.dtype)
+
+    @staticmethod
+    def to_float64(values: Any) -> NDArray[np.float64]:
+        return _to_numpy(values)
 
     @staticmethod
     def clip(x: Any, low: float, high: float) -> Any:
@@ -319,7 +322,7 @@ class Scaler:
         self.num_features = num_features
         self.n_samples_seen = 0
         self._stats: Stats | None = None
-        self._cast_cache: dict[tuple[str, str], tuple[Any, Any | None]] = {}
+        self._cast_cache: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
 
     @property
     def fitted(self) -> bool:
@@ -392,13 +395,24 @@ class Scaler:
         self._cast_cache.clear()
         return self
 
-    def _cast_affine(self, like: Any) -> tuple[Any, Any | None]:
+    def _cast_affine(self, like: Any) -> tuple[Any, Any, Any]:
+        """``(scale, center_high, center_low)`` in ``like``'s dtype (and device), cached.
+
+        The float64 center is split into ``high + low``, both in the input's dtype, so
+        ``(x - high) - low`` keeps float64 accuracy in float32 without a float64 temporary: a
+        feature with mean 7 and std 1e-3 would otherwise lose three digits to the rounding of
+        its mean. ``center_*`` are ``None`` without centering, ``low`` also when it is zero.
+        """
         key = (str(like.dtype), str(getattr(like, "device", "cpu")))
         cached = self._cast_cache.get(key)
         if cached is None:
             center, scale = self._affine(self._require_stats())
-            cached = (self._ops.cast(scale, like),
-                      None if center is None else self._ops.cast(center, like))
+            high = low = None
+            if center is not None:
+                high = self._ops.cast(center, like)
+                residual = center - self._ops.to_float64(high)
+                low = self._ops.cast(residual, like) if residual.any() else None
+            cached = (self._ops.cast(scale, like), high, low)
             self._cast_cache[key] = cached
         return cached
 
@@ -412,8 +426,10 @@ class Scaler:
         self._require_stats()
         array, _ = self._as_2d(x, "transform")
         self._check_features(array.shape[-1], "transform")
-        scale, center = self._cast_affine(array)
-        out = array - center if center is not None else array * 1
+        scale, high, low = self._cast_affine(array)
+        out = array - high if high is not None else array * 1
+        if low is not None:
+            out -= low
         out /= scale
         if self.offset:
             out += self.offset
@@ -429,11 +445,13 @@ class Scaler:
         self._require_stats()
         array, _ = self._as_2d(y, "inverse_transform")
         self._check_features(array.shape[-1], "inverse_transform")
-        scale, center = self._cast_affine(array)
+        scale, high, low = self._cast_affine(array)
         out = array - self.offset if self.offset else array * 1
         out *= scale
-        if center is not None:
-            out += center
+        if low is not None:
+            out += low
+        if high is not None:
+            out += high
         return out
 
     def fit_transform(self, x: Any) -> Any:

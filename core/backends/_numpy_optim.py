@@ -371,31 +371,26 @@ class NumpyOptimizer:
         if self.threads <= 1 or total < self.parallel_threshold:
             self._run(tasks, 0)
             return
-        # Split the blocks evenly between threads; each thread owns its scratch blocks.
-        size = self.block_size
-        chunks: list[list[tuple[Array, Array, list[Array], Any]]] = [[] for _ in
-                                                                    range(self.threads)]
+        # Split the elements evenly between threads; each thread owns its scratch blocks.
         share = -(-total // self.threads)
-        worker, filled = 0, 0
+        chunks: list[list[tuple[Array, Array, list[Array], Any]]] = [[]]
+        filled = 0
         for flat_p, flat_g, arrays, scalars in tasks:
-            n = flat_p.size
-            start = 0
+            start, n = 0, flat_p.size
             while start < n:
-                room = share - filled
-                if room <= 0 and worker < self.threads - 1:
-                    worker, filled = worker + 1, 0
-                    room = share
-                stop = n if worker == self.threads - 1 else min(n, start + max(room, 1))
-                if stop - start < n and stop < n:
-                    stop = min(n, start + -(-(stop - start) // size) * size)
-                chunks[worker].append((flat_p[start:stop], flat_g[start:stop],
-                                       [a[start:stop] for a in arrays], scalars))
+                if filled >= share and len(chunks) < self.threads:
+                    chunks.append([])
+                    filled = 0
+                last = len(chunks) == self.threads
+                stop = n if last else min(n, start + share - filled)
+                chunks[-1].append((flat_p[start:stop], flat_g[start:stop],
+                                   [a[start:stop] for a in arrays], scalars))
                 filled += stop - start
                 start = stop
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="optiplug")
         futures = [self._pool.submit(self._run, chunk, index)
-                   for index, chunk in enumerate(chunks[1:], start=1) if chunk]
+                   for index, chunk in enumerate(chunks[1:], start=1)]
         self._run(chunks[0], 0)
         for future in futures:
             future.result()
@@ -451,9 +446,7 @@ class NumpyOptimizer:
         """
         problems = self._load_problems(state_dict)
         if problems:
-            raise ConfigError(["cannot load optimizer state: " + problem
-                               for problem in problems][:1] if len(problems) == 1 else
-                              ["cannot load optimizer state: " + "; ".join(problems)])
+            raise ConfigError("cannot load optimizer state: " + "; ".join(problems))
         saved_groups = state_dict["param_groups"]
         by_name = {name: index for index, group in enumerate(saved_groups)
                    for name in group["param_names"]}
@@ -578,10 +571,10 @@ def _as_groups(params: Any) -> list[Mapping[str, Any]]:
 
 
 def _checked_grad(name: str, param: Array, grad: Any) -> Array:
-    grad = np.asarray(grad)
-    if grad.shape != param.shape:
-        raise ValueError(f"gradient of {name!r} has shape {grad.shape}, the parameter "
+    array: Array = np.asarray(grad)
+    if array.shape != param.shape:
+        raise ValueError(f"gradient of {name!r} has shape {array.shape}, the parameter "
                          f"{param.shape}")
-    if not grad.flags.c_contiguous:
-        grad = np.ascontiguousarray(grad)
-    return grad
+    if not array.flags.c_contiguous:
+        array = np.ascontiguousarray(array)
+    return array

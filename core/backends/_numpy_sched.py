@@ -21,9 +21,10 @@ from __future__ import annotations
 import copy
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
-from typing import Any, Final, Protocol
+from typing import Any, ClassVar, Final, Protocol
 
-__all__ = ["NumpyScheduler", "NumpySequentialScheduler", "SchedulableOptimizer"]
+__all__ = ["NumpyScheduler", "NumpySequentialScheduler", "SchedulableOptimizer",
+           "checked_param_groups"]
 
 # torch keeps this flag in the instance dict once a step ran; it only gates a warning, so a torch
 # state dict may carry it while a NumPy scheduler never does.
@@ -75,6 +76,8 @@ class NumpyScheduler:
     """
 
     optiplug_backend: Final = "numpy"
+    steps_on_metric: ClassVar[bool] = False
+    """Whether :meth:`step` takes the monitored metric (reduce-on-plateau schedulers do)."""
 
     def __init__(self, optimizer: Any, last_epoch: int = -1) -> None:
         groups = checked_param_groups(optimizer)
@@ -194,8 +197,8 @@ class NumpySequentialScheduler(NumpyScheduler):
         last_epoch: ``-1`` for a new schedule.
 
     Raises:
-        ValueError: no scheduler, a scheduler driving another optimizer, or a wrong number of
-            milestones.
+        ValueError: no scheduler, a scheduler driving another optimizer or stepping on a
+            metric, or a wrong number of milestones.
     """
 
     def __init__(self, optimizer: Any, schedulers: Sequence[NumpyScheduler],
@@ -206,6 +209,9 @@ class NumpySequentialScheduler(NumpyScheduler):
             if not isinstance(scheduler, NumpyScheduler):
                 raise TypeError(f"schedulers[{index}] is a {type(scheduler).__name__}, not a "
                                 f"NumpyScheduler")
+            if scheduler.steps_on_metric:
+                raise ValueError(f"schedulers[{index}] ({type(scheduler).__name__}) steps on a "
+                                 f"metric and cannot run in a sequence, as in torch")
             if scheduler.optimizer is not optimizer:
                 raise ValueError(f"schedulers[{index}] drives another optimizer")
         if len(milestones) != len(schedulers) - 1:

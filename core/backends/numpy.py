@@ -21,8 +21,10 @@ __all__ = ["NumpyModule"]
 class NumpyModule:
     """Base of NumPy layers: ``y = forward(x)``, then ``grad_x = backward(grad_y)``.
 
-    ``forward`` caches what ``backward`` needs; ``backward`` fills :attr:`grads` (same keys as
-    :attr:`params`) and returns the gradient with respect to the input. Parameters and buffers
+    ``forward`` caches what ``backward`` needs; ``backward`` ADDS the parameter gradients into
+    :attr:`grads` (same keys as :attr:`params`, arrays created once and updated in place, like
+    torch's ``.grad``: call :meth:`zero_grad` between steps) and returns the gradient with
+    respect to the input. Parameters and buffers
     are plain arrays keyed by name, so a :class:`NumpyOptimizer` can update them in place.
     """
 
@@ -39,7 +41,7 @@ class NumpyModule:
         raise NotImplementedError
 
     def backward(self, grad_out: NDArray[Any]) -> NDArray[Any]:
-        """Gradient with respect to the last ``forward`` input; parameter grads go to ``grads``."""
+        """Gradient w.r.t. the last ``forward`` input; parameter grads are added into ``grads``."""
         raise NotImplementedError
 
     def __call__(self, x: NDArray[Any]) -> NDArray[Any]:
@@ -91,6 +93,14 @@ class NumpyModule:
         return f"{type(self).__name__}({shapes})"
 
 
-from ._numpy_sched import NumpyScheduler, NumpySequentialScheduler  # noqa: E402
+from ._numpy_sched import (  # noqa: E402
+    NumpyScheduler,
+    NumpySequentialScheduler,
+    checked_param_groups,
+)
 
-__all__ += ["NumpyScheduler", "NumpySequentialScheduler"]
+__all__ += ["NumpyScheduler", "NumpySequentialScheduler", "checked_param_groups"]
+
+from ._numpy_optim import NonfiniteGradientError, NumpyOptimizer, effective_grad  # noqa: E402
+
+__all__ += ["NonfiniteGradientError", "NumpyOptimizer", "effective_grad"]

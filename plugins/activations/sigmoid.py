@@ -14,7 +14,7 @@ from typing import Any, Literal
 from numpy.typing import NDArray
 
 import optiplug
-from optiplug.backends._numpy_math import sigmoid
+from optiplug.backends._numpy_math import sigmoid_pair
 from optiplug.backends.numpy import NumpyModule
 
 
@@ -25,14 +25,16 @@ class SigmoidSpec(optiplug.ActivationSpec):
 
 
 class NumpySigmoid(NumpyModule):
-    """``y = sigmoid(x)``; ``dy/dx = y (1 - y)``, from the cached output."""
+    """``dy/dx = y (1 - y)``, with ``1 - y = sigmoid(-x)`` cached from the forward pass: ``1 - y``
+    computed from ``y`` would lose every digit for large ``x``.
+    """
 
     def forward(self, x: NDArray[Any]) -> NDArray[Any]:
-        self._out = sigmoid(x)
+        self._out, self._out_neg = sigmoid_pair(x)
         return self._out
 
     def backward(self, grad_out: NDArray[Any]) -> NDArray[Any]:
-        return grad_out * (1.0 - self._out) * self._out
+        return grad_out * (self._out * self._out_neg)
 
 
 def build_numpy(spec: SigmoidSpec) -> NumpySigmoid:

@@ -8,20 +8,19 @@ Reference: ``torch.nn.init.constant_``.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 import numpy as np
-from pydantic import Field
 
 import optiplug
-from optiplug.init_math import NumpyFill, TorchFill, numpy_fill
+from optiplug.init_math import FiniteFloat, NumpyFill, TorchFill, numpy_fill
 
 
 class ConstantSpec(optiplug.InitializerSpec):
     """``W = value``."""
 
     name: Literal["constant"] = "constant"
-    value: Annotated[float, Field(allow_inf_nan=False)]
+    value: FiniteFloat
     """The value every element gets (required)."""
 
 

@@ -8,19 +8,17 @@ Reference: ``torch.nn.init.normal_``.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
-
-from pydantic import Field
+from typing import Literal
 
 import optiplug
-from optiplug.init_math import NumpyFill, TorchFill, numpy_fill
+from optiplug.init_math import FiniteFloat, NumpyFill, TorchFill, numpy_fill
 
 
 class NormalSpec(optiplug.InitializerSpec):
     """``W ~ N(mean, std**2)``."""
 
     name: Literal["normal"] = "normal"
-    mean: Annotated[float, Field(allow_inf_nan=False)] = 0.0
+    mean: FiniteFloat = 0.0
     """Mean of the distribution."""
     std: optiplug.PositiveFloat = 1.0
     """Standard deviation, > 0."""

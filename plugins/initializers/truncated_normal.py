@@ -9,25 +9,25 @@ Words", ICLR 2021.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import model_validator
 
 import optiplug
-from optiplug.init_math import NumpyFill, TorchFill, numpy_fill, truncated_normal
+from optiplug.init_math import FiniteFloat, NumpyFill, TorchFill, numpy_fill, truncated_normal
 
 
 class TruncatedNormalSpec(optiplug.InitializerSpec):
     """``W ~ N(mean, std**2)`` restricted to ``[low, high]`` (absolute bounds, as torch's)."""
 
     name: Literal["truncated_normal"] = "truncated_normal"
-    mean: Annotated[float, Field(allow_inf_nan=False)] = 0.0
+    mean: FiniteFloat = 0.0
     """Mean of the untruncated normal."""
     std: optiplug.PositiveFloat = 1.0
     """Standard deviation of the untruncated normal, > 0."""
-    low: Annotated[float, Field(allow_inf_nan=False)] = -2.0
+    low: FiniteFloat = -2.0
     """Lower bound, absolute (not in standard deviations)."""
-    high: Annotated[float, Field(allow_inf_nan=False)] = 2.0
+    high: FiniteFloat = 2.0
     """Upper bound, absolute, > low."""
 
     @model_validator(mode="after")

@@ -8,21 +8,21 @@ Reference: ``torch.nn.init.uniform_``.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import model_validator
 
 import optiplug
-from optiplug.init_math import NumpyFill, TorchFill, numpy_fill
+from optiplug.init_math import FiniteFloat, NumpyFill, TorchFill, numpy_fill
 
 
 class UniformSpec(optiplug.InitializerSpec):
     """``W ~ U(low, high)``, ``low < high``."""
 
     name: Literal["uniform"] = "uniform"
-    low: Annotated[float, Field(allow_inf_nan=False)] = 0.0
+    low: FiniteFloat = 0.0
     """Lower bound of the interval."""
-    high: Annotated[float, Field(allow_inf_nan=False)] = 1.0
+    high: FiniteFloat = 1.0
     """Upper bound of the interval, > low."""
 
     @model_validator(mode="after")

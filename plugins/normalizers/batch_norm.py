@@ -68,7 +68,9 @@ class NumpyBatchNorm(NumpyNormLayer):
             mean = self.buffers["running_mean"].astype(x.dtype).reshape(self._feature_shape(x.ndim))
             var = self.buffers["running_var"].astype(x.dtype).reshape(mean.shape)
             self._inv_std = 1.0 / np.sqrt(var + np.asarray(self.spec.eps, dtype=x.dtype))
-            return self._affine_forward((x - mean) * self._inv_std)
+            x_hat = x - mean
+            x_hat *= self._inv_std
+            return self._affine_forward(x_hat)
         count = reduced_size(x.shape, axes)
         if self.training and count < 2:
             raise ValueError(f"batch_norm needs more than 1 value per channel when training, got "

@@ -1,0 +1,294 @@
+"""The training loop shared by both backends: epochs, batches, metrics, checkpoints, progress.
+
+Determinism: the weights come from a generator seeded with ``train.seed``; the order of every
+epoch is a permutation drawn from a separate NumPy generator seeded with ``train.seed``, the
+same on both backends. A checkpoint holds the model, optimizer, scheduler and both generators,
+so a resumed run continues with exactly the numbers of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..errors import ConfigError, ConfigIssue
+from .checkpoint import CheckpointError
+from .data import Dataset, load_dataset
+from .recipe import Recipe, fingerprint
+
+__all__ = ["METRICS", "Progress", "Runner", "Trainer", "limited_threads", "make_runner"]
+
+METRICS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
+           "seconds")
+"""Columns of the per-epoch metrics (``seconds``: wall time of the epoch, the only column
+that differs between identical runs)."""
+
+
+class Runner(Protocol):
+    """What the loop needs from a backend (see ``model_numpy``/``model_torch``)."""
+
+    backend: str
+    checkpoint_suffix: str
+    optimizer: Any
+    scheduler: Any
+
+    def train_epoch(self, order: NDArray[Any] | None, batch_size: int,
+                    after_batch: Callable[[], None] | None = None) -> None: ...
+
+    def evaluate(self, split: str) -> tuple[float, float | None]: ...
+
+    def save(self, path: Any, meta: dict[str, Any]) -> None: ...
+
+    def load(self, path: Any) -> dict[str, Any]: ...
+
+
+def make_runner(recipe: Recipe, data: Dataset) -> Runner:
+    """The backend's runner; torch is imported only for the torch backend."""
+    if recipe.train.backend == "torch":
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise ConfigError([ConfigIssue("train.backend", (
+                "the torch backend needs PyTorch: pip install 'optiplug[torch]'"))]) from None
+        from .model_torch import TorchRunner
+
+        return TorchRunner(recipe, data)
+    from .model_numpy import NumpyRunner
+
+    return NumpyRunner(recipe, data)
+
+
+def _wants_metric(step: Callable[..., Any]) -> bool:
+    """Whether a scheduler's ``step`` needs a metric (plateau schedulers)."""
+    try:
+        parameters = inspect.signature(step).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.default is inspect.Parameter.empty and p.kind in (
+        inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+               for p in parameters)
+
+
+@contextlib.contextmanager
+def limited_threads(threads: int | None, backend: str) -> Iterator[None]:
+    """Run the body with at most ``threads`` math-library threads, then restore the setting.
+
+    Tiny matrix products pay more for waking threads than they gain, and badly so on a busy
+    machine, so training small models on one thread is faster.
+    """
+    if threads is None:
+        yield
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            pass
+        else:
+            stack.enter_context(threadpool_limits(limits=threads))
+        if backend == "torch":
+            import torch
+
+            previous = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            stack.callback(torch.set_num_threads, previous)
+        yield
+
+
+class Trainer:
+    """One training run of a recipe: call :meth:`fit`, or :meth:`run_epoch` epoch by epoch.
+
+    Args:
+        recipe: The validated recipe.
+        data: The dataset, if already loaded (``compare`` shares one between variants).
+
+    Attributes:
+        history: One metrics dict per finished epoch (keys :data:`METRICS`).
+        epoch: Number of finished epochs.
+    """
+
+    def __init__(self, recipe: Recipe, *, data: Dataset | None = None) -> None:
+        self.recipe = recipe
+        self.data = data if data is not None else load_dataset(recipe.data,
+                                                               dtype=recipe.train.dtype)
+        self.runner = make_runner(recipe, self.data)
+        self.order_rng = np.random.default_rng([recipe.train.seed, 1])
+        self.history: list[dict[str, Any]] = []
+        self.epoch = 0
+        scheduler = self.runner.scheduler
+        self._scheduler_metric = scheduler is not None and _wants_metric(scheduler.step)
+        size = recipe.train.batch_size
+        n_train = len(self.data.x_train)
+        self.batch_size = n_train if size == "full" else min(int(size), n_train)
+
+    @property
+    def lr(self) -> float:
+        """The current learning rate of the first param group."""
+        return float(self.runner.optimizer.param_groups[0]["lr"])
+
+    def _step_scheduler(self, metric: float) -> None:
+        scheduler = self.runner.scheduler
+        if self._scheduler_metric:
+            scheduler.step(metric)
+        else:
+            scheduler.step()
+
+    def run_epoch(self) -> dict[str, Any]:
+        """Train one epoch, evaluate both splits, step the scheduler; the epoch's metrics."""
+        start = time.perf_counter()
+        n_train = len(self.data.x_train)
+        full = self.batch_size >= n_train
+        order = None if full else self.order_rng.permutation(n_train)
+        lr = self.lr
+        per_batch = (self.runner.scheduler is not None and
+                     self.recipe.train.scheduler_interval == "batch")
+        after_batch = None
+        if per_batch:
+            if self._scheduler_metric:
+                raise ConfigError([ConfigIssue("train.scheduler_interval", (
+                    f"scheduler {self.recipe.scheduler.name!r} steps on a validation metric, "
+                    f"so it can only step once per epoch"))])
+            after_batch = self.runner.scheduler.step
+        self.runner.train_epoch(order, self.batch_size, after_batch)
+        train_loss, train_accuracy = self.runner.evaluate("train")
+        val_loss, val_accuracy = self.runner.evaluate("val")
+        if self.runner.scheduler is not None and not per_batch:
+            self._step_scheduler(val_loss)
+        self.epoch += 1
+        record = {"epoch": self.epoch, "train_loss": train_loss,
+                  "train_accuracy": train_accuracy, "val_loss": val_loss,
+                  "val_accuracy": val_accuracy, "lr": lr,
+                  "seconds": time.perf_counter() - start}
+        self.history.append(record)
+        return record
+
+    def fit(self, epochs: int | None = None, *,
+            checkpoint: str | Path | None = None,
+            on_epoch: Callable[[Trainer, dict[str, Any]], None] | None = None) -> list[
+                dict[str, Any]]:
+        """Train until ``epochs`` epochs are finished (the recipe's by default).
+
+        Args:
+            epochs: Total number of epochs, counting those already finished.
+            checkpoint: Checkpoint file written every ``train.checkpoint_every`` epochs and
+                after the last; ``None`` for none.
+            on_epoch: Called after every epoch (after its checkpoint).
+
+        Returns:
+            :attr:`history`.
+        """
+        total = epochs if epochs is not None else self.recipe.train.epochs
+        every = self.recipe.train.checkpoint_every
+        with limited_threads(self.recipe.train.threads, self.runner.backend):
+            while self.epoch < total:
+                record = self.run_epoch()
+                if checkpoint is not None and every and (self.epoch % every == 0 or
+                                                         self.epoch == total):
+                    self.save(checkpoint)
+                if on_epoch is not None:
+                    on_epoch(self, record)
+        return self.history
+
+    def _meta(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "history": self.history,
+                "order_rng": self.order_rng.bit_generator.state,
+                "fingerprint": fingerprint(self.recipe), "backend": self.runner.backend}
+
+    def save(self, path: str | Path) -> None:
+        """Write a checkpoint of the whole training state, atomically."""
+        self.runner.save(path, self._meta())
+
+    def load(self, path: str | Path) -> None:
+        """Restore a checkpoint written by :meth:`save` for the same recipe and backend.
+
+        Raises:
+            CheckpointError: unreadable or corrupt, or written for another recipe or backend.
+        """
+        meta = self.runner.load(path)
+        problems = []
+        if meta.get("backend") != self.runner.backend:
+            problems.append(f"it was written by the {meta.get('backend')!r} backend, not "
+                            f"{self.runner.backend!r}")
+        if meta.get("fingerprint") != fingerprint(self.recipe):
+            problems.append("it was written for a different recipe (data, model, optimizer, "
+                            "scheduler or training settings differ)")
+        if problems:
+            raise CheckpointError(f"checkpoint {path} does not match this run: "
+                                  + "; ".join(problems))
+        try:
+            epoch = int(meta["epoch"])
+            history = list(meta["history"])
+            self.order_rng.bit_generator.state = meta["order_rng"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint {path} is corrupt: {exc}") from None
+        if len(history) != epoch:
+            raise CheckpointError(f"checkpoint {path} is corrupt: {len(history)} epochs of "
+                                  f"metrics for epoch {epoch}")
+        self.epoch = epoch
+        self.history = [dict(record) for record in history]
+
+
+class Progress:
+    """A progress line on ``stream`` (stderr): a bar redrawn in place on a terminal, plain
+    lines otherwise.
+
+    Args:
+        total: Number of epochs.
+        label: Shown before the bar (the variant in ``compare``).
+        stream: Where to write; ``sys.stderr`` by default.
+        every_epoch: Print a line per epoch when not a terminal (else only the last).
+    """
+
+    def __init__(self, total: int, *, label: str = "", stream: TextIO | None = None,
+                 every_epoch: bool = True) -> None:
+        self.total = total
+        self.label = label
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.every_epoch = every_epoch
+        self.start = time.perf_counter()
+        self._width = 0
+
+    def update(self, record: dict[str, Any], elapsed: float | None = None) -> None:
+        """Show the metrics of a finished epoch."""
+        elapsed = time.perf_counter() - self.start if elapsed is None else elapsed
+        epoch = int(record["epoch"])
+        accuracy = record.get("val_accuracy")
+        text = (f"epoch {epoch:>{len(str(self.total))}}/{self.total}  "
+                f"loss {_number(record['train_loss'])}  val_loss {_number(record['val_loss'])}"
+                + (f"  val_acc {accuracy:6.2%}" if accuracy is not None else "")
+                + f"  {elapsed:6.1f}s")
+        prefix = f"{self.label}  " if self.label else ""
+        if self.tty:
+            filled = round(20 * epoch / self.total)
+            line = f"\r{prefix}[{'#' * filled}{'.' * (20 - filled)}] {text}"
+            self.stream.write(line + " " * max(0, self._width - len(line)))
+            self._width = len(line)
+            if epoch >= self.total:
+                self.stream.write("\n")
+                self._width = 0
+        elif self.every_epoch or epoch >= self.total:
+            self.stream.write(f"{prefix}{text}\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        """End the bar's line if it was left unfinished."""
+        if self.tty and self._width:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._width = 0
+
+
+def _number(value: float) -> str:
+    if value is None or not math.isfinite(value):
+        return f"{value!s:>8}"
+    return f"{value:8.4f}"

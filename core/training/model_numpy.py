@@ -1,0 +1,284 @@
+"""The recipe's MLP on NumPy: optiplug's NumPy layers, a fused loss and a NumPy optimizer.
+
+Never imports torch. Parameter names match the torch model's (``layers.0.linear.weight``,
+``layers.0.norm.weight``, ``output.bias``), so param-group rules select the same parameters on
+both backends.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..config import build
+from ..errors import ConfigError, ConfigIssue
+from ..specs import Spec
+from .recipe import Recipe
+
+__all__ = ["NumpyLinear", "NumpyMLP", "cross_entropy", "mse"]
+
+Array = NDArray[Any]
+
+
+class NumpyLinear:
+    """``y = x W^T + b`` with ``W`` in torch's ``(out, in)`` layout; a NumPy layer."""
+
+    optiplug_backend = "numpy"
+
+    def __init__(self, weight: Array, *, input_grad: bool = True) -> None:
+        self.params: dict[str, Array] = {
+            "weight": np.ascontiguousarray(weight),
+            "bias": np.zeros(weight.shape[0], dtype=weight.dtype)}
+        self.grads: dict[str, Array] = {name: np.zeros_like(value)
+                                        for name, value in self.params.items()}
+        self.buffers: dict[str, Array] = {}
+        # The first layer's input is data: its gradient is never needed, so never computed.
+        self.input_grad = input_grad
+        self._x: Array | None = None
+
+    def forward(self, x: Array) -> Array:
+        self._x = x
+        out = x @ self.params["weight"].T
+        out += self.params["bias"]
+        return out
+
+    def backward(self, grad_out: Array) -> Array | None:
+        assert self._x is not None, "backward before forward"
+        np.matmul(grad_out.T, self._x, out=self.grads["weight"])
+        np.sum(grad_out, axis=0, out=self.grads["bias"])
+        return grad_out @ self.params["weight"] if self.input_grad else None
+
+    def train(self, mode: bool = True) -> NumpyLinear:
+        return self
+
+    def eval(self) -> NumpyLinear:
+        return self
+
+
+def cross_entropy(logits: Array, target: Array, *, grad: bool
+                  ) -> tuple[float | None, Array | None, int]:
+    """Mean softmax cross-entropy of integer ``target`` and the number of correct argmaxes
+    (evaluation), or only its gradient with respect to ``logits`` (training; ``logits`` is
+    overwritten)."""
+    rows = np.arange(len(target))
+    if not grad:
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_total = np.log(np.exp(shifted).sum(axis=1, dtype=np.float64))
+        loss = float(np.mean(log_total - shifted[rows, target]))
+        return loss, None, int(np.count_nonzero(logits.argmax(axis=1) == target))
+    logits -= logits.max(axis=1, keepdims=True)
+    np.exp(logits, out=logits)
+    logits /= logits.sum(axis=1, keepdims=True) * len(target)
+    logits[rows, target] -= 1.0 / len(target)
+    return None, logits, 0
+
+
+def mse(output: Array, target: Array, *, grad: bool) -> tuple[float | None, Array | None, int]:
+    """Mean squared error over every element (evaluation), or only its gradient (training;
+    ``output`` is overwritten)."""
+    if not grad:
+        return float(np.mean(np.square(output - target, dtype=np.float64))), None, 0
+    output -= target
+    output *= 2.0 / output.size
+    return None, output, 0
+
+
+class NumpyMLP:
+    """Hidden blocks ``linear -> normalizer? -> activation``, then a linear output layer.
+
+    Args:
+        recipe: The validated recipe (its ``model`` section).
+        num_features, num_outputs: Input and output widths.
+        rng: Generator the initializers draw from.
+        dtype: Floating-point type of the parameters.
+
+    Raises:
+        ConfigError: a layer normalizer is a data scaler, not a layer.
+    """
+
+    def __init__(self, recipe: Recipe, num_features: int, num_outputs: int,
+                 rng: np.random.Generator, dtype: np.dtype[Any]) -> None:
+        from ..api import Initializer
+        from ..registry import default_registry
+
+        registry = default_registry()
+        self.modules: list[tuple[str, Any]] = []
+        width = num_features
+        for index, layer in enumerate(recipe.model.layers):
+            init = Initializer(layer.initializer, registry)
+            weight = init((layer.units, width), dtype=dtype, rng=rng)
+            self.modules.append((f"layers.{index}.linear",
+                                 NumpyLinear(weight, input_grad=index > 0)))
+            if layer.normalizer is not None:
+                self.modules.append((f"layers.{index}.norm", _norm_layer(
+                    layer.normalizer, layer.units, dtype, f"model.layers.{index}.normalizer")))
+            self.modules.append((f"layers.{index}.activation",
+                                 build(layer.activation, backend="numpy")))
+            width = layer.units
+        output_spec = recipe.model.output_initializer or recipe.model.layers[-1].initializer
+        weight = Initializer(output_spec, registry)((num_outputs, width), dtype=dtype, rng=rng)
+        self.modules.append(("output", NumpyLinear(weight,
+                                                   input_grad=bool(recipe.model.layers))))
+        self.params: dict[str, Array] = {
+            f"{prefix}.{name}": value for prefix, module in self.modules
+            for name, value in module.params.items()}
+
+    def train(self, mode: bool = True) -> None:
+        """Training (batch statistics) or evaluation mode for every layer."""
+        for _, module in self.modules:
+            module.train(mode)
+
+    def forward(self, x: Array) -> Array:
+        """The model's output for ``x``."""
+        for _, module in self.modules:
+            x = module.forward(x)
+        return x
+
+    def backward(self, grad_out: Array) -> dict[str, Array]:
+        """Backpropagate the output gradient; the parameter gradients by name."""
+        grad: Array | None = grad_out
+        for _, module in reversed(self.modules):
+            assert grad is not None
+            grad = module.backward(grad)
+        return {f"{prefix}.{name}": value for prefix, module in self.modules
+                for name, value in module.grads.items()}
+
+    def state_dict(self) -> dict[str, Array]:
+        """Copies of every parameter and buffer by name."""
+        state = {}
+        for prefix, module in self.modules:
+            for name, value in {**module.params, **module.buffers}.items():
+                state[f"{prefix}.{name}"] = np.array(value, copy=True)
+        return state
+
+    def load_state_dict(self, state: dict[str, Array]) -> None:
+        """Copy parameters and buffers in place; names and shapes must match.
+
+        Raises:
+            ValueError: a name is missing or extra, or a shape differs (nothing is changed).
+        """
+        own: dict[str, Array] = {}
+        for prefix, module in self.modules:
+            for name, value in {**module.params, **module.buffers}.items():
+                own[f"{prefix}.{name}"] = value
+        missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        if missing or extra:
+            raise ValueError(f"model state does not match the recipe's model: missing "
+                             f"{missing}, unexpected {extra}")
+        for name, value in state.items():
+            if np.shape(value) != own[name].shape:
+                raise ValueError(f"{name}: shape {np.shape(value)} does not match "
+                                 f"{own[name].shape}")
+        for name, value in state.items():
+            own[name][...] = value
+
+
+def _norm_layer(spec: Spec, units: int, dtype: np.dtype[Any], path: str) -> Any:
+    layer = build(spec, backend="numpy", num_features=units, dtype=dtype)
+    if not (hasattr(layer, "forward") and hasattr(layer, "backward")):
+        raise ConfigError([ConfigIssue(path, (
+            f"{spec.name!r} is a data scaler, not a normalization layer; put it in "
+            f"data.normalizer"))])
+    return layer
+
+
+class NumpyRunner:
+    """Trains the recipe's :class:`NumpyMLP` with the recipe's NumPy optimizer and scheduler.
+
+    Args:
+        recipe: The validated recipe.
+        data: The split, scaled dataset (in the recipe's dtype).
+    """
+
+    backend = "numpy"
+    checkpoint_suffix = ".npz"
+
+    def __init__(self, recipe: Recipe, data: Any) -> None:
+        self.data = data
+        dtype = np.dtype(recipe.train.dtype)
+        init_rng = np.random.default_rng([recipe.train.seed, 0])
+        self.model = NumpyMLP(recipe, data.num_features, data.num_outputs, init_rng, dtype)
+        self.loss = cross_entropy if recipe.loss == "cross_entropy" else mse
+        try:
+            self.optimizer = build(recipe.optimizer_spec(), backend="numpy",
+                                   params=self.model.params)
+        except ConfigError as exc:
+            raise exc.prefixed("optimizer") from None
+        self.scheduler = None if recipe.scheduler is None else build(
+            recipe.scheduler, backend="numpy", optimizer=self.optimizer)
+
+    def train_epoch(self, order: Array | None, batch_size: int,
+                    after_batch: Any = None) -> None:
+        """One pass over the training split in ``order`` (``None``: one full batch)."""
+        model, step, loss = self.model, self.optimizer.step, self.loss
+        x, y = self.data.x_train, self.data.y_train
+        model.train(True)
+        if order is None:
+            batches: Any = [(x, y)]
+        else:
+            batches = ((x[index], y[index]) for index in
+                       (order[start:start + batch_size]
+                        for start in range(0, len(order), batch_size)))
+        for xb, yb in batches:
+            _, grad_out, _ = loss(model.forward(xb), yb, grad=True)
+            step(model.backward(grad_out))
+            if after_batch is not None:
+                after_batch()
+
+    def evaluate(self, split: str) -> tuple[float, float | None]:
+        """Loss and accuracy (``None`` for regression) on ``train`` or ``val``, in eval mode."""
+        x, y = ((self.data.x_train, self.data.y_train) if split == "train"
+                else (self.data.x_val, self.data.y_val))
+        self.model.train(False)
+        try:
+            value, _, correct = self.loss(self.model.forward(x), y, grad=False)
+        finally:
+            self.model.train(True)
+        assert value is not None
+        accuracy = correct / len(y) if self.data.task == "classification" else None
+        return value, accuracy
+
+    def state(self) -> dict[str, Any]:
+        """Model, optimizer and scheduler state for a checkpoint."""
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": None if self.scheduler is None else self.scheduler.state_dict()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state`.
+
+        Raises:
+            ValueError, KeyError, TypeError: the state does not fit this model and optimizer.
+        """
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            if state.get("scheduler") is None:
+                raise ValueError("the checkpoint has no scheduler state")
+            self.scheduler.load_state_dict(state["scheduler"])
+
+    def save(self, path: Any, meta: dict[str, Any]) -> None:
+        """Write a checkpoint with ``meta`` (loop state: epoch, history, RNG)."""
+        from .checkpoint import save_numpy_checkpoint
+
+        save_numpy_checkpoint(path, {"meta": meta, **self.state()})
+
+    def load(self, path: Any) -> dict[str, Any]:
+        """Read a checkpoint, restore the state, return its ``meta``.
+
+        Raises:
+            CheckpointError: unreadable, corrupt, or another model's or optimizer's.
+        """
+        from .checkpoint import CheckpointError, load_numpy_checkpoint
+
+        payload = load_numpy_checkpoint(path)
+        try:
+            self.load_state(payload)
+            meta = payload["meta"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"checkpoint {path} does not match this run: "
+                                  f"{exc}") from None
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"checkpoint {path} is corrupt: no loop state")
+        return meta

@@ -1,0 +1,191 @@
+"""The recipe's MLP on PyTorch: ``nn.Module``s and a torch optimizer from the registry.
+
+Imported only when a recipe's backend is ``torch``. Parameter names match the NumPy model's.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional
+
+from ..api import Initializer
+from ..config import build
+from ..errors import ConfigError, ConfigIssue
+from ..registry import default_registry
+from .recipe import Recipe
+
+__all__ = ["TorchMLP", "TorchRunner"]
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class _Block(nn.Module):
+    """``linear -> norm? -> activation``."""
+
+    def __init__(self, linear: nn.Linear, norm: nn.Module | None, activation: nn.Module
+                 ) -> None:
+        super().__init__()
+        self.linear = linear
+        self.norm = norm
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.linear(x)
+        if self.norm is not None:
+            x = self.norm(x)
+        return self.activation(x)  # type: ignore[no-any-return]
+
+
+class TorchMLP(nn.Module):
+    """Hidden blocks, then a linear ``output`` layer; weights from the recipe's initializers
+    (drawn from ``generator``), biases zero.
+
+    Raises:
+        ConfigError: a layer normalizer is a data scaler, not a layer.
+    """
+
+    def __init__(self, recipe: Recipe, num_features: int, num_outputs: int,
+                 generator: torch.Generator, dtype: torch.dtype) -> None:
+        super().__init__()
+        registry = default_registry()
+        blocks = []
+        width = num_features
+        for index, layer in enumerate(recipe.model.layers):
+            linear = nn.Linear(width, layer.units, dtype=dtype)
+            _initialize(linear, Initializer(layer.initializer, registry), generator)
+            norm = None
+            if layer.normalizer is not None:
+                norm = build(layer.normalizer, backend="torch", num_features=layer.units,
+                             dtype=dtype)
+                if not isinstance(norm, nn.Module):
+                    raise ConfigError([ConfigIssue(f"model.layers.{index}.normalizer", (
+                        f"{layer.normalizer.name!r} is a data scaler, not a normalization "
+                        f"layer; put it in data.normalizer"))])
+            blocks.append(_Block(linear, norm, build(layer.activation, backend="torch")))
+            width = layer.units
+        self.layers = nn.ModuleList(blocks)
+        self.output = nn.Linear(width, num_outputs, dtype=dtype)
+        output_spec = recipe.model.output_initializer or recipe.model.layers[-1].initializer
+        _initialize(self.output, Initializer(output_spec, registry), generator)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.layers:
+            x = block(x)
+        return self.output(x)  # type: ignore[no-any-return]
+
+
+def _initialize(linear: nn.Linear, init: Initializer, generator: torch.Generator) -> None:
+    with torch.no_grad():
+        init(linear.weight, generator=generator)
+        linear.bias.zero_()
+
+
+class TorchRunner:
+    """Trains the recipe's :class:`TorchMLP` with the recipe's torch optimizer and scheduler."""
+
+    backend = "torch"
+    checkpoint_suffix = ".pt"
+
+    def __init__(self, recipe: Recipe, data: Any) -> None:
+        self.data = data
+        dtype = _DTYPES[recipe.train.dtype]
+        self.generator = torch.Generator().manual_seed(recipe.train.seed)
+        self.model = TorchMLP(recipe, data.num_features, data.num_outputs, self.generator,
+                              dtype)
+        self.classification = data.task == "classification"
+        self.loss = functional.cross_entropy if recipe.loss == "cross_entropy" else \
+            functional.mse_loss
+        self.x_train = torch.from_numpy(data.x_train)
+        self.y_train = torch.from_numpy(data.y_train)
+        self.x_val = torch.from_numpy(data.x_val)
+        self.y_val = torch.from_numpy(data.y_val)
+        try:
+            self.optimizer = build(recipe.optimizer_spec(), backend="torch", params=self.model)
+        except ConfigError as exc:
+            raise exc.prefixed("optimizer") from None
+        self.scheduler = None if recipe.scheduler is None else build(
+            recipe.scheduler, backend="torch", optimizer=self.optimizer)
+
+    def train_epoch(self, order: np.ndarray[Any, Any] | None, batch_size: int,
+                    after_batch: Any = None) -> None:
+        """One pass over the training split in ``order`` (``None``: one full batch)."""
+        model, optimizer, loss_fn = self.model, self.optimizer, self.loss
+        x, y = self.x_train, self.y_train
+        model.train(True)
+        if order is None:
+            batches: Any = [(x, y)]
+        else:
+            index = torch.from_numpy(order)
+            batches = ((x[part], y[part]) for part in torch.split(index, batch_size))
+        for xb, yb in batches:
+            optimizer.zero_grad(set_to_none=True)
+            loss_fn(model(xb), yb).backward()
+            optimizer.step()
+            if after_batch is not None:
+                after_batch()
+
+    def evaluate(self, split: str) -> tuple[float, float | None]:
+        """Loss and accuracy (``None`` for regression) on ``train`` or ``val``, in eval mode."""
+        x, y = (self.x_train, self.y_train) if split == "train" else (self.x_val, self.y_val)
+        self.model.train(False)
+        try:
+            with torch.no_grad():
+                output = self.model(x)
+                value = float(self.loss(output.double(), y if self.classification
+                                        else y.double()))
+                accuracy = (float((output.argmax(dim=1) == y).sum()) / len(y)
+                            if self.classification else None)
+        finally:
+            self.model.train(True)
+        return value, accuracy
+
+    def state(self) -> dict[str, Any]:
+        """Model, optimizer, scheduler and generator state for a checkpoint."""
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+                "generator": self.generator.get_state()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state`.
+
+        Raises:
+            ValueError, KeyError, RuntimeError: the state does not fit this model.
+        """
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            if state.get("scheduler") is None:
+                raise ValueError("the checkpoint has no scheduler state")
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+
+    def save(self, path: Any, meta: dict[str, Any]) -> None:
+        """Write a checkpoint with ``meta`` (loop state, kept as JSON text)."""
+        from .checkpoint import save_torch_checkpoint
+
+        save_torch_checkpoint(path, {"meta": json.dumps(meta), **self.state()})
+
+    def load(self, path: Any) -> dict[str, Any]:
+        """Read a checkpoint (``weights_only=True``), restore the state, return its ``meta``.
+
+        Raises:
+            CheckpointError: unreadable, corrupt, or another model's or optimizer's.
+        """
+        from .checkpoint import CheckpointError, load_torch_checkpoint
+
+        payload = load_torch_checkpoint(path)
+        try:
+            self.load_state(payload)
+            meta = json.loads(payload["meta"])
+        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+            first = " ".join(str(exc).split())[:300]
+            raise CheckpointError(f"checkpoint {path} does not match this run: "
+                                  f"{first}") from None
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"checkpoint {path} is corrupt: no loop state")
+        return meta

@@ -1,0 +1,269 @@
+"""``optiplug run``: train one recipe and write a run folder.
+
+A run folder holds::
+
+    config.yaml          the resolved recipe (every default filled in); --resume reads it
+    metrics.csv          one row per epoch (written after every epoch)
+    metrics.json         the same, plus the final metrics
+    checkpoints/last.npz (NumPy) or last.pt (torch): the latest checkpoint
+    curves.png           loss and accuracy per epoch, train and validation
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..errors import ConfigError, ConfigIssue
+from .checkpoint import CheckpointError, write_text_atomic
+from .loop import METRICS, Progress, Trainer
+from .recipe import Recipe, fingerprint, load_recipe, parse_recipe, recipe_to_dict
+
+__all__ = ["RunResult", "default_run_dir", "format_table", "plot_curves", "read_run_recipe",
+           "run", "summary", "write_metrics"]
+
+CONFIG_FILE = "config.yaml"
+
+
+@dataclass
+class RunResult:
+    """What :func:`run` returns.
+
+    Attributes:
+        run_dir: The run folder.
+        recipe: The recipe that was trained.
+        history: Metrics per epoch.
+        resumed_from: The epoch the run was resumed after, or ``None``.
+    """
+
+    run_dir: Path
+    recipe: Recipe
+    history: list[dict[str, Any]]
+    resumed_from: int | None = None
+
+    @property
+    def final(self) -> dict[str, Any]:
+        """The last epoch's metrics."""
+        return self.history[-1]
+
+
+def default_run_dir(name: str, root: str | os.PathLike[str] = "runs") -> Path:
+    """``runs/<name>-<UTC timestamp>``, made unique with a counter if taken."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    base = Path(root) / f"{name}-{stamp}"
+    candidate, counter = base, 1
+    while candidate.exists():
+        counter += 1
+        candidate = base.with_name(f"{base.name}-{counter}")
+    return candidate
+
+
+def _yaml_dump(data: dict[str, Any]) -> str:
+    import yaml
+
+    return str(yaml.safe_dump(data, sort_keys=False, default_flow_style=None))
+
+
+def read_run_recipe(run_dir: Path) -> Recipe:
+    """The resolved recipe a run folder was started with.
+
+    Raises:
+        ConfigError: not a run folder, or its config no longer validates.
+    """
+    config = run_dir / CONFIG_FILE
+    if not config.is_file():
+        raise ConfigError(f"{run_dir} is not a run folder (no {CONFIG_FILE})")
+    return load_recipe(config)
+
+
+def write_metrics(run_dir: Path, history: list[dict[str, Any]], *,
+                  extra: dict[str, Any] | None = None) -> None:
+    """Write ``metrics.csv`` and ``metrics.json`` atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(METRICS), lineterminator="\n")
+    writer.writeheader()
+    for record in history:
+        writer.writerow({key: "" if record.get(key) is None else record[key]
+                         for key in METRICS})
+    write_text_atomic(run_dir / "metrics.csv", buffer.getvalue())
+    document = {"epochs": history, "final": history[-1] if history else None, **(extra or {})}
+    write_text_atomic(run_dir / "metrics.json", json.dumps(document, indent=2) + "\n")
+
+
+def plot_curves(path: Path, series: dict[str, list[dict[str, Any]]], *, title: str,
+                overlay: bool = False) -> None:
+    """Write a PNG of loss (and accuracy, for classification) per epoch.
+
+    Args:
+        series: Label to metrics history; one run has one label.
+        overlay: Compare style: one colour per label, validation solid and train dotted.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    has_accuracy = any(r.get("val_accuracy") is not None for h in series.values() for r in h)
+    columns = 2 if has_accuracy else 1
+    figure, axes = plt.subplots(1, columns, figsize=(6 * columns, 4.2), squeeze=False)
+    panels = [("loss", axes[0][0])] + ([("accuracy", axes[0][1])] if has_accuracy else [])
+    for metric, axis in panels:
+        for index, (label, history) in enumerate(series.items()):
+            epochs = [r["epoch"] for r in history]
+            color = f"C{index % 10}"
+            val = [_nan(r.get(f"val_{metric}")) for r in history]
+            train = [_nan(r.get(f"train_{metric}")) for r in history]
+            if overlay:
+                axis.plot(epochs, val, color=color, label=label)
+                axis.plot(epochs, train, color=color, linestyle=":", linewidth=1)
+            else:
+                axis.plot(epochs, train, color="C0", label="train")
+                axis.plot(epochs, val, color="C1", label="validation")
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(metric)
+        if metric == "loss":
+            axis.set_yscale("log")
+        axis.grid(True, alpha=0.3)
+        axis.set_title(f"{metric} (validation solid, train dotted)" if overlay else metric)
+    axes[0][-1].legend(fontsize="small")
+    figure.suptitle(title)
+    figure.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(tmp, dpi=100)
+    plt.close(figure)
+    os.replace(tmp, path)
+
+
+def _nan(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def format_table(rows: list[list[str]]) -> str:
+    """Columns padded to their widest cell; the first row is the header."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.rjust(width) if i else cell.ljust(width)
+                       for i, (cell, width) in enumerate(zip(row, widths, strict=True)))
+             for row in rows]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _final_table(history: list[dict[str, Any]]) -> str:
+    final = history[-1]
+    rows = [["split", "loss", "accuracy"]]
+    for split in ("train", "val"):
+        accuracy = final.get(f"{split}_accuracy")
+        rows.append(["train" if split == "train" else "validation",
+                     f"{final[f'{split}_loss']:.4f}",
+                     "-" if accuracy is None else f"{accuracy:.2%}"])
+    return format_table(rows)
+
+
+def run(recipe: Recipe | dict[str, Any] | str | os.PathLike[str] | None = None, *,
+        out: str | os.PathLike[str] | None = None, resume: str | os.PathLike[str] | None = None,
+        backend: str | None = None, epochs: int | None = None, progress: bool = True,
+        stream: TextIO | None = None, kill_after_epoch: int | None = None) -> RunResult:
+    """Train a recipe into a run folder, or resume a run folder from its last checkpoint.
+
+    Args:
+        recipe: A recipe (file, mapping or :class:`Recipe`); the default digits recipe if
+            ``None``. With ``resume`` it may be left out, else it must match the run's.
+        out: The run folder (default ``runs/<name>-<timestamp>``); with ``resume``, the run
+            folder itself.
+        resume: A run folder to continue from its last checkpoint.
+        backend: Override ``train.backend``.
+        epochs: Override ``train.epochs`` (the total, counting resumed epochs).
+        progress: Show a progress bar on ``stream`` (stderr).
+        kill_after_epoch: Testing aid: SIGKILL this process right after that epoch's
+            checkpoint, as a crash would.
+
+    Raises:
+        ConfigError: invalid recipe, or a recipe that differs from the resumed run's.
+        CheckpointError: the run folder's checkpoint is missing, corrupt or mismatched.
+    """
+    resumed_from = None
+    if resume is not None:
+        run_dir = Path(resume)
+        if out is not None and Path(out).resolve() != run_dir.resolve():
+            raise ConfigError("--out and --resume name different folders; a resumed run "
+                              "continues in its own folder")
+        resolved = _override(read_run_recipe(run_dir), backend, epochs)
+        if recipe is not None:
+            given = _override(load_recipe(recipe), backend, epochs)
+            if fingerprint(given) != fingerprint(resolved):
+                raise ConfigError([ConfigIssue("", (
+                    f"the recipe differs from the one {run_dir} was started with; resume with "
+                    f"the run folder alone (--resume {run_dir})"))])
+            resolved = given
+    else:
+        resolved = _override(load_recipe(recipe), backend, epochs)
+        run_dir = Path(out) if out is not None else default_run_dir(resolved.name)
+        if (run_dir / CONFIG_FILE).exists():
+            raise ConfigError(f"{run_dir} already holds a run; choose another --out or "
+                              f"continue it with --resume {run_dir}")
+    trainer = Trainer(resolved)
+    checkpoint = run_dir / "checkpoints" / f"last{trainer.runner.checkpoint_suffix}"
+    if resume is not None:
+        if not checkpoint.is_file():
+            raise CheckpointError(f"{run_dir} has no checkpoint to resume from "
+                                  f"({checkpoint.relative_to(run_dir)})")
+        trainer.load(checkpoint)
+        resumed_from = trainer.epoch
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run_dir / CONFIG_FILE, _yaml_dump(recipe_to_dict(resolved)))
+    stream = stream if stream is not None else sys.stderr
+    total = resolved.train.epochs
+    bar = Progress(total, stream=stream) if progress else None
+    elapsed_before = sum(r["seconds"] for r in trainer.history)
+    started = time.perf_counter()
+    if resumed_from is not None and progress:
+        stream.write(f"resuming {run_dir} after epoch {resumed_from}\n")
+
+    def on_epoch(trainer: Trainer, record: dict[str, Any]) -> None:
+        write_metrics(run_dir, trainer.history)
+        if bar is not None:
+            bar.update(record, elapsed_before + time.perf_counter() - started)
+        if kill_after_epoch is not None and trainer.epoch >= kill_after_epoch:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    try:
+        trainer.fit(total, checkpoint=checkpoint, on_epoch=on_epoch)
+    finally:
+        if bar is not None:
+            bar.close()
+    history = trainer.history
+    write_metrics(run_dir, history, extra={"backend": trainer.runner.backend,
+                                           "recipe": resolved.name})
+    if history:
+        plot_curves(run_dir / "curves.png", {resolved.name: history},
+                    title=f"{resolved.name} ({trainer.runner.backend})")
+    return RunResult(run_dir=run_dir, recipe=resolved, history=history,
+                     resumed_from=resumed_from)
+
+
+def _override(recipe: Recipe, backend: str | None, epochs: int | None) -> Recipe:
+    if backend is None and epochs is None:
+        return recipe
+    data = recipe_to_dict(recipe)
+    if backend is not None:
+        data["train"]["backend"] = backend
+    if epochs is not None:
+        data["train"]["epochs"] = epochs
+    return parse_recipe(data)
+
+
+def summary(result: RunResult) -> str:
+    """The final metrics table and where the run folder is."""
+    lines = [_final_table(result.history),
+             f"\nrun folder: {result.run_dir}  (config.yaml, metrics.csv, metrics.json, "
+             f"checkpoints/, curves.png)"]
+    return "\n".join(lines)

@@ -1,0 +1,332 @@
+"""Chains as configs: the spec fields, the builders, and named chains registered as optimizers.
+
+A chain config lists transforms by name, each validated by its own strict model, so a bad
+entry is reported at its path (``transforms.1.b1``)::
+
+    {"name": "chain", "lr": 0.001,
+     "transforms": [{"name": "clip_by_global_norm", "max_norm": 1.0},
+                    {"name": "scale_by_adam", "b1": 0.9},
+                    {"name": "scale_by_learning_rate"}]}
+
+``transforms`` may instead map labels to chains, with ``labels`` mapping parameter-name
+patterns to labels (parameters no pattern matches use the ``default`` chain).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, ClassVar, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from ..errors import ConfigError, ConfigIssue
+from ..param_groups import StandardOptimizerSpec
+from ..registry import Registry, default_registry
+from ..specs import PositiveFloat
+from ..technique import Technique
+from . import _blocks
+from ._base import (
+    Chain,
+    ChainLike,
+    MultiTransform,
+    Transform,
+    as_chain,
+    transform_class,
+    transform_names,
+)
+
+__all__ = ["ChainSpecBase", "ChainTransforms", "NamedChainSpec", "TransformEntry",
+           "build_numpy", "build_torch", "chain_optimizer", "register_chain",
+           "register_chain_config"]
+
+_BUILTIN_BLOCKS = (_blocks.ScaleByAdam, _blocks.ScaleByMomentum, _blocks.ScaleByRms,
+                   _blocks.AddDecayedWeights, _blocks.Clip, _blocks.ClipByGlobalNorm,
+                   _blocks.ScaleByLearningRate, _blocks.Scale)
+_BuiltinEntry = Annotated[Union[_BUILTIN_BLOCKS], Field(discriminator="name")]  # type: ignore[valid-type]  # noqa: UP007
+
+
+def _to_transform(value: Any) -> Transform:
+    if isinstance(value, Transform):
+        return value
+    if not isinstance(value, Mapping):
+        raise PydanticCustomError("transform_type", "a transform is a mapping with a 'name' "
+                                                    "(got {kind})",
+                                  {"kind": type(value).__name__})
+    name = value.get("name")
+    cls = transform_class(name) if isinstance(name, str) else None
+    if cls is None:
+        import difflib
+
+        close = difflib.get_close_matches(str(name), transform_names(), n=2)
+        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+        raise ValidationError.from_exception_data("transform", [InitErrorDetails(
+            type=PydanticCustomError("unknown_transform",
+                                     "unknown transform {name}; {hint}known: {known}",
+                                     {"name": repr(name), "hint": hint,
+                                      "known": ", ".join(transform_names())}),
+            loc=("name",), input=name)])
+    return cls.model_validate(dict(value))
+
+
+TransformEntry = Annotated[
+    Transform,
+    PlainValidator(_to_transform, json_schema_input_type=_BuiltinEntry),
+    PlainSerializer(lambda transform: transform.model_dump(), return_type=dict),
+]
+"""One transform in a config: ``{"name": "scale_by_adam", ...}`` or a Transform object."""
+
+_SEQUENCE = TypeAdapter(tuple[TransformEntry, ...])
+_BY_LABEL = TypeAdapter(dict[str, tuple[TransformEntry, ...]])
+
+
+def _as_tuple(value: Any) -> Any:
+    if isinstance(value, Chain):
+        return value.transforms
+    if isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+def _validate_transforms(value: Any) -> tuple[Transform, ...] | dict[str, tuple[Transform, ...]]:
+    if isinstance(value, MultiTransform):
+        value = {label: chain.transforms for label, chain in value.chains.items()}
+    if isinstance(value, Mapping):
+        return _BY_LABEL.validate_python({str(k): _as_tuple(v) for k, v in value.items()})
+    if isinstance(value, Transform):
+        value = (value,)
+    return _SEQUENCE.validate_python(_as_tuple(value))
+
+
+def _dump_transforms(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {label: [t.model_dump() for t in chain] for label, chain in value.items()}
+    return [t.model_dump() for t in value]
+
+
+ChainTransforms = Annotated[
+    Any,
+    PlainValidator(_validate_transforms, json_schema_input_type=Union[  # noqa: UP007
+        list[_BuiltinEntry], dict[str, list[_BuiltinEntry]]]),
+    PlainSerializer(_dump_transforms),
+]
+"""A chain (list of transforms) or a mapping of labels to chains."""
+
+
+def _make(transforms: Any, labels: Mapping[str, str]) -> Chain | MultiTransform:
+    if isinstance(transforms, Mapping):
+        return MultiTransform(transforms, labels=dict(labels) or None)
+    return Chain(transforms)
+
+
+def _check_labels(transforms: Any, labels: Mapping[str, str]) -> None:
+    if not isinstance(transforms, Mapping):
+        if labels:
+            raise ValueError("'labels' needs 'transforms' to map labels to chains")
+        return
+    unknown = sorted(set(labels.values()) - set(transforms))
+    if unknown:
+        raise ValueError(f"labels name chains {unknown} that 'transforms' lacks; it has "
+                         f"{sorted(transforms)}")
+
+
+class ChainSpecBase(StandardOptimizerSpec):
+    """Fields of a chain optimizer config (the ``chain`` technique's spec subclasses it)."""
+
+    transforms: ChainTransforms
+    """The transforms, applied in order (``[{"name": "scale_by_adam"}, ...]``), or a mapping
+    of labels to such lists for different chains on different parameters."""
+    labels: dict[str, str] = {}
+    """``fnmatch`` pattern on parameter names to label (first match wins); parameters no
+    pattern matches, and no param group labels, use the ``default`` chain."""
+
+    @model_validator(mode="after")
+    def _labels_known(self) -> ChainSpecBase:
+        _check_labels(self.transforms, self.labels)
+        return self
+
+    def to_transform(self) -> Chain | MultiTransform:
+        """The chain (or labelled chains) this spec describes."""
+        return _make(self.transforms, self.labels)
+
+
+class NamedChainSpec(StandardOptimizerSpec):
+    """Base of the specs :func:`register_chain` makes: the chain is fixed, ``lr`` is not."""
+
+    chain_transform: ClassVar[Chain | MultiTransform]
+
+    def to_transform(self) -> Chain | MultiTransform:
+        """The registered chain."""
+        return self.chain_transform
+
+
+ChainSpecLike = ChainSpecBase | NamedChainSpec
+
+
+def build_numpy(spec: ChainSpecLike, params: Any) -> Any:
+    """A :class:`~optiplug.transforms.NumpyChainOptimizer` for ``spec``."""
+    from ._numpy import NumpyChainOptimizer
+
+    return NumpyChainOptimizer(spec.group_params(params), spec.to_transform(), lr=spec.lr,
+                               nonfinite=spec.nonfinite)
+
+
+def build_torch(spec: ChainSpecLike, params: Any) -> Any:
+    """A ``torch.optim.Optimizer`` (:class:`~optiplug.transforms.TorchChainOptimizer`)."""
+    from ._torch import TorchChainOptimizer
+
+    return TorchChainOptimizer(spec.group_params(params), spec.to_transform(), lr=spec.lr,
+                               nonfinite=spec.nonfinite)
+
+
+def _config_error(exc: ValidationError, prefix: str = "") -> ConfigError:
+    issues = []
+    for error in exc.errors(include_url=False):
+        path = ".".join([*([prefix] if prefix else []), *(str(p) for p in error["loc"])])
+        issues.append(ConfigIssue(path, error["msg"]))
+    return ConfigError(issues)
+
+
+def register_chain(name: str, transforms: ChainLike | Mapping[str, ChainLike] | Sequence[Any],
+                   *, summary: str, lr: float = 1e-3, labels: Mapping[str, str] | None = None,
+                   reference: str = "", registry: Registry | None = None,
+                   override: bool = False) -> Technique:
+    """Register a chain as an optimizer of its own, built by name like any other.
+
+    Args:
+        name: The optimizer's name (``optiplug.optimizer(name, params, lr=...)``).
+        transforms: Transform objects or config entries (``{"name": "scale_by_adam"}``), a
+            chain, or a mapping of labels to chains.
+        summary: One or two sentences for ``optiplug list``.
+        lr: Default learning rate of the new optimizer's spec.
+        labels: Parameter-name patterns to labels, when ``transforms`` is a mapping.
+        reference: Paper or documentation the rule follows.
+        registry: Defaults to the process-wide registry.
+        override: Replace an optimizer already registered under ``name``.
+
+    Returns:
+        The registered :class:`~optiplug.Technique`.
+
+    Raises:
+        ConfigError: an invalid transform (with its path) or label.
+        PluginError: ``name`` is taken and ``override`` is false.
+    """
+    try:
+        validated = _validate_transforms(transforms)
+    except ValidationError as exc:
+        raise _config_error(exc, "transforms") from None
+    try:
+        _check_labels(validated, labels or {})
+    except ValueError as exc:
+        raise ConfigError([ConfigIssue("labels", str(exc))]) from None
+    spec = create_model(  # type: ignore[call-overload]
+        "".join(part.title() for part in name.replace("-", "_").split("_")) + "Spec",
+        __base__=NamedChainSpec, __doc__=summary, __module__=__name__,
+        name=(Literal[name], name),
+        lr=(PositiveFloat, Field(default=lr, description="Learning rate.")))
+    spec.chain_transform = _make(validated, labels or {})
+    technique = Technique(kind="optimizer", name=name, spec=spec,
+                          builders={"numpy": build_numpy, "torch": build_torch},
+                          summary=summary, reference=reference)
+    (registry or default_registry()).register(technique, override=override)
+    return technique
+
+
+class _NamedChainConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$")]
+    summary: Annotated[str, Field(min_length=1)]
+    reference: str = ""
+    lr: PositiveFloat = 1e-3
+    transforms: ChainTransforms
+    labels: dict[str, str] = {}
+
+
+def register_chain_config(config: Mapping[str, Any] | str | os.PathLike[str], *,
+                          registry: Registry | None = None, override: bool = False
+                          ) -> Technique:
+    """Register a named chain from a config file (YAML, TOML, JSON) or mapping::
+
+        name: clipped_adamw
+        summary: AdamW with global-norm clipping.
+        lr: 0.001
+        transforms:
+          - {name: clip_by_global_norm, max_norm: 1.0}
+          - {name: scale_by_adam}
+          - {name: add_decayed_weights, weight_decay: 0.01}
+          - {name: scale_by_learning_rate}
+
+    Raises:
+        ConfigError: every bad path of the file.
+        PluginError: the name is taken and ``override`` is false.
+    """
+    from ..config import load_config
+
+    source = None
+    if isinstance(config, (str, os.PathLike)):
+        source = str(config)
+        config = load_config(config)
+    try:
+        parsed = _NamedChainConfig.model_validate(
+            {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+    except ValidationError as exc:
+        raise ConfigError(_config_error(exc).issues, source=source) from None
+    try:
+        return register_chain(parsed.name, parsed.transforms, summary=parsed.summary,
+                              lr=parsed.lr, labels=parsed.labels, reference=parsed.reference,
+                              registry=registry, override=override)
+    except ConfigError as exc:
+        raise ConfigError(exc.issues, source=source) from None
+
+
+def chain_optimizer(transform: ChainLike | MultiTransform, params: Any, *, lr: float = 1e-3,
+                    backend: str | None = None, registry: Registry | None = None,
+                    **options: Any) -> Any:
+    """Build an optimizer from a chain object through the registry's ``chain`` technique.
+
+    The optimizer is built exactly as ``optiplug.build({"name": "chain", ...})`` would, so
+    lifecycle hooks apply. A :class:`~optiplug.transforms.MultiTransform` whose labels are a
+    callable is resolved here into labelled param groups (``params`` must then be flat).
+
+    Args:
+        transform: A chain, a transform, a sequence of transforms or a multi-transform.
+        params: Parameters as for any optimizer.
+        lr: Default learning rate.
+        backend: ``"numpy"`` or ``"torch"``; detected from ``params`` when left out.
+        registry: Defaults to the process-wide registry.
+        **options: Further spec fields (``param_groups``, ``nonfinite``).
+    """
+    from ..config import build
+    from ..param_groups import named_params
+
+    labels: Mapping[str, str] = {}
+    if isinstance(transform, MultiTransform):
+        chains: Any = {label: chain.transforms for label, chain in transform.chains.items()}
+        if callable(transform.labels):
+            items, _ = named_params(params)
+            grouped: dict[str, list[tuple[str, Any]]] = {}
+            for item_name, param in items:
+                grouped.setdefault(transform.label_of(item_name, param, None), []).append(
+                    (item_name, param))
+            params = [{"params": named, "label": label} for label, named in grouped.items()]
+        elif isinstance(transform.labels, Mapping):
+            labels = transform.labels
+        if transform.default != "default":
+            chains["default"] = chains[transform.default]
+    else:
+        chains = as_chain(transform).transforms
+    config = {"kind": "optimizer", "name": "chain", "lr": lr, "transforms": chains,
+              "labels": dict(labels), **options}
+    return build(config, backend=backend, registry=registry, params=params)

@@ -1,0 +1,8 @@
+"""optiplug-extras: example third-party optiplug plugins (Lion optimizer, Mish activation).
+
+Nothing is imported here: optiplug loads :mod:`optiplug_extras.lion` and
+:mod:`optiplug_extras.mish` through their ``optiplug.plugins`` entry points when a config first
+asks for ``lion`` or ``mish``.
+"""
+
+__version__ = "0.1.0"
