@@ -189,7 +189,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
             continue
         params.append({"name": field_name, "type": _schema_type(prop, schema),
                        "default": prop.get("default"), "constraint": _constraint(prop),
-                       "description": prop.get("description", "")})
+                       "description": " ".join(prop.get("description", "").split())})
     origin = technique.origin
     if args.json:
         json.dump({"kind": technique.kind, "name": technique.name, "summary": technique.summary,
@@ -212,7 +212,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
     for param in params:
         default = "(required)" if param["default"] is None and param["name"] in schema.get(
             "required", ()) else json.dumps(param["default"])
-        table.append([param["name"], param["type"], default, param["constraint"] or "-",
+        kind = param["type"] if len(param["type"]) <= 40 else param["type"][:37] + "..."
+        table.append([param["name"], kind, default, param["constraint"] or "-",
                       param["description"]])
     _print_table(table)
     return 0
@@ -241,7 +242,7 @@ def _constraint(prop: dict[str, Any]) -> str:
     parts = []
     for key, symbol in (("exclusiveMinimum", ">"), ("minimum", ">="), ("exclusiveMaximum", "<"),
                         ("maximum", "<="), ("minItems", "items >="), ("maxItems", "items <=")):
-        if key in prop:
+        if key in prop and not (key.endswith("Items") and "prefixItems" in prop):
             parts.append(f"{symbol} {prop[key]}")
     for item in prop.get("prefixItems", []) or ([prop["items"]] if isinstance(
             prop.get("items"), dict) else []):

@@ -30,9 +30,10 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-__all__ = ["ArrayOps", "Arrays", "Chain", "ChainLike", "Labeler", "MultiTransform",
+__all__ = ["ArrayOps", "Arrays", "Chain", "ChainLike", "Labeler", "MultiTransform", "Ratio",
            "ScalarTransform", "StepContext", "Transform", "as_chain", "label_params",
-           "register_transform", "transform_class", "transform_names"]
+           "register_transform", "run_transform", "settle", "transform_class",
+           "transform_names"]
 
 Arrays = Any
 """One operand of :class:`ArrayOps`: a NumPy block (``ndarray``) or a list of torch tensors."""
@@ -51,8 +52,21 @@ class ArrayOps(Protocol):
     be the gradient, or a state array an earlier transform returned).
     """
 
+    def owns(self, a: Arrays) -> bool:
+        """Whether ``a`` is scratch this step made (and so may be modified in place)."""
+        ...
+
     def writable(self, a: Arrays) -> Arrays:
         """``a`` itself if this step owns it (scratch), else a scratch copy."""
+        ...
+
+    def ratio(self, a: Arrays, b: Arrays) -> Arrays:
+        """``a / b`` left unevaluated, to be *returned* as the update and nothing else.
+
+        The executor evaluates it only when the next kernel needs it, and otherwise fuses it
+        into the parameter step (``p += scale * a / b``, torch's ``addcdiv_``), saving a pass
+        over memory. ``a`` and ``b`` must not change afterwards in this step.
+        """
         ...
 
     def empty_like(self, a: Arrays) -> Arrays:
@@ -124,27 +138,74 @@ class ArrayOps(Protocol):
         ...
 
 
+class Ratio:
+    """An unevaluated ``num / den`` update (see :meth:`ArrayOps.ratio`)."""
+
+    __slots__ = ("den", "num")
+
+    def __init__(self, num: Arrays, den: Arrays) -> None:
+        self.num = num
+        self.den = den
+
+
 class StepContext:
     """What a kernel knows besides its update and state, for the parameters it is given.
+
+    The update in flight is ``scale * (u + params_coef * params)``: scalar factors and added
+    multiples of the parameters stay pending until a kernel needs plain arrays, so a chain
+    ending in ``add_decayed_weights, scale_by_learning_rate`` costs one ``p *= 1 - lr * wd``
+    and no pass over ``u``.
 
     Attributes:
         params: The parameters (same layout as ``u``: a block, or a list of tensors). Read only.
         step: This update's number for these parameters, from 1.
         group: The param group: ``lr`` (schedulers write it), ``weight_decay`` when a
             param-group rule set it, ``label`` and the rest. Read only.
-        scale: A pending factor on ``u``: the true update is ``scale * u``. Always ``1.0`` for a
-            kernel unless its class sets ``handles_scale``; such a kernel may read and change
-            it (the executor then uses the new value).
+        scale: Pending factor on the update. ``1.0`` when a kernel starts, unless its class sets
+            ``handles_scale``; any kernel may set it to defer a factor on what it returns.
+        params_coef: Pending multiple of the parameters added to ``u``; ``0.0`` when a kernel
+            starts unless its class sets ``handles_scale``.
     """
 
-    __slots__ = ("group", "params", "scale", "step")
+    __slots__ = ("group", "params", "params_coef", "scale", "step")
 
-    def __init__(self, params: Arrays, step: int, group: Mapping[str, Any],
-                 scale: float = 1.0) -> None:
+    def __init__(self, params: Arrays, step: int, group: Mapping[str, Any]) -> None:
         self.params = params
         self.step = step
         self.group = group
-        self.scale = scale
+        self.scale = 1.0
+        self.params_coef = 0.0
+
+
+def settle(xp: ArrayOps, u: Arrays, ctx: StepContext, *, keep_scale: bool = False) -> Arrays:
+    """Evaluate what is pending on ``u`` into plain arrays and reset ``ctx`` to match.
+
+    Args:
+        keep_scale: Leave ``ctx.scale`` pending (only the ratio and ``params_coef`` are
+            evaluated).
+    """
+    if isinstance(u, Ratio):
+        u = xp.div(u.num, u.den, out=u.den)
+    if ctx.params_coef != 0.0:
+        u = xp.writable(u)
+        xp.add_(u, ctx.params, alpha=ctx.params_coef)
+        ctx.params_coef = 0.0
+    if ctx.scale != 1.0 and not keep_scale:
+        if xp.owns(u):
+            xp.mul_(u, ctx.scale)
+        else:
+            u = xp.mul(u, ctx.scale)
+        ctx.scale = 1.0
+    return u
+
+
+def run_transform(transform: Transform, xp: ArrayOps, u: Arrays, state: Sequence[Arrays],
+                  ctx: StepContext) -> Arrays:
+    """Run one array kernel, evaluating what is pending first unless it handles that itself."""
+    if not transform.handles_scale and (ctx.scale != 1.0 or ctx.params_coef != 0.0
+                                        or isinstance(u, Ratio)):
+        u = settle(xp, u, ctx)
+    return transform.update(xp, u, state, ctx)
 
 
 class Transform(BaseModel):
@@ -163,8 +224,8 @@ class Transform(BaseModel):
     state_names: ClassVar[tuple[str, ...]] = ()
     """Per-parameter state arrays, shaped like the parameter; passed to :meth:`update`."""
     handles_scale: ClassVar[bool] = False
-    """Whether :meth:`update` takes ``u`` with a pending ``ctx.scale`` (else it is applied
-    first)."""
+    """Whether :meth:`update` takes ``u`` as it is in flight: possibly a :class:`Ratio`, with
+    ``ctx.scale`` and ``ctx.params_coef`` pending (else they are evaluated first)."""
 
     @model_validator(mode="before")
     @classmethod

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Annotated, Literal
+
+from pydantic import Field
 
 from ..specs import Beta, NonNegativeFloat, PositiveFloat
 from ._base import (
@@ -64,7 +66,7 @@ class ScaleByAdam(Transform):
         denom = xp.sqrt(nu)
         xp.add_(denom, self.eps * bias_correction2_sqrt)
         ctx.scale = bias_correction2_sqrt / (1 - self.b1**ctx.step)
-        return xp.div(mu, denom, out=denom)
+        return xp.ratio(mu, denom)
 
 
 @register_transform
@@ -128,7 +130,7 @@ class ScaleByRms(Transform):
         xp.addcmul_(nu, u, u, 1 - self.decay)
         denom = xp.sqrt(nu)
         xp.add_(denom, self.eps)
-        return xp.div(u, denom, out=denom)
+        return xp.ratio(u, denom)
 
 
 @register_transform
@@ -155,11 +157,10 @@ class AddDecayedWeights(Transform):
         if weight_decay == 0.0:
             return u
         if ctx.scale == 0.0:
-            ctx.scale = 1.0
-            return xp.mul(ctx.params, weight_decay)
-        # scale * u + wd * p == scale * (u + wd / scale * p): the pending factor stays pending.
-        u = xp.writable(u)
-        xp.add_(u, ctx.params, alpha=weight_decay / ctx.scale)
+            ctx.scale, ctx.params_coef = 1.0, weight_decay
+            return xp.mul(ctx.params, 0.0)
+        # scale (u + c p) + wd p == scale (u + (c + wd / scale) p): nothing is computed now.
+        ctx.params_coef += weight_decay / ctx.scale
         return u
 
 
@@ -221,7 +222,7 @@ class Scale(ScalarTransform):
     """Multiplies the update by a constant ``step_size``."""
 
     name: Literal["scale"] = "scale"
-    step_size: float
+    step_size: Annotated[float, Field(allow_inf_nan=False)]
     """The factor (finite; negative to flip the sign)."""
 
     def factor(self, ctx: StepContext, norm: float) -> float:

@@ -19,7 +19,16 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..backends._numpy_optim import Nonfinite, NumpyOptimizer
-from ._base import Chain, MultiTransform, ScalarTransform, StepContext, Transform
+from ._base import (
+    Chain,
+    MultiTransform,
+    Ratio,
+    ScalarTransform,
+    StepContext,
+    Transform,
+    run_transform,
+    settle,
+)
 
 __all__ = ["NumpyChainOptimizer", "NumpyOps"]
 
@@ -61,6 +70,9 @@ class NumpyOps:
 
     def empty_like(self, a: Array) -> Array:
         return self._new(a)
+
+    def ratio(self, a: Array, b: Array) -> Any:
+        return Ratio(a, b)
 
     def copy(self, a: Array) -> Array:
         out = self._new(a)
@@ -237,8 +249,8 @@ class NumpyChainOptimizer(NumpyOptimizer):
                scratch: Sequence[Array], scalars: Any) -> None:
         entries, factors, step, group = scalars
         xp = NumpyOps(scratch)
-        u, scale = _run(xp, entries, factors, param, grad, 1.0, state, step, group)
-        _apply_update(xp, param, u, scale)
+        u, ctx = _run(xp, entries, factors, param, grad, state, step, group)
+        _apply_update(xp, param, u, ctx)
 
     def _apply(self, work: list[tuple[dict[str, Any], str, Array, Array]]) -> None:
         if self._staged:
@@ -283,7 +295,7 @@ class NumpyChainOptimizer(NumpyOptimizer):
         for group, name, param, grad in work:
             arrays, (entries, _, step, _) = self._slots(group, name, param)
             tasks.append([group, name, param.reshape(-1), grad.reshape(-1), arrays, entries,
-                          step, 1.0])
+                          step])
         for label in {task[0]["label"] for task in tasks}:
             mine = [task for task in tasks if task[0]["label"] == label]
             stages = self.transform.chains[label].stages()
@@ -293,23 +305,22 @@ class NumpyChainOptimizer(NumpyOptimizer):
                 head = entries[start][0]
                 if isinstance(head, ScalarTransform) and head.needs_norm:
                     self._norms[(label, start)] = math.sqrt(math.fsum(
-                        task[7] ** 2 * _sum_of_squares(task[3], size) for task in mine))
+                        _sum_of_squares(task[3], size) for task in mine))
                 for task in mine:
-                    group, name, flat_p, source, arrays, entries, step, scale_in = task
+                    group, name, flat_p, source, arrays, entries, step = task
                     factors = self._factors(label, entries, group, step)
                     sink = None if last else self._carry_for(name, flat_p)
-                    scale_out = scale_in
                     for begin in range(0, flat_p.size, size):
                         end = min(begin + size, flat_p.size)
                         xp = NumpyOps([s[:end - begin] for s in scratch])
-                        u, scale_out = _run(xp, entries[start:stop], factors[start:stop],
-                                            flat_p[begin:end], source[begin:end], scale_in,
-                                            [a[begin:end] for a in arrays], step, group)
+                        u, ctx = _run(xp, entries[start:stop], factors[start:stop],
+                                      flat_p[begin:end], source[begin:end],
+                                      [a[begin:end] for a in arrays], step, group)
                         if sink is None:
-                            _apply_update(xp, flat_p[begin:end], u, scale_out)
+                            _apply_update(xp, flat_p[begin:end], u, ctx)
                         else:
-                            np.copyto(sink[begin:end], u)
-                    task[3], task[7] = sink, scale_out
+                            np.copyto(sink[begin:end], settle(xp, u, ctx))
+                    task[3] = sink
 
     def _carry_for(self, name: str, flat: Array) -> Array:
         carry = self._carry.get(name)
@@ -324,27 +335,27 @@ class NumpyChainOptimizer(NumpyOptimizer):
 
 
 def _run(xp: NumpyOps, entries: Sequence[Entry], factors: Sequence[float], param: Array,
-         u: Array, scale: float, state: Sequence[Array], step: int,
-         group: Mapping[str, Any]) -> tuple[Array, float]:
-    """Run ``entries`` on one block; returns the update and its pending factor."""
+         u: Array, state: Sequence[Array], step: int,
+         group: Mapping[str, Any]) -> tuple[Any, StepContext]:
+    """Run ``entries`` on one block; returns the update in flight and its context."""
     ctx = StepContext(param, step, group)
     for (item, low, high, scalar), factor in zip(entries, factors, strict=True):
         if scalar:
-            scale *= factor
-            continue
-        if scale != 1.0 and not item.handles_scale:
-            if xp.owns(u):
-                np.multiply(u, scale, out=u)
-            else:
-                u = xp.mul(u, scale)
-            scale = 1.0
-        ctx.scale = scale
-        u = item.update(xp, u, state[low:high], ctx)
-        scale = ctx.scale
-    return u, scale
+            ctx.scale *= factor
+        else:
+            u = run_transform(item, xp, u, state[low:high], ctx)
+    return u, ctx
 
 
-def _apply_update(xp: NumpyOps, param: Array, u: Array, scale: float) -> None:
+def _apply_update(xp: NumpyOps, param: Array, u: Any, ctx: StepContext) -> None:
+    """``param += scale * (u + params_coef * param)``, in as few passes as it takes."""
+    scale = ctx.scale
+    if isinstance(u, Ratio):
+        out = u.den if xp.owns(u.den) else xp.empty_like(param)
+        np.divide(u.num, u.den, out=out)
+        u = out
+    if ctx.params_coef != 0.0:
+        np.multiply(param, 1.0 + scale * ctx.params_coef, out=param)
     if scale == 1.0:
         np.add(param, u, out=param)
     elif xp.owns(u):

@@ -18,7 +18,16 @@ import torch
 
 from ..backends._torch_optim import NamedParamsOptimizer
 from ..errors import ConfigError
-from ._base import Chain, MultiTransform, ScalarTransform, StepContext, Transform
+from ._base import (
+    Chain,
+    MultiTransform,
+    Ratio,
+    ScalarTransform,
+    StepContext,
+    Transform,
+    run_transform,
+    settle,
+)
 
 __all__ = ["ChainOptimizer", "TorchChainOptimizer", "TorchOps"]
 
@@ -44,6 +53,9 @@ class TorchOps:
 
     def writable(self, a: Tensors) -> Tensors:
         return a if self.owns(a) else self.copy(a)
+
+    def ratio(self, a: Tensors, b: Tensors) -> Any:
+        return Ratio(a, b)
 
     def empty_like(self, a: Tensors) -> Tensors:
         return self._new([torch.empty_like(t) for t in a])
@@ -107,7 +119,7 @@ class TorchOps:
 class _Bucket:
     """Parameters of one group with gradients and the same device, dtype and step."""
 
-    __slots__ = ("ctx", "grads", "params", "scale", "states", "u", "xp")
+    __slots__ = ("ctx", "grads", "params", "states", "u", "xp")
 
     def __init__(self, group: Mapping[str, Any], step: int, width: int) -> None:
         self.params: list[torch.Tensor] = []
@@ -115,7 +127,6 @@ class _Bucket:
         self.u: Tensors = self.grads
         self.states: list[list[torch.Tensor]] = [[] for _ in range(width)]
         self.ctx = StepContext(self.params, step, group)
-        self.scale = 1.0
         self.xp = TorchOps()
 
 
@@ -240,24 +251,29 @@ def _run(entries: Sequence[tuple[Transform, int, int, bool]], buckets: list[_Buc
             assert isinstance(item, ScalarTransform)
             norm = _NAN
             if item.needs_norm:
-                norm = math.sqrt(math.fsum(b.scale * b.scale * b.xp.sum_of_squares(b.u)
-                                           for b in buckets))
+                for bucket in buckets:
+                    bucket.u = settle(bucket.xp, bucket.u, bucket.ctx, keep_scale=True)
+                norm = math.sqrt(math.fsum(
+                    b.ctx.scale * b.ctx.scale * b.xp.sum_of_squares(b.u) for b in buckets))
             for bucket in buckets:
-                bucket.scale *= item.factor(bucket.ctx, norm)
+                bucket.ctx.scale *= item.factor(bucket.ctx, norm)
             continue
         for bucket in buckets:
-            xp, u, scale = bucket.xp, bucket.u, bucket.scale
-            if scale != 1.0 and not item.handles_scale:
-                if xp.owns(u):
-                    xp.mul_(u, scale)
-                else:
-                    u = xp.mul(u, scale)
-                scale = 1.0
-            bucket.ctx.scale = scale
-            bucket.u = item.update(xp, u, bucket.states[low:high], bucket.ctx)
-            bucket.scale = bucket.ctx.scale
+            bucket.u = run_transform(item, bucket.xp, bucket.u, bucket.states[low:high],
+                                     bucket.ctx)
     for bucket in buckets:
-        torch._foreach_add_(bucket.params, bucket.u, alpha=bucket.scale)
+        _apply_update(bucket.params, bucket.u, bucket.ctx)
+
+
+def _apply_update(params: list[torch.Tensor], u: Any, ctx: StepContext) -> None:
+    """``params += scale * (u + params_coef * params)`` with foreach kernels."""
+    scale = ctx.scale
+    if ctx.params_coef != 0.0:
+        torch._foreach_mul_(params, 1.0 + scale * ctx.params_coef)
+    if isinstance(u, Ratio):
+        torch._foreach_addcdiv_(params, u.num, u.den, scale)
+    else:
+        torch._foreach_add_(params, u, alpha=scale)
 
 
 class TorchChainOptimizer(NamedParamsOptimizer, ChainOptimizer):

@@ -160,7 +160,7 @@ def test_json_schema_accepts_valid_and_rejects_invalid_configs(registry):
     one_kind = optiplug.json_schema("optimizer", registry=registry)
     assert jsonschema.Draft202012Validator(one_kind).is_valid({"name": "toy", "lr": 1.0})
     assert not jsonschema.Draft202012Validator(one_kind).is_valid({"name": "toy", "lr": 0})
-    assert one_kind["properties"]["eps"]["description"] == "Denominator guard."
+    assert one_kind["$defs"]["ToySpec"]["properties"]["eps"]["description"] == "Denominator guard."
 
 
 def test_spec_api_validates_keyword_hyperparameters():
