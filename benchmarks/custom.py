@@ -39,15 +39,20 @@ def rule() -> ot.Chain:
                     ot.scale_by_learning_rate())
 
 
-def median_time(step: Callable[[], None], repeats: int, warmup: int = 2) -> float:
+def paired_medians(first: Callable[[], None], second: Callable[[], None], repeats: int,
+                   warmup: int = 2) -> tuple[float, float]:
+    """Median seconds per call of each, timed alternately so both see the same machine."""
     for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        first()
+        second()
+    times: tuple[list[float], list[float]] = ([], [])
+    for index in range(repeats):
+        order = ((0, first), (1, second)) if index % 2 == 0 else ((1, second), (0, first))
+        for slot, step in order:
+            start = time.perf_counter()
+            step()
+            times[slot].append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 # ------------------------------------------------------------------------------- torch
@@ -98,10 +103,10 @@ def bench_torch(sizes: list[int], repeats: int) -> tuple[float, float]:
     for _ in range(3):
         chain_opt.step()
         hand.step()
-    error = max(float((a - b).abs().max()) for a, b in zip(chain_params, hand_params,
+    error = max(float((a - b).abs().max().detach()) for a, b in zip(chain_params, hand_params,
                                                           strict=True))
     assert error < 1e-5, f"torch chain and hand-written differ by {error}"
-    return median_time(chain_opt.step, repeats), median_time(hand.step, repeats)
+    return paired_medians(chain_opt.step, hand.step, repeats)
 
 
 # ------------------------------------------------------------------------------- numpy
@@ -163,8 +168,7 @@ def bench_numpy(sizes: list[int], repeats: int) -> tuple[float, float, int]:
     error = max(float(np.abs(chain_params[f"p{i}"] - h).max())
                 for i, h in enumerate(hand_params))
     assert error < 1e-5, f"NumPy chain and hand-written differ by {error}"
-    return median_time(chain_step, repeats), median_time(hand.step, repeats), \
-        chain_opt.block_size
+    return (*paired_medians(chain_step, hand.step, repeats), chain_opt.block_size)
 
 
 def main() -> None:
@@ -172,6 +176,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1M params, 5 repeats")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--tensors", type=int, default=100)
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="torch intra-op threads (default: torch's own choice)")
     args = parser.parse_args()
     total = 1_000_000 if args.quick else 10_000_000
     repeats = args.repeats or (5 if args.quick else 15)
@@ -180,6 +186,8 @@ def main() -> None:
     try:
         import torch
 
+        if args.torch_threads:
+            torch.set_num_threads(args.torch_threads)
         chain_t, hand_t = bench_torch(sizes, repeats)
         rows.append((f"torch {torch.__version__} ({torch.get_num_threads()} threads)",
                      chain_t, hand_t))

@@ -94,17 +94,22 @@ class NaiveNumpy:
 
 
 # ---------------------------------------------------------------------------- measuring
-def interleaved_medians(steps: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
-    """Median seconds per step of each callable, taking turns within every repeat."""
-    for step in steps.values():
-        step()
-        step()
+def interleaved_medians(steps: dict[str, Callable[[], None]], repeats: int,
+                        rounds: int = 3) -> dict[str, float]:
+    """Median seconds per step of each callable, taking turns in ``rounds`` rounds.
+
+    Within a round each implementation runs one untimed step, then its timed steps back to
+    back, so idle-spinning threads left by the previous implementation do not land in them.
+    """
     times: dict[str, list[float]] = {key: [] for key in steps}
-    for _ in range(repeats):
+    per_round = max(1, -(-repeats // rounds))
+    for _ in range(rounds):
         for key, step in steps.items():
-            start = time.perf_counter()
             step()
-            times[key].append(time.perf_counter() - start)
+            for _ in range(per_round):
+                start = time.perf_counter()
+                step()
+                times[key].append(time.perf_counter() - start)
     return {key: statistics.median(values) for key, values in times.items()}
 
 
@@ -160,7 +165,7 @@ def measure(name: str, total: int, tensors: int, repeats: int) -> dict[str, floa
     naive = NaiveNumpy(name, [a.copy() for a in start], hyper)
     steps["naive numpy"] = lambda: naive.step(grads)
     times = interleaved_medians(steps, repeats)
-    del steps, numpy_opt, naive, named
+    steps.clear()
     gc.collect()
     peak, extra = numpy_peak(name, sizes, hyper)
     fastest = min(times[f"torch {label}"] for label in variants)

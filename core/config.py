@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from .errors import ConfigError, ConfigIssue
 from .registry import Registry, default_registry
-from .specs import KINDS, Spec
+from .specs import KINDS, Spec, describe_fields
 
 __all__ = ["build", "json_schema", "load_config", "to_spec", "validate_config"]
 
@@ -379,6 +379,8 @@ def json_schema(kind: str | None = None, *, registry: Registry | None = None) ->
                               key=lambda s: (s.__name__, s.__module__))
         if not spec_classes:
             continue
+        for spec_class in spec_classes:
+            describe_fields(spec_class)
         unions[k] = (spec_classes[0] if len(spec_classes) == 1 else
                      Annotated[Union[tuple(spec_classes)],  # noqa: UP007
                                Field(discriminator="name")])

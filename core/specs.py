@@ -10,6 +10,11 @@ infinity is never a valid hyperparameter. ``type(spec)(**spec.model_dump())`` an
 
 from __future__ import annotations
 
+import ast
+import inspect
+import textwrap
+import threading
+import typing
 from typing import Annotated, Any, ClassVar, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -29,6 +34,7 @@ __all__ = [
     "Probability",
     "SchedulerSpec",
     "Spec",
+    "describe_fields",
     "spec_base",
 ]
 
@@ -58,8 +64,9 @@ class Spec(BaseModel):
     Subclasses of a kind base set ``name`` to a ``Literal`` of the technique's name.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True,
-                              use_attribute_docstrings=True, validate_default=False)
+    # Attribute docstrings describe the fields; they are read lazily by describe_fields (for
+    # schemas and `optiplug show`), not at class creation, which would triple its cost.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, validate_default=False)
 
     kind: str
     name: str
@@ -81,6 +88,12 @@ class Spec(BaseModel):
         if not isinstance(default, str):
             raise TypeError(f"{cls.__qualname__} must declare name: Literal['...'] = '...'")
         return default
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """JSON Schema with every field described by its attribute docstring."""
+        describe_fields(cls)
+        return super().model_json_schema(*args, **kwargs)
 
     def hyperparameters(self) -> dict[str, Any]:
         """The spec's values without ``kind`` and ``name``."""
@@ -122,6 +135,64 @@ class SchedulerSpec(Spec):
 
     spec_kind: ClassVar[Kind] = "scheduler"
     kind: Literal["scheduler"] = "scheduler"
+
+
+_described: set[type[BaseModel]] = set()
+_describe_lock = threading.Lock()
+
+
+def describe_fields(model: type[BaseModel]) -> None:
+    """Set each field's description from its attribute docstring, once per model class.
+
+    Covers the class's bases and the models nested in its field types, and rebuilds the
+    validator schema so JSON Schema shows the descriptions. Fields with a description given
+    explicitly (``Field(description=...)``) are left alone; classes whose source is not
+    available (defined in a REPL) keep their fields undescribed.
+    """
+    with _describe_lock:
+        _describe(model)
+
+
+def _describe(model: type[BaseModel]) -> None:
+    if model in _described:
+        return
+    _described.add(model)
+    docs: dict[str, str] = {}
+    for klass in reversed(model.__mro__):
+        if isinstance(klass, type) and issubclass(klass, BaseModel) and klass is not BaseModel:
+            docs.update(_attribute_docstrings(klass))
+    changed = False
+    for field_name, field in model.model_fields.items():
+        for nested in _models_in(field.annotation):
+            _describe(nested)
+        if field.description is None and field_name in docs:
+            field.description = docs[field_name]
+            changed = True
+    if changed:
+        model.model_rebuild(force=True)
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def _attribute_docstrings(klass: type) -> dict[str, str]:
+    try:
+        source = textwrap.dedent(inspect.getsource(klass))
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError):
+        return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    docs = {}
+    for statement, following in zip(body, body[1:], strict=False):
+        if (isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)
+                and isinstance(following, ast.Expr)
+                and isinstance(following.value, ast.Constant)
+                and isinstance(following.value.value, str)):
+            docs[statement.target.id] = inspect.cleandoc(following.value.value)
+    return docs
 
 
 _BASES: Final[dict[str, type[Spec]]] = {

@@ -139,7 +139,7 @@ class NumpyOptimizer:
             self.block_size = int(block_size)
         self.defaults: dict[str, Any] = dict(defaults)
         self.nonfinite: Nonfinite = nonfinite
-        self.threads = threads if threads is not None else min(os.cpu_count() or 1, 4)
+        self.threads = threads if threads is not None else min(_cpu_count(), 4)
         self.param_groups: list[dict[str, Any]] = []
         self.state: dict[str, dict[str, Any]] = {}
         self.grads: dict[str, Array | None] = {}
@@ -360,7 +360,12 @@ class NumpyOptimizer:
             self.state[name] = state
         state["step"] += 1
         arrays = [state[key].reshape(-1) for key in self.state_keys_for(group)]
-        return arrays, self.prepare(group, state)
+        scalars = self.prepare(group, state)
+        if type(scalars) is tuple:
+            # NumPy scalars of the array's dtype skip the per-call promotion of Python floats.
+            kind = param.dtype.type
+            scalars = tuple(kind(value) if type(value) is float else value for value in scalars)
+        return arrays, scalars
 
     def _apply(self, work: list[tuple[dict[str, Any], str, Array, Array]]) -> None:
         tasks = []
@@ -553,6 +558,13 @@ class NumpyOptimizer:
                               if k not in ("params", "param_names"))
             lines.append(f"  group {index}: {len(group['params'])} params, {hyper}")
         return "\n".join([*lines, ")"])
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def _as_groups(params: Any) -> list[Mapping[str, Any]]:

@@ -61,7 +61,10 @@ class NumpyOps:
 
     def owns(self, a: Array) -> bool:
         """Whether ``a`` is scratch of this block."""
-        return any(a is block for block in self._owned)
+        for block in self._owned:
+            if a is block:
+                return True
+        return False
 
     def writable(self, a: Array) -> Array:
         if self.owns(a):
@@ -342,6 +345,9 @@ def _run(xp: NumpyOps, entries: Sequence[Entry], factors: Sequence[float], param
     for (item, low, high, scalar), factor in zip(entries, factors, strict=True):
         if scalar:
             ctx.scale *= factor
+        elif item.handles_scale or (ctx.scale == 1.0 and ctx.params_coef == 0.0
+                                    and type(u) is not Ratio):
+            u = item.update(xp, u, state[low:high], ctx)
         else:
             u = run_transform(item, xp, u, state[low:high], ctx)
     return u, ctx

@@ -90,13 +90,16 @@ def test_extras_build_from_config_files_on_both_backends(installed: FreshVenv,
 
 
 def test_conformance_kit_passes_on_the_installed_extras(installed: FreshVenv) -> None:
+    # An empty folder: the kit adds the only tests.
+    empty = installed.root / "kit-run"
+    empty.mkdir()
     kit = installed.run(installed.python, "-m", "pytest", *installed.kit_plugin_args(),
                         "--optiplug-conformance=optiplug-extras", "-q", "-p",
-                        "no:cacheprovider", "--rootdir", installed.root, cwd=installed.root)
+                        "no:cacheprovider", "--rootdir", empty, cwd=empty)
     summary = kit.stdout.strip().splitlines()[-1]
-    passed = int(re.search(r"(\d+) passed", summary).group(1))  # type: ignore[union-attr]
-    assert "failed" not in summary and "error" not in summary
-    assert passed >= 20
+    # lion: spec, schema, 2 builds, no torch, 2x state_dict, 2x lr, 2x hooks, numpy vs torch;
+    # mish: spec, schema, 2 builds, no torch, gradient, numpy vs torch.
+    assert re.fullmatch(r"19 passed in [\d.]+s", summary), kit.stdout[-3000:]
     own_tests = installed.root / "src" / "1-optiplug-extras" / "tests"
     suite = installed.run(installed.python, "-m", "pytest", own_tests, "-q", "-p",
                           "no:cacheprovider", cwd=own_tests.parent)

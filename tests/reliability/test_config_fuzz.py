@@ -17,6 +17,7 @@ import contextlib
 import datetime
 import decimal
 import fractions
+import functools
 import math
 import signal
 import sys
@@ -39,8 +40,11 @@ SPECS: dict[tuple[str, str], type[optiplug.Spec]] = {
     (t.kind, t.name): t.spec for t in _REGISTRY.techniques()}
 TECHNIQUES = {(t.kind, t.name): t for t in _REGISTRY.techniques()}
 KEYS = sorted(SPECS)
+CONFIGS_PER_EXAMPLE = 4
+"""Configs checked per hypothesis example: amortizes the engine's per-example overhead."""
 # Spread the budget over the specs so the total stays above the minimum however many exist.
-EXAMPLES_PER_SPEC = max(120, math.ceil(MIN_TOTAL_EXAMPLES * 1.05 / max(len(KEYS), 1)))
+EXAMPLES_PER_SPEC = max(40, math.ceil(MIN_TOTAL_EXAMPLES * 1.05 / max(len(KEYS), 1)
+                                      / CONFIGS_PER_EXAMPLE))
 FUZZ_SETTINGS = settings(max_examples=EXAMPLES_PER_SPEC, deadline=None, derandomize=True,
                          database=None, print_blob=False,
                          suppress_health_check=list(HealthCheck))
@@ -177,6 +181,7 @@ def _schema_of(spec: type[optiplug.Spec]) -> tuple[dict[str, Any], dict[str, Any
     return schema, schema.get("$defs", {})
 
 
+@functools.cache
 def valid_configs(kind: str, name: str) -> st.SearchStrategy[dict[str, Any]]:
     """Configs that satisfy the spec's JSON Schema (cross-field rules may still reject them)."""
     schema, defs = _schema_of(SPECS[kind, name])
@@ -200,7 +205,7 @@ def broken_configs(draw: st.DrawFn, kind: str, name: str) -> tuple[dict[str, Any
 
     The path is ``None`` when the change may happen to be valid (a hostile value that fits).
     """
-    config = draw(valid_configs(kind, name))
+    config = dict(draw(valid_configs(kind, name)))
     fields = [k for k in SPECS[kind, name].model_fields if k not in ("kind", "name")]
     how = draw(st.sampled_from(["value", "value", "value", "unknown_key", "name", "kind",
                                 "drop_name", "junk_key"]))
@@ -360,20 +365,22 @@ def _count(test: str) -> None:
 # ------------------------------------------------------------------------------ the tests
 @pytest.mark.parametrize(("kind", "name"), KEYS, ids=[f"{k}.{n}" for k, n in KEYS])
 def test_config_either_builds_or_names_the_offending_path(kind: str, name: str) -> None:
+    case = st.one_of(valid_configs(kind, name).map(lambda c: (c, None)),
+                     broken_configs(kind, name))
+
     @FUZZ_SETTINGS
-    @given(st.one_of(valid_configs(kind, name).map(lambda c: (c, None)),
-                     broken_configs(kind, name)))
-    def run(case: tuple[dict[str, Any], str | None]) -> None:
-        _count(f"{kind}.{name}")
-        config, path = case
-        check_config(config, kind, name, path)
+    @given(st.lists(case, min_size=CONFIGS_PER_EXAMPLE, max_size=CONFIGS_PER_EXAMPLE))
+    def run(cases: list[tuple[dict[str, Any], str | None]]) -> None:
+        for config, path in cases:
+            _count(f"{kind}.{name}")
+            check_config(config, kind, name, path)
 
     run()
 
 
 @pytest.mark.parametrize("kind", optiplug.KINDS)
 def test_unknown_or_garbage_names_and_non_mappings_raise_config_error(kind: str) -> None:
-    @FUZZ_SETTINGS
+    @settings(FUZZ_SETTINGS, max_examples=100)
     @given(st.one_of(
         st.fixed_dictionaries({"kind": st.just(kind), "name": hostile_values()}),
         st.fixed_dictionaries({"kind": hostile_values(), "name": st.sampled_from(OTHER_NAMES)}),
@@ -404,7 +411,7 @@ def test_whole_documents_report_every_bad_section() -> None:
             hostile_values()),
         max_size=4)
 
-    @FUZZ_SETTINGS
+    @settings(FUZZ_SETTINGS, max_examples=200)
     @given(sections)
     def run(document: dict[Any, Any]) -> None:
         _count("documents")
