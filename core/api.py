@@ -64,7 +64,7 @@ def normalizer(name: str, *, backend: str = "numpy", num_features: int | None = 
         dtype: Parameter and buffer dtype of a layer (``np.float32``, ``torch.float32``).
         device: torch device of a layer's parameters.
     """
-    runtime = {key: value for key, value in
+    runtime: dict[str, Any] = {key: value for key, value in
                (("num_features", num_features), ("dtype", dtype), ("device", device))
                if value is not None}
     return build({"kind": "normalizer", "name": name, **hyper}, backend=backend, **runtime)

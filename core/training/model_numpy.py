@@ -124,6 +124,8 @@ class NumpyMLP:
         self.params: dict[str, Array] = {
             f"{prefix}.{name}": value for prefix, module in self.modules
             for name, value in module.params.items()}
+        self._accumulating = [module for _, module in self.modules
+                              if module.params and not isinstance(module, NumpyLinear)]
 
     def train(self, mode: bool = True) -> None:
         """Training (batch statistics) or evaluation mode for every layer."""
@@ -138,6 +140,9 @@ class NumpyMLP:
 
     def backward(self, grad_out: Array) -> dict[str, Array]:
         """Backpropagate the output gradient; the parameter gradients by name."""
+        # Registry layers may add into their grads (torch's .grad semantics): zero them first.
+        for module in self._accumulating:
+            module.zero_grad()
         grad: Array | None = grad_out
         for _, module in reversed(self.modules):
             assert grad is not None

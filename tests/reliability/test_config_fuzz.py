@@ -232,7 +232,7 @@ def broken_configs(draw: st.DrawFn, kind: str, name: str) -> tuple[dict[str, Any
         new = draw(st.one_of(st.sampled_from([*optiplug.KINDS, "optimizers", "Optimizer", ""]),
                              hostile_values()))
         config["kind"] = new
-        if new == kind or (isinstance(new, str) and (new, name) in SPECS):
+        if isinstance(new, str) and (new == kind or (new, name) in SPECS):
             return config, None
         # Under another real kind the name is what no longer exists.
         return config, "kind|name" if new in optiplug.KINDS else "kind"
