@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import math
 import statistics
+import subprocess
+import sys
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -177,6 +180,15 @@ def measure(name: str, total: int, tensors: int, repeats: int) -> dict[str, floa
             "fastest": min(variants, key=lambda label: times[f"torch {label}"])}
 
 
+def print_row(name: str, tensors: int, r: dict[str, Any]) -> None:
+    fastest_ms = r[f"torch {r['fastest']}"]
+    print(f"{name:<9} {tensors:>7} | {r['torch/fastest']:>13.2f} {r['fastest']:>9} | "
+          f"{r['numpy/foreach']:>13.2f} | {r['numpy/naive']:>11.2f} | "
+          f"{r['peak']:>8.1f} {'+' + format(r['extra'], '.1f'):>8} | "
+          f"{fastest_ms:.1f} {r['torch foreach']:.1f} {r['optiplug torch']:.1f} "
+          f"{r['optiplug numpy']:.1f} {r['naive numpy']:.1f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="1M params, fewer repeats")
@@ -185,12 +197,18 @@ def main() -> None:
                         help="numbers of tensors the parameters are split into")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--optimizers", nargs="+", default=list(HYPER), choices=list(HYPER))
+    parser.add_argument("--row", action="store_true",
+                        help="measure in this process and print JSON (used internally)")
     args = parser.parse_args()
     total = args.params or (1_000_000 if args.quick else 10_000_000)
     splits = args.splits or ([10, 100] if args.quick else [100, 1000])
-    repeats = args.repeats or (5 if args.quick else 15)
+    repeats = args.repeats or (6 if args.quick else 15)
+    if args.row:
+        print(json.dumps(measure(args.optimizers[0], total, splits[0], repeats)))
+        return
     print(f"{total / 1e6:g}M float32 params, CPU, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads), numpy {np.__version__}, median of {repeats}")
+          f"({torch.get_num_threads()} threads), numpy {np.__version__}, median of {repeats}; "
+          f"each row in a fresh process")
     header = (f"{'optimizer':<9} {'tensors':>7} | {'torch/fastest':>13} {'(fastest)':>9} | "
               f"{'numpy/foreach':>13} | {'numpy/naive':>11} | {'peak MiB':>8} "
               f"{'(+extra)':>8} | ms: fastest foreach optiplug-torch optiplug-numpy naive")
@@ -198,13 +216,12 @@ def main() -> None:
     print("-" * len(header))
     for tensors in splits:
         for name in args.optimizers:
-            r = measure(name, total, tensors, repeats)
-            fastest_ms = r[f"torch {r['fastest']}"]
-            print(f"{name:<9} {tensors:>7} | {r['torch/fastest']:>13.2f} {r['fastest']:>9} | "
-                  f"{r['numpy/foreach']:>13.2f} | {r['numpy/naive']:>11.2f} | "
-                  f"{r['peak']:>8.1f} {'+' + format(r['extra'], '.1f'):>8} | "
-                  f"{fastest_ms:.1f} {r['torch foreach']:.1f} {r['optiplug torch']:.1f} "
-                  f"{r['optiplug numpy']:.1f} {r['naive numpy']:.1f}", flush=True)
+            # A fresh process per row: no allocator state or warm caches carried over.
+            output = subprocess.run(
+                [sys.executable, __file__, "--row", "--optimizers", name, "--splits",
+                 str(tensors), "--params", str(total), "--repeats", str(repeats)],
+                check=True, capture_output=True, text=True).stdout
+            print_row(name, tensors, json.loads(output.strip().splitlines()[-1]))
 
 
 if __name__ == "__main__":

@@ -129,6 +129,7 @@ class Registry:
         self._strict = strict
         self._lock = threading.RLock()
         self._state: _Loaded | None = None
+        self._discovering = False
         self._preferences: dict[tuple[str, str], str] = {}
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
@@ -370,7 +371,17 @@ class Registry:
             return state
         with self._lock:
             if self._state is None:
-                self._state = self._discover()
+                if self._discovering:
+                    # Only the discovering thread gets here (the lock is re-entrant): a plugin
+                    # asked the registry for something while it was being imported.
+                    raise PluginError("a plugin used the optiplug registry while plugins were "
+                                      "being discovered (at import or in a contribution hook); "
+                                      "look techniques up in builders, not at import time")
+                self._discovering = True
+                try:
+                    self._state = self._discover()
+                finally:
+                    self._discovering = False
             return self._state
 
     def _discover(self) -> _Loaded:
@@ -389,12 +400,44 @@ class Registry:
                 plugin = self._load_entry_point(entry_point, state)
                 if plugin is not None:
                     registered.append(plugin)
+            self._check_builders(state)
         except BaseException:
             for plugin in registered:
                 if self.pm.is_registered(plugin):
                     self.pm.unregister(plugin)
             raise
         return state
+
+    def _check_builders(self, state: _Loaded) -> None:
+        """Record techniques whose builders name a backend no plugin provides as broken.
+
+        Checked after every plugin is loaded, since a backend may come from a later plugin. A
+        misspelt backend (``"pytorch"``) would otherwise be silently never used.
+        """
+        for key, entries in list(state.techniques.items()):
+            kept = []
+            for technique in entries:
+                unknown = sorted(set(technique.builders) - set(state.backends))
+                origin = technique.origin
+                if not unknown or origin is None or origin.distribution is None:
+                    kept.append(technique)
+                    continue
+                error = TypeError(
+                    f"{technique.kind} {technique.name!r} has builders for "
+                    f"{', '.join(map(repr, unknown))}, which no plugin provides as a backend "
+                    f"(backends: {', '.join(sorted(state.backends))})")
+                record = BrokenPlugin(plugin=origin.plugin, distribution=origin.distribution,
+                                      version=origin.version,
+                                      phase=f"optiplug_{technique.kind}s",
+                                      error=_describe_exception(error), exception=error)
+                if self.strict:
+                    raise PluginError(record.describe(), plugin=origin.plugin,
+                                      distribution=origin.distribution) from error
+                state.broken.append(record)
+            if kept:
+                state.techniques[key] = kept
+            else:
+                del state.techniques[key]
 
     def _selected_entry_points(self, state: _Loaded) -> list[metadata.EntryPoint]:
         seen: set[tuple[str, str]] = set()
@@ -409,8 +452,10 @@ class Registry:
 
         def matches(pattern: str, ep: metadata.EntryPoint) -> bool:
             dist = ep.dist.name if ep.dist else ""
+            # Distribution names compare normalized (PEP 503), patterns included.
             return (fnmatch.fnmatchcase(ep.name, pattern)
-                    or (bool(dist) and _normalize(dist) == _normalize(pattern)))
+                    or (bool(dist) and fnmatch.fnmatchcase(_normalize(dist),
+                                                           _normalize(pattern))))
 
         autoload = self._autoload
         if autoload is None:
@@ -452,7 +497,8 @@ class Registry:
             self._validate_hooks(plugin)
             phase = "hooks"
             contributed = self._contributions(plugin, info)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
+            # SystemExit too: a plugin calling sys.exit() at import must not end the program.
             if plugin is not None and self.pm.is_registered(plugin):
                 self.pm.unregister(plugin)
             record = BrokenPlugin(plugin=entry_point.name, distribution=dist, version=version,
@@ -485,8 +531,8 @@ class Registry:
                 try:
                     result = impl.function()
                     contributed.extend(_checked(result, hook_name, kind, info))
-                except Exception as exc:
-                    exc._optiplug_phase = hook_name  # type: ignore[attr-defined]
+                except (Exception, SystemExit) as exc:
+                    exc._optiplug_phase = hook_name  # type: ignore[union-attr]
                     raise
         return contributed
 

@@ -11,6 +11,12 @@ A technique subclasses :class:`NumpyOptimizer` and holds only its math:
   elements with in-place ufuncs (``out=``) into the scratch blocks it is given, so every
   temporary stays in cache and a step allocates nothing that grows with the parameters.
 
+Two more things keep a step fast without the technique's help. Small parameters (at most a
+quarter block) that start together share packed state buffers, so their update runs as one
+kernel call over a packed block instead of a dozen ufunc calls per parameter. Steps over many
+elements are dealt out to worker threads (NumPy ufuncs release the GIL), each with its own
+scratch blocks. Neither changes a single number: the kernel is elementwise.
+
 Gradients are given to :meth:`~NumpyOptimizer.step` (a ``{name: array}`` mapping or a list
 aligned with the flattened parameters) or held in :attr:`~NumpyOptimizer.grads`, a
 ``{name: array}`` dict that ``step()`` reads when called without gradients and that
@@ -25,7 +31,7 @@ import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ClassVar, Final, Literal
+from typing import Any, ClassVar, Final, Literal, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -123,7 +129,7 @@ class NumpyOptimizer:
     """Names of the per-parameter state arrays (see :meth:`state_keys_for`)."""
     scratch_blocks: ClassVar[int] = 3
     """How many scratch blocks :meth:`update` receives."""
-    block_size: int = 32768
+    block_size: int = 65536
     parallel_threshold: ClassVar[int] = 1 << 18
     """Steps over fewer elements than this run in the calling thread."""
 
@@ -147,6 +153,7 @@ class NumpyOptimizer:
         self._step_pre_hooks: dict[int, StepHook] = {}
         self._step_post_hooks: dict[int, StepHook] = {}
         self._scratch: dict[tuple[np.dtype[Any], int], Array] = {}
+        self._buckets: dict[str, _Bucket] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._next_index = 0
         module_grads = getattr(params, "grads", None)
@@ -349,49 +356,109 @@ class NumpyOptimizer:
                 return False
         return True
 
-    def _slots(self, group: dict[str, Any], name: str, param: Array) -> tuple[list[Array], Any]:
-        state = self.state.get(name)
-        if state is None:
-            state = {"step": 0}
-            for key in self.state_keys_for(group):
-                value = self.initial_state_value(group, key)
-                state[key] = (np.zeros_like(param) if value == 0
-                              else np.full_like(param, value))
+    def _allocate(self, work: list[tuple[dict[str, Any], str, Array, Array]]) -> None:
+        """Create the state of parameters stepping for the first time.
+
+        Small parameters of one group and dtype that start together get their state arrays
+        as views into one shared buffer per state key (a :class:`_Bucket`), so a step can run
+        the kernel once over all of them instead of once per parameter.
+        """
+        fresh = [(group, name, param) for group, name, param, _ in work
+                 if name not in self.state]
+        limit = self.block_size // 4
+        run: list[tuple[str, Array]] = []
+        run_group: dict[str, Any] | None = None
+
+        def close() -> None:
+            if len(run) > 1 and run_group is not None:
+                self._pack(run_group, list(run))
+            else:
+                for name, param in run:
+                    self._new_state(run_group or {}, name, param)
+            run.clear()
+
+        for group, name, param in fresh:
+            small = param.size <= limit
+            fits = (run_group is group and run and run[0][1].dtype == param.dtype
+                    and sum(p.size for _, p in run) + param.size <= self.block_size)
+            if run and not (small and fits):
+                close()
+            if small:
+                run_group = group
+                run.append((name, param))
+            else:
+                self._new_state(group, name, param)
+        close()
+
+    def _new_state(self, group: Mapping[str, Any], name: str, param: Array) -> None:
+        state: dict[str, Any] = {"step": 0}
+        for key in self.state_keys_for(group):
+            value = self.initial_state_value(group, key)
+            state[key] = np.zeros_like(param) if value == 0 else np.full_like(param, value)
+        self.state[name] = state
+        self._buckets.pop(name, None)
+
+    def _pack(self, group: Mapping[str, Any], members: list[tuple[str, Array]]) -> None:
+        sizes = [param.size for _, param in members]
+        offsets = np.cumsum([0, *sizes]).tolist()
+        total = offsets[-1]
+        dtype = members[0][1].dtype
+        keys = self.state_keys_for(group)
+        buffers = []
+        for key in keys:
+            value = self.initial_state_value(group, key)
+            buffers.append(np.zeros(total, dtype) if value == 0 else np.full(total, value, dtype))
+        bucket = _Bucket(tuple(name for name, _ in members), offsets, buffers)
+        for index, (name, param) in enumerate(members):
+            state: dict[str, Any] = {"step": 0}
+            for key, buffer in zip(keys, buffers, strict=True):
+                state[key] = buffer[offsets[index]:offsets[index + 1]].reshape(param.shape)
             self.state[name] = state
-        state["step"] += 1
-        arrays = [state[key].reshape(-1) for key in self.state_keys_for(group)]
+            self._buckets[name] = bucket
+
+    def _prepared(self, group: Mapping[str, Any], state: dict[str, Any], dtype: np.dtype[Any]
+                  ) -> Any:
         scalars = self.prepare(group, state)
         if type(scalars) is tuple:
             # NumPy scalars of the array's dtype skip the per-call promotion of Python floats.
-            kind = param.dtype.type
-            scalars = tuple(kind(value) if type(value) is float else value for value in scalars)
-        return arrays, scalars
+            kind = dtype.type
+            scalars = tuple([kind(value) if type(value) is float else value
+                             for value in scalars])
+        return scalars
 
     def _apply(self, work: list[tuple[dict[str, Any], str, Array, Array]]) -> None:
-        tasks = []
+        if any(name not in self.state for _, name, _, _ in work):
+            self._allocate(work)
+        tasks: list[_Task] = []
+        pending: dict[int, dict[str, tuple[dict[str, Any], Array, Array]]] = {}
         for group, name, param, grad in work:
-            arrays, scalars = self._slots(group, name, param)
-            tasks.append((param.reshape(-1), grad.reshape(-1), arrays, scalars))
-        total = sum(task[0].size for task in tasks)
+            bucket = self._buckets.get(name)
+            if bucket is not None:
+                pending.setdefault(id(bucket), {})[name] = (group, param, grad)
+            else:
+                tasks.append(self._array_task(group, name, param, grad))
+        for members in pending.values():
+            names = list(members)
+            bucket = self._buckets[names[0]]
+            steps = {self.state[name]["step"] for name in names}
+            if len(names) == len(bucket.names) and len(steps) == 1:
+                group, param, _ = members[names[0]]
+                for name in names:
+                    self.state[name]["step"] += 1
+                scalars = self._prepared(group, self.state[names[0]], param.dtype)
+                tasks.append(_Task([members[n][1].reshape(-1) for n in bucket.names],
+                                   [members[n][2].reshape(-1) for n in bucket.names],
+                                   bucket.buffers, scalars, bucket.offsets[-1]))
+            else:
+                # Members out of step (some skipped a step): update them one by one.
+                for name in names:
+                    group, param, grad = members[name]
+                    tasks.append(self._array_task(group, name, param, grad))
+        total = sum(task.size for task in tasks)
         if self.threads <= 1 or total < self.parallel_threshold:
             self._run(tasks, 0)
             return
-        # Split the elements evenly between threads; each thread owns its scratch blocks.
-        share = -(-total // self.threads)
-        chunks: list[list[tuple[Array, Array, list[Array], Any]]] = [[]]
-        filled = 0
-        for flat_p, flat_g, arrays, scalars in tasks:
-            start, n = 0, flat_p.size
-            while start < n:
-                if filled >= share and len(chunks) < self.threads:
-                    chunks.append([])
-                    filled = 0
-                last = len(chunks) == self.threads
-                stop = n if last else min(n, start + share - filled)
-                chunks[-1].append((flat_p[start:stop], flat_g[start:stop],
-                                   [a[start:stop] for a in arrays], scalars))
-                filled += stop - start
-                start = stop
+        chunks = _split(tasks, self.threads, total)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="optiplug")
         futures = [self._pool.submit(self._run, chunk, index)
@@ -400,26 +467,51 @@ class NumpyOptimizer:
         for future in futures:
             future.result()
 
-    def _run(self, tasks: Iterable[tuple[Array, Array, list[Array], Any]], worker: int) -> None:
+    def _array_task(self, group: dict[str, Any], name: str, param: Array,
+                    grad: Array) -> _Task:
+        state = self.state[name]
+        state["step"] += 1
+        arrays = [state[key].reshape(-1) for key in self.state_keys_for(group)]
+        flat = param.reshape(-1)
+        return _Task(flat, grad.reshape(-1), arrays, self._prepared(group, state, param.dtype),
+                     flat.size)
+
+    def _run(self, tasks: Iterable[_Task], worker: int) -> None:
         size = self.block_size
         update = self.update
-        for flat_p, flat_g, arrays, scalars in tasks:
-            n = flat_p.size
-            scratch = self._scratch_for(flat_p.dtype, worker)
+        for task in tasks:
+            params, grads, arrays, scalars, n = task
+            if isinstance(params, list):
+                dtype = params[0].dtype
+                scratch = self._scratch_for(dtype, worker)
+                packed_param, packed_grad = scratch[-2][:n], scratch[-1][:n]
+                np.concatenate(params, out=packed_param)
+                np.concatenate(grads, out=packed_grad)
+                update(packed_param, packed_grad, arrays, [s[:n] for s in scratch[:-2]],
+                       scalars)
+                start = 0
+                for flat in params:
+                    stop = start + flat.size
+                    np.copyto(flat, packed_param[start:stop])
+                    start = stop
+                continue
+            scratch = self._scratch_for(params.dtype, worker)[:-2]
             if n <= size:
-                update(flat_p, flat_g, arrays, [s[:n] for s in scratch], scalars)
+                update(params, grads, arrays, [s[:n] for s in scratch], scalars)
                 continue
             for start in range(0, n, size):
                 stop = min(start + size, n)
                 m = stop - start
-                update(flat_p[start:stop], flat_g[start:stop], [a[start:stop] for a in arrays],
+                update(params[start:stop], grads[start:stop], [a[start:stop] for a in arrays],
                        scratch if m == size else [s[:m] for s in scratch], scalars)
 
     def _scratch_for(self, dtype: np.dtype[Any], worker: int) -> list[Array]:
         key = (dtype, worker)
         block = self._scratch.get(key)
         if block is None:
-            block = self._scratch[key] = np.empty((self.scratch_blocks, self.block_size), dtype)
+            # The technique's scratch blocks plus two for packing small parameters.
+            block = self._scratch[key] = np.empty((self.scratch_blocks + 2, self.block_size),
+                                                  dtype)
         return list(block)
 
     # ---------------------------------------------------------------------- state dicts
@@ -478,7 +570,14 @@ class NumpyOptimizer:
             for key, value in saved_group.items():
                 if key not in ("params", "param_names"):
                     group[key] = value
-        self.state = new_state
+        old_state, self.state = self.state, new_state
+        # A bucket survives only if every member still holds views of its buffers.
+        self._buckets = {
+            name: bucket for name, bucket in self._buckets.items()
+            if all(member in new_state and member in old_state
+                   and all(new_state[member][key] is old_state[member][key]
+                           for key in old_state[member] if key != "step")
+                   for member in bucket.names)}
 
     def _load_problems(self, state_dict: Mapping[str, Any]) -> list[str]:
         if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= set(
@@ -544,6 +643,8 @@ class NumpyOptimizer:
         state = self.__dict__.copy()
         state["_pool"] = None
         state["_scratch"] = {}
+        # A copy's state arrays are no longer views of the bucket buffers: unpack them.
+        state["_buckets"] = {}
         return state
 
     def __del__(self) -> None:
@@ -558,6 +659,51 @@ class NumpyOptimizer:
                               if k not in ("params", "param_names"))
             lines.append(f"  group {index}: {len(group['params'])} params, {hyper}")
         return "\n".join([*lines, ")"])
+
+
+class _Bucket(NamedTuple):
+    """Small parameters whose state arrays are consecutive views into shared buffers."""
+
+    names: tuple[str, ...]
+    offsets: list[int]
+    buffers: list[Array]
+
+
+class _Task(NamedTuple):
+    """One unit of kernel work: an array (flat views) or a bucket (lists of flat views)."""
+
+    params: Any
+    grads: Any
+    arrays: list[Array]
+    scalars: Any
+    size: int
+
+
+def _split(tasks: list[_Task], workers: int, total: int) -> list[list[_Task]]:
+    """Deal tasks out to ``workers`` threads, about equal elements each; arrays may be cut."""
+    share = -(-total // workers)
+    chunks: list[list[_Task]] = [[]]
+    filled = 0
+    for task in tasks:
+        if isinstance(task.params, list):
+            if filled >= share and len(chunks) < workers:
+                chunks.append([])
+                filled = 0
+            chunks[-1].append(task)
+            filled += task.size
+            continue
+        start, n = 0, task.size
+        while start < n:
+            if filled >= share and len(chunks) < workers:
+                chunks.append([])
+                filled = 0
+            stop = n if len(chunks) == workers else min(n, start + share - filled)
+            chunks[-1].append(_Task(task.params[start:stop], task.grads[start:stop],
+                                    [a[start:stop] for a in task.arrays], task.scalars,
+                                    stop - start))
+            filled += stop - start
+            start = stop
+    return chunks
 
 
 def _cpu_count() -> int:

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from ..hookspecs import hookimpl
 from ..registry import BrokenPlugin, Registry, default_registry
-from ..specs import Spec
+from ..specs import Spec, describe_fields
 from ..technique import Technique
 from ._examples import (
     BATCH,
@@ -148,6 +148,14 @@ def _number_fields(spec_cls: type[Spec]) -> tuple[list[str], list[str]]:
     return floats, numbers
 
 
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
 def check_spec(technique: Technique, *, registry: Registry | None = None) -> None:
     """The spec is a frozen, strict, documented pydantic model whose example validates and
     round-trips through ``type(spec)(**dump)``, JSON, ``optiplug.to_spec`` and
@@ -156,17 +164,22 @@ def check_spec(technique: Technique, *, registry: Registry | None = None) -> Non
     """
     clause = "spec"
     spec_cls = technique.spec
+    describe_fields(spec_cls)
     problems = []
     config = spec_cls.model_config
     for key, wanted in (("frozen", True), ("extra", "forbid"), ("strict", True)):
         if config.get(key) != wanted:
             problems.append(f"model_config[{key!r}] is {config.get(key)!r}, the contract needs "
                             f"{wanted!r} (subclass the kind's base spec and keep its config)")
+    properties = spec_cls.model_json_schema().get("properties", {})
+    typed_keys = {"type", "$ref", "anyOf", "oneOf", "allOf", "enum", "const"}
     for name, info in spec_cls.model_fields.items():
         if name in ("kind", "name"):
             continue
-        if info.annotation is Any or info.annotation is None:
-            problems.append(f"hyperparameter {name!r} has no type")
+        # Typed means the exported schema constrains it (an Any with a validator that declares
+        # its json_schema_input_type counts).
+        if not typed_keys & set(properties.get(info.alias or name, {})):
+            problems.append(f"hyperparameter {name!r} has no type (its JSON schema is empty)")
         if not (info.description or "").strip():
             problems.append(f"hyperparameter {name!r} has no description (write a docstring "
                             f"under the field)")
@@ -190,7 +203,11 @@ def check_spec(technique: Technique, *, registry: Registry | None = None) -> Non
     try:
         hash(spec)
     except TypeError as exc:
-        raise _fail(technique, clause, f"spec is not hashable: {exc}") from None
+        mutable = [name for name in spec_cls.model_fields
+                   if not _hashable(getattr(spec, name))]
+        raise _fail(technique, clause, (
+            f"spec is not hashable ({exc}; fields {mutable}): a frozen spec must hold immutable "
+            f"values, tuples rather than lists or dicts")) from None
     registry = registry or default_registry()
     if _registered(technique, registry):
         from ..config import to_spec
@@ -977,11 +994,13 @@ for key, kind, name, module, in_process in json.loads(sys.argv[1]):
         if in_process:
             try:
                 registry.register(importlib.import_module(module), override=True)
+                technique = registry.get(kind, name)
             except Exception as exc:
-                results[key] = f"skip: cannot re-create the in-process plugin {module!r} in a "\\
-                    f"new process ({type(exc).__name__}: {exc})"
+                results[key] = f"skip: not installed, and its module {module!r} does not "\\
+                    f"register it in a new process ({type(exc).__name__}: {exc})"
                 continue
-        technique = registry.get(kind, name)
+        else:
+            technique = registry.get(kind, name)
         _kit.exercise(technique, "numpy")
         results[key] = "torch" if "torch" in sys.modules else "ok"
     except Exception as exc:

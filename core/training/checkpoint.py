@@ -74,7 +74,12 @@ def _fsync_dir(folder: Path) -> None:
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Write UTF-8 text atomically."""
-    atomic_write(path, lambda file: file.write(text.encode("utf-8")))
+    data = text.encode("utf-8")
+
+    def write(file: IO[bytes]) -> None:
+        file.write(data)
+
+    atomic_write(path, write)
 
 
 # -------------------------------------------------------------------------------- NumPy

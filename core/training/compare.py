@@ -103,7 +103,9 @@ def _pct(value: float | None) -> str:
 
 # ----------------------------------------------------------------------------- --vary
 def _split_top_level(text: str) -> list[str]:
-    parts, depth, current = [], 0, []
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
     for char in text:
         if char in "([{":
             depth += 1
@@ -228,6 +230,13 @@ def installed_optimizers(backend: str) -> tuple[list[str], list[str]]:
     return usable, skipped
 
 
+def _show(bar: Progress) -> Any:
+    def on_epoch(trainer: Trainer, record: dict[str, Any]) -> None:
+        bar.update(record)
+
+    return on_epoch
+
+
 def _epochs_to_target(history: list[dict[str, Any]], recipe: Recipe) -> int | None:
     for record in history:
         if record["val_accuracy"] is not None:
@@ -265,6 +274,12 @@ def compare(recipe: Recipe | dict[str, Any] | str | os.PathLike[str] | None = No
         if epochs is not None:
             data["train"]["epochs"] = epochs
         base = parse_recipe(data)
+    if base.train.backend == "torch":
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is None:
+            raise ConfigError([ConfigIssue("train.backend", (
+                "the torch backend needs PyTorch: pip install 'optiplug[torch]'"))])
     skipped: list[str] = []
     if vary:
         parsed = [parse_vary(text) for text in vary]
@@ -295,10 +310,11 @@ def compare(recipe: Recipe | dict[str, Any] | str | os.PathLike[str] | None = No
             if progress:
                 bar = Progress(variant.recipe.train.epochs, label=variant.label.ljust(width),
                                stream=stream, every_epoch=False)
-            started = time.perf_counter()
             trainer = Trainer(variant.recipe, data=datasets[key])
-            trainer.fit(on_epoch=None if bar is None else
-                        lambda t, record: bar.update(record))
+            # Training time only: building may include one-time library imports (torch.optim
+            # imports its compiler on first use) that would be charged to the first variant.
+            started = time.perf_counter()
+            trainer.fit(on_epoch=None if bar is None else _show(bar))
             result.seconds = time.perf_counter() - started
             result.history = trainer.history
             result.epochs_to_target = _epochs_to_target(trainer.history, variant.recipe)

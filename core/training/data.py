@@ -138,7 +138,7 @@ def load_dataset(config: DataConfig, *, dtype: str = "float32") -> Dataset:
     order = np.random.default_rng([config.seed, 1]).permutation(len(x))
     if config.samples is not None:
         order = order[:config.samples]
-    n_val = int(round(len(order) * config.validation_split))
+    n_val = round(len(order) * config.validation_split)
     if n_val < 1 or n_val >= len(order):
         raise ConfigError([ConfigIssue("data.validation_split", (
             f"leaves {len(order) - n_val} training and {n_val} validation samples of "

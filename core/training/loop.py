@@ -90,7 +90,7 @@ def limited_threads(threads: int | None, backend: str) -> Iterator[None]:
         return
     with contextlib.ExitStack() as stack:
         try:
-            from threadpoolctl import threadpool_limits
+            from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
         except ImportError:
             pass
         else:
@@ -154,8 +154,9 @@ class Trainer:
         after_batch = None
         if per_batch:
             if self._scheduler_metric:
+                name = self.recipe.scheduler.name if self.recipe.scheduler else "?"
                 raise ConfigError([ConfigIssue("train.scheduler_interval", (
-                    f"scheduler {self.recipe.scheduler.name!r} steps on a validation metric, "
+                    f"scheduler {name!r} steps on a validation metric, "
                     f"so it can only step once per epoch"))])
             after_batch = self.runner.scheduler.step
         self.runner.train_epoch(order, self.batch_size, after_batch)

@@ -228,6 +228,7 @@ class NumpyRunner:
                         for start in range(0, len(order), batch_size)))
         for xb, yb in batches:
             _, grad_out, _ = loss(model.forward(xb), yb, grad=True)
+            assert grad_out is not None
             step(model.backward(grad_out))
             if after_batch is not None:
                 after_batch()

@@ -124,7 +124,7 @@ class TorchRunner:
             batches = ((x[part], y[part]) for part in torch.split(index, batch_size))
         for xb, yb in batches:
             optimizer.zero_grad(set_to_none=True)
-            loss_fn(model(xb), yb).backward()
+            loss_fn(model(xb), yb).backward()  # type: ignore[no-untyped-call]
             optimizer.step()
             if after_batch is not None:
                 after_batch()

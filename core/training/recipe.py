@@ -36,8 +36,16 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, SkipValidation,
-                      ValidationError, field_validator, model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    SkipValidation,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ..config import load_config, to_spec
 from ..errors import ConfigError, ConfigIssue
@@ -308,9 +316,9 @@ def parse_recipe(data: Mapping[str, Any] | Recipe, *, source: str | None = None)
         recipe = Recipe.model_validate(resolved)
     except ValidationError as exc:
         for error in exc.errors(include_url=False):
-            path = _dotted(error["loc"])
+            dotted = _dotted(error["loc"])
             # A technique entry already reported by its plugin's spec is not reported twice.
-            if any(path == bad or path.startswith(bad + ".") for bad in technique_paths):
+            if any(dotted == bad or dotted.startswith(bad + ".") for bad in technique_paths):
                 continue
             message = error["msg"]
             if error["type"] == "extra_forbidden":
@@ -322,7 +330,7 @@ def parse_recipe(data: Mapping[str, Any] | Recipe, *, source: str | None = None)
             elif "input" in error and not isinstance(error["input"], Mapping | Spec):
                 shown = repr(error["input"])
                 message = f"{message} (got {shown[:57] + '...' if len(shown) > 60 else shown})"
-            issues.append(ConfigIssue(path, message))
+            issues.append(ConfigIssue(dotted, message))
     if recipe is not None and not issues:
         issues.extend(_check_techniques(recipe))
     if issues:

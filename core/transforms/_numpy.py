@@ -61,7 +61,8 @@ class NumpyOps:
 
     def owns(self, a: Array) -> bool:
         """Whether ``a`` is scratch of this block."""
-        for block in self._owned:
+        # A plain loop: any() with a generator costs more on this per-block path.
+        for block in self._owned:  # noqa: SIM110
             if a is block:
                 return True
         return False
@@ -338,7 +339,7 @@ class NumpyChainOptimizer(NumpyOptimizer):
 
 
 def _run(xp: NumpyOps, entries: Sequence[Entry], factors: Sequence[float], param: Array,
-         u: Array, state: Sequence[Array], step: int,
+         u: Any, state: Sequence[Array], step: int,
          group: Mapping[str, Any]) -> tuple[Any, StepContext]:
     """Run ``entries`` on one block; returns the update in flight and its context."""
     ctx = StepContext(param, step, group)
@@ -346,7 +347,7 @@ def _run(xp: NumpyOps, entries: Sequence[Entry], factors: Sequence[float], param
         if scalar:
             ctx.scale *= factor
         elif item.handles_scale or (ctx.scale == 1.0 and ctx.params_coef == 0.0
-                                    and type(u) is not Ratio):
+                                    and not isinstance(u, Ratio)):
             u = item.update(xp, u, state[low:high], ctx)
         else:
             u = run_transform(item, xp, u, state[low:high], ctx)

@@ -147,7 +147,7 @@ class ChainSpecBase(StandardOptimizerSpec):
     transforms: ChainTransforms
     """The transforms, applied in order (``[{"name": "scale_by_adam"}, ...]``), or a mapping
     of labels to such lists for different chains on different parameters."""
-    labels: dict[str, str] = {}
+    labels: dict[str, str] = {}  # noqa: RUF012 - pydantic copies field defaults
     """``fnmatch`` pattern on parameter names to label (first match wins); parameters no
     pattern matches, and no param group labels, use the ``default`` chain."""
 
@@ -230,10 +230,10 @@ def register_chain(name: str, transforms: ChainLike | Mapping[str, ChainLike] | 
         _check_labels(validated, labels or {})
     except ValueError as exc:
         raise ConfigError([ConfigIssue("labels", str(exc))]) from None
-    spec = create_model(  # type: ignore[call-overload]
+    spec = create_model(
         "".join(part.title() for part in name.replace("-", "_").split("_")) + "Spec",
         __base__=NamedChainSpec, __doc__=summary, __module__=__name__,
-        name=(Literal[name], name),
+        name=(Literal[name], name),  # type: ignore[arg-type]
         lr=(PositiveFloat, Field(default=lr, description="Learning rate.")))
     spec.chain_transform = _make(validated, labels or {})
     technique = Technique(kind="optimizer", name=name, spec=spec,

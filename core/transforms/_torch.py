@@ -31,7 +31,7 @@ from ._base import (
 
 __all__ = ["ChainOptimizer", "TorchChainOptimizer", "TorchOps"]
 
-Tensors = Sequence[torch.Tensor]
+Tensors = list[torch.Tensor] | tuple[torch.Tensor, ...]
 _NAN: Final = float("nan")
 
 
@@ -64,6 +64,8 @@ class TorchOps:
         return self._new(torch._foreach_clone(a))
 
     def mul(self, a: Tensors, b: Tensors | float) -> Tensors:
+        if isinstance(b, (int, float)):
+            return self._new(torch._foreach_mul(a, b))
         return self._new(torch._foreach_mul(a, b))
 
     def add(self, a: Tensors, b: Tensors, alpha: float = 1.0) -> Tensors:
@@ -79,7 +81,10 @@ class TorchOps:
         torch._foreach_copy_(a, b)
 
     def mul_(self, a: Tensors, b: Tensors | float) -> None:
-        torch._foreach_mul_(a, b)
+        if isinstance(b, (int, float)):
+            torch._foreach_mul_(a, b)
+        else:
+            torch._foreach_mul_(a, b)
 
     def add_(self, a: Tensors, b: Tensors | float, alpha: float = 1.0) -> None:
         if isinstance(b, (int, float)):
@@ -88,7 +93,10 @@ class TorchOps:
             torch._foreach_add_(a, b, alpha=alpha)
 
     def div_(self, a: Tensors, b: Tensors | float) -> None:
-        torch._foreach_div_(a, b)
+        if isinstance(b, (int, float)):
+            torch._foreach_div_(a, b)
+        else:
+            torch._foreach_div_(a, b)
 
     def lerp_(self, a: Tensors, b: Tensors, weight: float) -> None:
         torch._foreach_lerp_(a, b, weight)
@@ -149,8 +157,8 @@ class ChainOptimizer(torch.optim.Optimizer):
         self._initial: dict[str, list[tuple[str, float]]] = {}
         for label, chain in self.transform.chains.items():
             position = 0
-            entries = []
-            initial = []
+            entries: list[tuple[Transform, int, int, bool]] = []
+            initial: list[tuple[str, float]] = []
             for item, keys in zip(chain.transforms, chain.state_keys, strict=True):
                 entries.append((item, position, position + len(keys),
                                 isinstance(item, ScalarTransform)))
@@ -183,7 +191,7 @@ class ChainOptimizer(torch.optim.Optimizer):
         return self.transform.chains[group["label"]]
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Callable[[], float] | None = None) -> Any:
         """One step of every group's chain."""
         loss = None
         if closure is not None:
@@ -204,21 +212,22 @@ class ChainOptimizer(torch.optim.Optimizer):
                 state = self.state[param]
                 if not state:
                     state["step"] = 0
-                    for key, value in initial:
-                        state[key] = (torch.zeros_like(param, memory_format=torch.preserve_format)
-                                      if value == 0.0 else torch.full_like(param, value))
+                    for state_key, value in initial:
+                        state[state_key] = (
+                            torch.zeros_like(param, memory_format=torch.preserve_format)
+                            if value == 0.0 else torch.full_like(param, value))
                 state["step"] += 1
-                key = (param.device, param.dtype, state["step"])
-                bucket = buckets.get(key)
+                bucket_key = (param.device, param.dtype, state["step"])
+                bucket = buckets.get(bucket_key)
                 if bucket is None:
-                    bucket = buckets[key] = _Bucket(group, state["step"], width)
+                    bucket = buckets[bucket_key] = _Bucket(group, state["step"], width)
                 bucket.params.append(param)
                 bucket.grads.append(grad)
                 for slot, (name, _) in zip(bucket.states, initial, strict=True):
                     slot.append(state[name])
             runs.setdefault(label, []).extend(buckets.values())
-        for label, buckets in runs.items():
-            _run(self._entries[label], buckets)
+        for label, label_buckets in runs.items():
+            _run(self._entries[label], label_buckets)
         return loss
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:

@@ -18,12 +18,21 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import ConfigDict
+
 import optiplug
 from optiplug.transforms import ChainSpecBase, build_numpy, build_torch
 
 
 class ChainSpec(ChainSpecBase):
     """A chain of update transforms; ``lr`` feeds ``scale_by_learning_rate``."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "lr": 0.01,
+        "transforms": [{"name": "clip_by_global_norm", "max_norm": 1.0},
+                       {"name": "scale_by_adam"},
+                       {"name": "add_decayed_weights", "weight_decay": 0.01},
+                       {"name": "scale_by_learning_rate"}]}]})
 
     name: Literal["chain"] = "chain"
 

@@ -75,8 +75,8 @@ def test_rule_matching_nothing_is_an_error_naming_the_rule() -> None:
 
 
 def test_conflicting_rules_on_one_parameter_are_an_error() -> None:
-    with pytest.raises(optiplug.ConfigError, match="'head.bias' is matched by rule 0 .* and "
-                                                   "rule 1 .*different weight_decay"):
+    with pytest.raises(optiplug.ConfigError, match=r"'head\.bias' is matched by rule 0 .* and "
+                                                   r"rule 1 .*different weight_decay"):
         param_groups(Net(), [{"role": "bias", "weight_decay": 0.0},
                              {"match": "head.*", "weight_decay": 0.1}])
     with pytest.raises(optiplug.ConfigError, match="different lr"):
@@ -134,9 +134,9 @@ def test_optimizer_config_with_param_group_rules_applies_them_on_both_backends(
 
 def test_bad_rule_in_optimizer_config_reports_its_path() -> None:
     config = {"kind": "optimizer", "name": "adam", "param_groups": [{"role": "bias"}]}
-    with pytest.raises(optiplug.ConfigError, match="param_groups.0"):
+    with pytest.raises(optiplug.ConfigError, match=r"param_groups\.0"):
         optiplug.build(config, params={"bias": np.zeros(2)})
     config = {"kind": "optimizer", "name": "adam",
               "param_groups": [{"match": "nothing*", "lr": 0.1}]}
-    with pytest.raises(optiplug.ConfigError, match="param_groups.0: rule .* matches no"):
+    with pytest.raises(optiplug.ConfigError, match=r"param_groups\.0: rule .* matches no"):
         optiplug.build(config, params={"bias": np.zeros(2)})

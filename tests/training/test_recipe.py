@@ -9,8 +9,14 @@ from pathlib import Path
 import pytest
 
 import optiplug
-from optiplug.training.recipe import (DEFAULT_RECIPE, fingerprint, load_recipe, parse_recipe,
-                                      recipe_to_dict, with_technique)
+from optiplug.training.recipe import (
+    DEFAULT_RECIPE,
+    fingerprint,
+    load_recipe,
+    parse_recipe,
+    recipe_to_dict,
+    with_technique,
+)
 
 from .conftest import small_recipe
 

@@ -286,3 +286,75 @@ def test_numpy_optimizer_base_class_is_exported_for_third_parties() -> None:
     assert NumpyOptimizer.optiplug_backend == "numpy"
     assert isinstance(optiplug.optimizer("adam", {"w": np.zeros(2)}), NumpyOptimizer)
     assert isinstance(types.SimpleNamespace, type)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_spec_defaults_equal_torch_defaults(name: str) -> None:
+    import inspect
+
+    from .optimizer_cases import TORCH_CLASSES
+
+    signature = inspect.signature(getattr(torch.optim, TORCH_CLASSES[name]))
+    spec = optiplug.spec("optimizer", name)
+    for key, value in spec.hyperparameters().items():
+        if key in ("param_groups", "nonfinite"):
+            continue
+        if key == "momentum" and name in ("momentum", "nesterov"):
+            # torch.optim.SGD defaults to no momentum; these techniques are momentum.
+            assert value == 0.9
+            continue
+        assert signature.parameters[key].default == value, key
+
+
+def test_specs_are_strict_and_constrained() -> None:
+    for name, bad in [("adam", {"lr": "0.1"}), ("adam", {"betas": (0.9, 1.0)}),
+                      ("sgd", {"weight_decay": -1.0}), ("rmsprop", {"centered": 1}),
+                      ("momentum", {"momentum": 0.0}), ("adam", {"nonfinite": "warn"}),
+                      ("adagrad", {"eps": float("nan")})]:
+        with pytest.raises(optiplug.ConfigError):
+            optiplug.spec("optimizer", name, **bad)
+
+
+@pytest.mark.parametrize("name", ["adam", "momentum", "adagrad"])
+def test_packed_small_parameters_match_torch_when_some_gradients_are_missing(
+        name: str) -> None:
+    # Small parameters share packed state buffers; steps where only some of them have a
+    # gradient put them out of step, and every one must still follow torch exactly.
+    rng = np.random.default_rng(5)
+    start = {f"p{i}": rng.standard_normal(3 + i) for i in range(6)}
+    numpy_params = {n: a.copy() for n, a in start.items()}
+    opt = optiplug.optimizer(name, numpy_params, lr=0.05)
+    reference_params = torch_params(start)
+    reference = getattr(torch.optim, {"adam": "Adam", "momentum": "SGD",
+                                      "adagrad": "Adagrad"}[name])(
+        list(reference_params.values()), lr=0.05, **({"momentum": 0.9}
+                                                      if name == "momentum" else {}))
+    for step in range(30):
+        present = [n for i, n in enumerate(start) if step < 5 or (step + i) % 3]
+        opt.step({n: numpy_params[n] - 1.0 for n in present})
+        for n, p in reference_params.items():
+            p.grad = (p.detach() - 1.0) if n in present else None
+        reference.step()
+    for n in start:
+        np.testing.assert_allclose(numpy_params[n], reference_params[n].detach().numpy(),
+                                   rtol=1e-12, atol=1e-12, err_msg=n)
+
+
+def test_deep_copied_numpy_optimizer_continues_like_the_original() -> None:
+    import copy
+
+    rng = np.random.default_rng(7)
+    params = {f"p{i}": rng.standard_normal(4) for i in range(4)}
+    opt = optiplug.optimizer("adam", params, lr=0.1)
+    grads = {n: np.full(4, 0.3) for n in params}
+    opt.step(grads)
+    clone = copy.deepcopy(opt)
+    clone_params = {n: p for g in clone.param_groups
+                    for n, p in zip(g["param_names"], g["params"], strict=True)}
+    for _ in range(3):
+        opt.step(grads)
+        clone.step(grads)
+    for n in params:
+        np.testing.assert_array_equal(clone_params[n], params[n])
+        np.testing.assert_array_equal(clone.state_dict()["state"][n]["exp_avg"],
+                                      opt.state_dict()["state"][n]["exp_avg"])

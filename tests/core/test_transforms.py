@@ -1,0 +1,473 @@
+"""Composable transforms: chains against the builtin optimizers, torch.optim and formulas."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import optiplug
+import optiplug.transforms as ot
+
+torch = pytest.importorskip("torch")
+
+BACKENDS = ("numpy", "torch")
+SHAPES = ((31, 17), (17,), (5, 4, 3))
+Params = dict[str, Any]
+
+
+def make_params(backend: str, dtype: Any = np.float32, seed: int = 0) -> Params:
+    rng = np.random.default_rng(seed)
+    arrays = {f"p{i}": rng.standard_normal(shape).astype(dtype) for i, shape in
+              enumerate(SHAPES)}
+    if backend == "numpy":
+        return arrays
+    return {name: torch.nn.Parameter(torch.tensor(a)) for name, a in arrays.items()}
+
+
+def gradient_stream(steps: int, dtype: Any = np.float32, seed: int = 1
+                    ) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [{f"p{i}": rng.standard_normal(shape).astype(dtype) for i, shape in
+             enumerate(SHAPES)} for _ in range(steps)]
+
+
+def step(optimizer: Any, params: Params, grads: dict[str, np.ndarray]) -> None:
+    if isinstance(next(iter(params.values())), np.ndarray):
+        optimizer.step(grads)
+        return
+    for name, param in params.items():
+        param.grad = torch.tensor(grads[name])
+    optimizer.step()
+
+
+def values(params: Params) -> dict[str, np.ndarray]:
+    return {name: (p.detach().numpy().copy() if hasattr(p, "detach") else p.copy())
+            for name, p in params.items()}
+
+
+def assert_close_to_scale(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray],
+                          tolerance: float) -> None:
+    """Every element within ``tolerance`` relative to the largest expected magnitude."""
+    scale = max(float(np.abs(e).max()) for e in expected.values())
+    error = max(float(np.abs(actual[n].astype(np.float64) - expected[n]).max())
+                for n in expected)
+    assert error <= tolerance * scale, f"max error {error:.3g} > {tolerance:g} * {scale:.3g}"
+
+
+def run(make: Callable[[Params], Any], backend: str, grads: list[dict[str, np.ndarray]],
+        dtype: Any = np.float32) -> dict[str, np.ndarray]:
+    params = make_params(backend, dtype)
+    optimizer = make(params)
+    for grad in grads:
+        step(optimizer, params, grad)
+    return values(params)
+
+
+ADAM = ot.chain(ot.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8), ot.scale_by_learning_rate())
+MOMENTUM = ot.chain(ot.scale_by_momentum(0.9), ot.scale_by_learning_rate())
+
+
+# --------------------------------------------------------------- against the builtins
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_adam_chain_matches_builtin_adam_over_200_steps(backend: str) -> None:
+    grads = gradient_stream(200)
+    chain = run(lambda p: ot.chain_optimizer(ADAM, p, lr=1e-2), backend, grads)
+    builtin = run(lambda p: optiplug.optimizer("adam", p, lr=1e-2), backend, grads)
+    assert_close_to_scale(chain, builtin, 1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_momentum_chain_matches_builtin_momentum_over_200_steps(backend: str) -> None:
+    grads = gradient_stream(200)
+    chain = run(lambda p: ot.chain_optimizer(MOMENTUM, p, lr=1e-2), backend, grads)
+    builtin = run(lambda p: optiplug.optimizer("momentum", p, lr=1e-2, momentum=0.9),
+                  backend, grads)
+    assert_close_to_scale(chain, builtin, 1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nesterov_chain_matches_builtin_nesterov(backend: str) -> None:
+    grads = gradient_stream(50)
+    rule = ot.chain(ot.scale_by_momentum(0.8, nesterov=True), ot.scale_by_learning_rate())
+    chain = run(lambda p: ot.chain_optimizer(rule, p, lr=1e-2), backend, grads)
+    builtin = run(lambda p: optiplug.optimizer("nesterov", p, lr=1e-2, momentum=0.8),
+                  backend, grads)
+    assert_close_to_scale(chain, builtin, 1e-6)
+
+
+# ----------------------------------------------------------- against torch.optim, float64
+TORCH_EQUIVALENTS: list[tuple[str, ot.Chain, Callable[[list[Any]], Any]]] = [
+    ("adam", ot.chain(ot.scale_by_adam(b1=0.8, b2=0.99, eps=1e-6), ot.scale_by_learning_rate()),
+     lambda p: torch.optim.Adam(p, lr=3e-2, betas=(0.8, 0.99), eps=1e-6, foreach=False)),
+    ("adamw", ot.chain(ot.scale_by_adam(), ot.add_decayed_weights(0.1),
+                       ot.scale_by_learning_rate()),
+     lambda p: torch.optim.AdamW(p, lr=3e-2, weight_decay=0.1, foreach=False)),
+    ("sgd_momentum_dampening", ot.chain(ot.add_decayed_weights(0.01),
+                                        ot.scale_by_momentum(0.9, dampening=0.3),
+                                        ot.scale_by_learning_rate()),
+     lambda p: torch.optim.SGD(p, lr=3e-2, momentum=0.9, dampening=0.3, weight_decay=0.01,
+                               foreach=False)),
+    ("nesterov", ot.chain(ot.scale_by_momentum(0.9, nesterov=True), ot.scale_by_learning_rate()),
+     lambda p: torch.optim.SGD(p, lr=3e-2, momentum=0.9, nesterov=True, foreach=False)),
+    ("rmsprop", ot.chain(ot.scale_by_rms(decay=0.9, eps=1e-6), ot.scale_by_learning_rate()),
+     lambda p: torch.optim.RMSprop(p, lr=3e-3, alpha=0.9, eps=1e-6, foreach=False)),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("label", "rule", "reference"), TORCH_EQUIVALENTS,
+                         ids=[case[0] for case in TORCH_EQUIVALENTS])
+def test_chain_matches_torch_optim_in_float64(backend: str, label: str, rule: ot.Chain,
+                                              reference: Callable[[list[Any]], Any]) -> None:
+    grads = gradient_stream(60, np.float64)
+    lr = {"rmsprop": 3e-3}.get(label, 3e-2)
+    chain = run(lambda p: ot.chain_optimizer(rule, p, lr=lr), backend, grads, np.float64)
+    expected = run(lambda p: reference(list(p.values())), "torch", grads, np.float64)
+    assert_close_to_scale(chain, expected, 1e-10)
+
+
+# ------------------------------------------------------------------------ formulas
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("max_norm", [0.5, 1e3])
+def test_clip_by_global_norm_scales_to_max_norm_over_all_parameters(backend: str,
+                                                                    max_norm: float) -> None:
+    params = make_params(backend, np.float64)
+    before = values(params)
+    (grads,) = gradient_stream(1, np.float64)
+    rule = ot.chain(ot.clip_by_global_norm(max_norm), ot.scale_by_learning_rate())
+    optimizer = ot.chain_optimizer(rule, params, lr=0.1)
+    step(optimizer, params, grads)
+    norm = math.sqrt(sum(float(np.sum(g * g)) for g in grads.values()))
+    factor = min(1.0, max_norm / norm)
+    expected = {n: before[n] - 0.1 * factor * grads[n] for n in grads}
+    assert_close_to_scale(values(params), expected, 1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_clip_by_global_norm_after_adam_clips_the_adam_update(backend: str) -> None:
+    params = make_params(backend, np.float64)
+    before = values(params)
+    (grads,) = gradient_stream(1, np.float64)
+    rule = ot.chain(ot.scale_by_adam(eps=1e-3), ot.clip_by_global_norm(2.0),
+                    ot.scale_by_learning_rate())
+    optimizer = ot.chain_optimizer(rule, params, lr=0.1)
+    step(optimizer, params, grads)
+    # First Adam step: m_hat = g, v_hat = g^2, u = g / (|g| + eps).
+    adam = {n: g / (np.abs(g) + 1e-3) for n, g in grads.items()}
+    norm = math.sqrt(sum(float(np.sum(u * u)) for u in adam.values()))
+    assert norm > 2.0
+    expected = {n: before[n] - 0.1 * (2.0 / norm) * adam[n] for n in grads}
+    assert_close_to_scale(values(params), expected, 1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_clip_limits_every_element(backend: str) -> None:
+    params = make_params(backend, np.float64)
+    before = values(params)
+    (grads,) = gradient_stream(1, np.float64)
+    rule = ot.chain(ot.clip(0.3), ot.scale_by_learning_rate())
+    step(ot.chain_optimizer(rule, params, lr=0.5), params, grads)
+    expected = {n: before[n] - 0.5 * np.clip(grads[n], -0.3, 0.3) for n in grads}
+    assert_close_to_scale(values(params), expected, 1e-14)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_add_decayed_weights_adds_weight_decay_times_params(backend: str) -> None:
+    params = make_params(backend, np.float64)
+    before = values(params)
+    (grads,) = gradient_stream(1, np.float64)
+    rule = ot.chain(ot.add_decayed_weights(0.2), ot.scale_by_learning_rate())
+    step(ot.chain_optimizer(rule, params, lr=0.1), params, grads)
+    expected = {n: before[n] - 0.1 * (grads[n] + 0.2 * before[n]) for n in grads}
+    assert_close_to_scale(values(params), expected, 1e-14)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_param_group_weight_decay_overrides_add_decayed_weights(backend: str) -> None:
+    params = make_params(backend, np.float64)
+    before = values(params)
+    (grads,) = gradient_stream(1, np.float64)
+    rule = ot.chain(ot.add_decayed_weights(0.2), ot.scale_by_learning_rate())
+    optimizer = ot.chain_optimizer(rule, params, lr=0.1,
+                                   param_groups=[{"match": "p1", "weight_decay": 0.0}])
+    step(optimizer, params, grads)
+    expected = {n: before[n] - 0.1 * (grads[n] + (0.0 if n == "p1" else 0.2) * before[n])
+                for n in grads}
+    assert_close_to_scale(values(params), expected, 1e-14)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_scale_by_learning_rate_reads_the_scheduled_lr(backend: str) -> None:
+    params = make_params(backend, np.float64)
+    grads = gradient_stream(3, np.float64)
+    optimizer = ot.chain_optimizer(ot.chain(ot.scale_by_learning_rate()), params, lr=0.4)
+    scheduler = optiplug.scheduler("exponential", optimizer, gamma=0.5)
+    expected = values(params)
+    for grad, lr in zip(grads, (0.4, 0.2, 0.1), strict=True):
+        step(optimizer, params, grad)
+        scheduler.step()
+        expected = {n: expected[n] - lr * grad[n] for n in grad}
+    assert_close_to_scale(values(params), expected, 1e-14)
+
+
+# ---------------------------------------------------------------- per-group chains
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_multi_transform_applies_each_chain_to_its_labelled_parameters(backend: str) -> None:
+    params = make_params(backend, np.float64)
+    before = values(params)
+    grads = gradient_stream(2, np.float64)
+    rule = ot.multi_transform(
+        {"default": ot.chain(ot.add_decayed_weights(0.5), ot.scale_by_learning_rate()),
+         "plain": ot.chain(ot.scale(-1.0))},
+        labels={"p1": "plain"})
+    optimizer = ot.chain_optimizer(rule, params, lr=0.1)
+    assert sorted(g["label"] for g in optimizer.param_groups) == ["default", "plain"]
+    expected = before
+    for grad in grads:
+        step(optimizer, params, grad)
+        expected = {n: expected[n] - grad[n] if n == "p1"
+                    else expected[n] - 0.1 * (grad[n] + 0.5 * expected[n]) for n in grad}
+    assert_close_to_scale(values(params), expected, 1e-14)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_callable_labels_and_group_labels_choose_chains(backend: str) -> None:
+    params = make_params(backend, np.float64)
+    before = values(params)
+    (grads,) = gradient_stream(1, np.float64)
+    chains = {"a": ot.chain(ot.scale(-1.0)), "b": ot.chain(ot.scale(-2.0))}
+    by_ndim = ot.multi_transform(chains, labels=lambda name, p: "b" if p.ndim == 1 else "a")
+    step(ot.chain_optimizer(by_ndim, params, lr=1.0), params, grads)
+    expected = {n: before[n] - (2.0 if n == "p1" else 1.0) * grads[n] for n in grads}
+    assert_close_to_scale(values(params), expected, 1e-14)
+
+    params = make_params(backend, np.float64)
+    groups = [{"params": [(n, p) for n, p in params.items() if n != "p2"], "label": "a"},
+              {"params": [("p2", params["p2"])], "label": "b"}]
+    step(ot.chain_optimizer(ot.multi_transform(chains), groups, lr=1.0, backend=backend),
+         params, grads)
+    expected = {n: before[n] - (2.0 if n == "p2" else 1.0) * grads[n] for n in grads}
+    assert_close_to_scale(values(params), expected, 1e-14)
+
+
+def test_a_label_without_chain_is_an_error() -> None:
+    rule = ot.multi_transform({"a": ot.scale(-1.0)}, labels={"p0": "a"})
+    with pytest.raises(ValueError, match="'p1' is labelled 'default', which has no chain"):
+        ot.chain_optimizer(rule, make_params("numpy"), lr=1.0)
+
+
+# --------------------------------------------------------------------- state dicts
+def _clone_state(state: dict[str, Any]) -> dict[str, Any]:
+    return copy.deepcopy(state)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_state_dict_round_trip_mid_run_continues_identically(backend: str) -> None:
+    rule = ot.chain(ot.clip_by_global_norm(5.0), ot.scale_by_adam(), ot.scale_by_momentum(0.5),
+                    ot.add_decayed_weights(0.01), ot.scale_by_learning_rate())
+    grads = gradient_stream(10)
+    params = make_params(backend)
+    optimizer = ot.chain_optimizer(rule, params, lr=1e-2)
+    for grad in grads[:5]:
+        step(optimizer, params, grad)
+    saved_state, saved_params = _clone_state(optimizer.state_dict()), values(params)
+    for grad in grads[5:]:
+        step(optimizer, params, grad)
+
+    resumed = make_params(backend)
+    for name, value in saved_params.items():
+        if backend == "numpy":
+            resumed[name][...] = value
+        else:
+            resumed[name].data.copy_(torch.tensor(value))
+    optimizer2 = ot.chain_optimizer(rule, dict(reversed(list(resumed.items()))), lr=1.0)
+    optimizer2.load_state_dict(saved_state)
+    assert all(g["lr"] == 1e-2 for g in optimizer2.param_groups)
+    for grad in grads[5:]:
+        step(optimizer2, resumed, grad)
+    for name, value in values(params).items():
+        np.testing.assert_array_equal(values(resumed)[name], value)
+    keys = set(next(iter(optimizer2.state.values())))
+    assert keys == {"step", "scale_by_adam.mu", "scale_by_adam.nu", "scale_by_momentum.mu"}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_loading_another_chains_state_is_a_config_error(backend: str) -> None:
+    params = make_params(backend)
+    adam = ot.chain_optimizer(ADAM, params, lr=1e-2)
+    step(adam, params, gradient_stream(1)[0])
+    momentum = ot.chain_optimizer(MOMENTUM, make_params(backend), lr=1e-2)
+    with pytest.raises(optiplug.ConfigError, match="state"):
+        momentum.load_state_dict(_clone_state(adam.state_dict()))
+
+
+def test_repeated_transforms_get_numbered_state_keys() -> None:
+    rule = ot.chain(ot.scale_by_momentum(0.5), ot.scale_by_momentum(0.9))
+    assert rule.all_state_keys() == ("scale_by_momentum.mu", "scale_by_momentum#2.mu")
+
+
+# ------------------------------------------------------------------------ configs
+CONFIG = {"name": "chain", "lr": 0.01,
+          "transforms": [{"name": "clip_by_global_norm", "max_norm": 1.0},
+                         {"name": "scale_by_adam", "b1": 0.9, "b2": 0.999},
+                         {"name": "add_decayed_weights", "weight_decay": 0.01},
+                         {"name": "scale_by_learning_rate"}]}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_chain_config_file_builds_on_both_backends(tmp_path: Path, backend: str,
+                                                   suffix: str) -> None:
+    path = tmp_path / f"opt{suffix}"
+    if suffix == ".json":
+        path.write_text(json.dumps({"optimizer": CONFIG}), encoding="utf-8")
+    else:
+        import yaml
+
+        path.write_text(yaml.safe_dump({"optimizer": CONFIG}), encoding="utf-8")
+    (spec,) = optiplug.validate_config(path)
+    params = make_params(backend)
+    built = optiplug.build(spec, params=params)
+    grads = gradient_stream(20)
+    for grad in grads:
+        step(built, params, grad)
+    rule = ot.chain(ot.clip_by_global_norm(1.0), ot.scale_by_adam(), ot.add_decayed_weights(0.01),
+                    ot.scale_by_learning_rate())
+    expected = run(lambda p: ot.chain_optimizer(rule, p, lr=0.01), backend, grads)
+    for name, value in expected.items():
+        np.testing.assert_array_equal(values(params)[name], value)
+    assert isinstance(built, torch.optim.Optimizer) == (backend == "torch")
+
+
+def test_chain_spec_round_trips_and_exports_a_schema() -> None:
+    spec = optiplug.to_spec({"kind": "optimizer", **CONFIG})
+    assert type(spec)(**spec.model_dump()) == spec
+    assert optiplug.to_spec(json.loads(json.dumps(spec.model_dump()))) == spec
+    schema = json.dumps(optiplug.json_schema("optimizer"))
+    assert "scale_by_adam" in schema and "clip_by_global_norm" in schema
+
+
+@pytest.mark.parametrize(("transforms", "path"), [
+    ([{"name": "scale_by_learning_rate"}, {"name": "scale_by_adam", "b1": 1.5}],
+     "transforms.1.b1"),
+    ([{"name": "scale_by_adam", "b1": "0.9"}], "transforms.0.b1"),
+    ([{"name": "scale_by_adamm"}], "transforms.0.name"),
+    ([{"name": "clip"}], "transforms.0.max_delta"),
+    ([{"name": "scale_by_adam", "beta1": 0.9}], "transforms.0.beta1"),
+    ({"decay": [{"name": "add_decayed_weights", "weight_decay": -1.0}]},
+     "transforms.decay.0.weight_decay"),
+])
+def test_bad_transform_entries_carry_their_path(transforms: Any, path: str) -> None:
+    with pytest.raises(optiplug.ConfigError) as info:
+        optiplug.to_spec({"kind": "optimizer", "name": "chain", "transforms": transforms})
+    assert [issue.path for issue in info.value.issues] == [path]
+
+
+def test_unknown_transform_suggests_the_closest_name() -> None:
+    with pytest.raises(optiplug.ConfigError, match="did you mean 'scale_by_adam'"):
+        optiplug.to_spec({"kind": "optimizer", "name": "chain",
+                          "transforms": [{"name": "scale_by_adamm"}]})
+
+
+def test_labels_must_name_chains() -> None:
+    with pytest.raises(optiplug.ConfigError, match="labels name chains"):
+        optiplug.to_spec({"kind": "optimizer", "name": "chain",
+                          "transforms": {"default": [{"name": "scale", "step_size": -1.0}]},
+                          "labels": {"*.bias": "no_decay"}})
+
+
+# --------------------------------------------------------------------- named chains
+@pytest.fixture
+def registered() -> Iterator[list[str]]:
+    names: list[str] = []
+    yield names
+    for name in names:
+        optiplug.registry().unregister(f"optimizer.{name}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_register_chain_makes_a_named_optimizer(registered: list[str], backend: str) -> None:
+    technique = ot.register_chain("test_adam_chain", [ot.scale_by_adam(), {"name": "scale_by_"
+                                                                           "learning_rate"}],
+                                  summary="Adam as a chain.", lr=1e-2)
+    registered.append("test_adam_chain")
+    assert optiplug.registry().get("optimizer", "test_adam_chain") == technique
+    grads = gradient_stream(20)
+    named = run(lambda p: optiplug.optimizer("test_adam_chain", p), backend, grads)
+    builtin = run(lambda p: optiplug.optimizer("adam", p, lr=1e-2), backend, grads)
+    assert_close_to_scale(named, builtin, 1e-6)
+    with pytest.raises(optiplug.ConfigError, match="lr"):
+        optiplug.spec("optimizer", "test_adam_chain", lr=-1.0)
+
+
+def test_register_chain_config_reads_a_file(registered: list[str], tmp_path: Path) -> None:
+    path = tmp_path / "clipped.toml"
+    path.write_text('name = "test_clipped_sgd"\nsummary = "SGD with clipping."\nlr = 0.5\n'
+                    '[[transforms]]\nname = "clip"\nmax_delta = 0.1\n'
+                    '[[transforms]]\nname = "scale_by_learning_rate"\n', encoding="utf-8")
+    ot.register_chain_config(path)
+    registered.append("test_clipped_sgd")
+    params = make_params("numpy", np.float64)
+    before = values(params)
+    (grads,) = gradient_stream(1, np.float64)
+    step(optiplug.optimizer("test_clipped_sgd", params), params, grads)
+    expected = {n: before[n] - 0.5 * np.clip(grads[n], -0.1, 0.1) for n in grads}
+    assert_close_to_scale(values(params), expected, 1e-14)
+
+
+def test_register_chain_config_reports_paths(tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"name": "test_bad", "summary": "x",
+                                "transforms": [{"name": "scale_by_rms", "decay": 2}]}),
+                    encoding="utf-8")
+    with pytest.raises(optiplug.ConfigError) as info:
+        ot.register_chain_config(path)
+    assert [issue.path for issue in info.value.issues] == ["transforms.0.decay"]
+    assert info.value.source == str(path)
+
+
+def test_register_chain_refuses_a_taken_name() -> None:
+    with pytest.raises(optiplug.PluginError, match="already provided"):
+        ot.register_chain("adam", [ot.scale_by_adam()], summary="Another adam.")
+
+
+# ----------------------------------------------------------------- hooks and laziness
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lifecycle_hooks_run_around_chain_steps(backend: str) -> None:
+    calls: list[tuple[str, str]] = []
+
+    class Observer:
+        @optiplug.hookimpl
+        def optiplug_before_step(self, optimizer: Any, backend: str) -> None:
+            calls.append(("before", backend))
+
+        @optiplug.hookimpl
+        def optiplug_after_step(self, optimizer: Any, backend: str) -> None:
+            calls.append(("after", backend))
+
+    optiplug.registry().register(Observer(), name="test-observer")
+    try:
+        params = make_params(backend)
+        optimizer = ot.chain_optimizer(ADAM, params, lr=1e-2)
+        step(optimizer, params, gradient_stream(1)[0])
+    finally:
+        optiplug.registry().unregister("test-observer")
+    assert calls == [("before", backend), ("after", backend)]
+
+
+def test_importing_transforms_does_not_import_torch() -> None:
+    code = ("import sys, numpy as np, optiplug.transforms as ot\n"
+            "opt = ot.chain_optimizer(ot.chain(ot.scale_by_adam(), ot.scale_by_learning_rate()),"
+            " {'w': np.ones(3)}, lr=0.1)\n"
+            "opt.step({'w': np.ones(3)})\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
