@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from .config import build, to_spec
@@ -40,8 +39,6 @@ def optimizer(name: str, params: Any, *, backend: str | None = None, **hyper: An
     Returns:
         A ``torch.optim.Optimizer`` (torch) or a ``NumpyOptimizer`` (NumPy).
     """
-    if isinstance(params, Iterator):
-        params = list(params)
     return build({"kind": "optimizer", "name": name, **hyper}, backend=backend, params=params)
 
 

@@ -26,7 +26,7 @@ import os
 import re
 import threading
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
@@ -326,6 +326,9 @@ class Registry:
             PluginError: the backend's array library is not installed.
         """
         technique = self.get(spec.kind, spec.name)
+        # Generators (model.parameters()) are read once: detection must not consume them.
+        runtime = {key: list(value) if isinstance(value, Iterator) else value
+                   for key, value in runtime.items()}
         if backend is None:
             backend = self.detect_backend(*runtime.values()) if runtime else None
             if backend is None:
