@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 import optiplug
+from optiplug.backends.numpy import NumpyOptimizer
 
 Array = np.ndarray
 HYPER: dict[str, dict[str, Any]] = {
@@ -197,12 +198,18 @@ def main() -> None:
                         help="numbers of tensors the parameters are split into")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--optimizers", nargs="+", default=list(HYPER), choices=list(HYPER))
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for torch (intra-op) and for the NumPy optimizer; "
+                             "default: each library's own default")
     parser.add_argument("--row", action="store_true",
                         help="measure in this process and print JSON (used internally)")
     args = parser.parse_args()
     total = args.params or (1_000_000 if args.quick else 10_000_000)
     splits = args.splits or ([10, 100] if args.quick else [100, 1000])
     repeats = args.repeats or (6 if args.quick else 15)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+        NumpyOptimizer.default_threads = args.threads
     if args.row:
         print(json.dumps(measure(args.optimizers[0], total, splits[0], repeats)))
         return
@@ -217,11 +224,15 @@ def main() -> None:
     for tensors in splits:
         for name in args.optimizers:
             # A fresh process per row: no allocator state or warm caches carried over.
-            output = subprocess.run(
-                [sys.executable, __file__, "--row", "--optimizers", name, "--splits",
-                 str(tensors), "--params", str(total), "--repeats", str(repeats)],
-                check=True, capture_output=True, text=True).stdout
-            print_row(name, tensors, json.loads(output.strip().splitlines()[-1]))
+            command = [sys.executable, __file__, "--row", "--optimizers", name, "--splits",
+                       str(tensors), "--params", str(total), "--repeats", str(repeats)]
+            if args.threads is not None:
+                command += ["--threads", str(args.threads)]
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                print(f"{name:<9} {tensors:>7} | failed: {done.stderr.strip()[-300:]}")
+                continue
+            print_row(name, tensors, json.loads(done.stdout.strip().splitlines()[-1]))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,9 @@ from .specs import KINDS, Spec, describe_fields
 __all__ = ["build", "json_schema", "load_config", "to_spec", "validate_config"]
 
 CONFIG_SUFFIXES: Final = {".yaml": "yaml", ".yml": "yaml", ".toml": "toml", ".json": "json"}
-MAX_CONFIG_BYTES: Final = 16 * 1024 * 1024
+MAX_CONFIG_BYTES: Final = 1024 * 1024
+"""Largest config file read. Configs are kilobytes; PyYAML's safe loader parses about
+a megabyte in a few seconds, so this also bounds how long loading can take."""
 MAX_CONFIG_DEPTH: Final = 32
 """Deepest nesting of mappings and lists a config may have."""
 MAX_CONFIG_VALUES: Final = 1_000_000

@@ -210,6 +210,21 @@ def truncated_normal(rng: np.random.Generator, shape: Shape, mean: float, std: f
     return out.reshape(shape)
 
 
+def truncated_normal_moments(mean: float, std: float, low: float,
+                             high: float) -> tuple[float, float]:
+    """Mean and variance of ``N(mean, std**2)`` conditioned on ``low <= x <= high``."""
+    alpha, beta = (low - mean) / std, (high - mean) / std
+    mass = _normal_cdf(beta) - _normal_cdf(alpha)
+    pdf_alpha, pdf_beta = _normal_pdf(alpha), _normal_pdf(beta)
+    shift = (pdf_alpha - pdf_beta) / mass
+    variance = std**2 * (1 + (alpha * pdf_alpha - beta * pdf_beta) / mass - shift**2)
+    return mean + std * shift, variance
+
+
+def _normal_pdf(x: float) -> float:
+    return math.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+
+
 def orthogonal(rng: np.random.Generator, shape: Shape, gain: float) -> NDArray[np.float64]:
     """A (semi-)orthogonal ``gain``-scaled matrix, trailing dimensions flattened, in float64.
 
@@ -267,3 +282,9 @@ class NonlinearityGainSpec(InitializerSpec):
     def std(self, shape: Shape) -> float:
         """``gain / sqrt(fan)``: the standard deviation He initialization gives ``shape``."""
         return self.gain_value() / math.sqrt(fan(shape, self.mode))
+
+    def expected_mean(self, shape: tuple[int, ...]) -> float:
+        return 0.0
+
+    def expected_variance(self, shape: tuple[int, ...]) -> float:
+        return self.std(shape) ** 2

@@ -36,7 +36,7 @@ from .errors import ConfigError, ConfigIssue
 from .specs import NonNegativeFloat, OptimizerSpec, PositiveFloat
 
 __all__ = ["GroupRow", "ParamGroupRule", "ParamGroups", "Role", "StandardOptimizerSpec",
-           "named_params", "param_groups"]
+           "dry_run", "named_params", "param_groups"]
 
 Role = Literal["bias", "norm", "1d"]
 _SETTINGS = ("lr", "lr_mult", "weight_decay")
@@ -294,6 +294,38 @@ def param_groups(params: Any, rules: Sequence[ParamGroupRule | Mapping[str, Any]
                              weight_decay=settings.get("weight_decay", base_decay),
                              rules=rule_indices))
     return ParamGroups(groups=groups, table=_render(rows), rows=tuple(rows))
+
+
+class _Shape:
+    """Stands in for a parameter when only its shape is known (dry runs from the CLI)."""
+
+    __slots__ = ("shape",)
+
+    def __init__(self, shape: Sequence[int]) -> None:
+        self.shape = tuple(int(d) for d in shape)
+
+
+def dry_run(spec: OptimizerSpec, params: Any) -> ParamGroups:
+    """What an optimizer config's ``param_groups`` rules do to ``params``, without building it.
+
+    Args:
+        spec: A validated optimizer spec (its ``param_groups``, ``lr`` and ``weight_decay``).
+        params: Anything :func:`param_groups` takes, or a ``{name: shape}`` mapping (a list of
+            ints per name), so a CLI can dry-run from a shapes file.
+
+    Raises:
+        ConfigError: as :func:`param_groups`, with paths under ``param_groups``.
+    """
+    if isinstance(params, Mapping) and params and all(
+            isinstance(v, (list, tuple)) and all(isinstance(d, int) for d in v)
+            for v in params.values()):
+        params = {name: _Shape(shape) for name, shape in params.items()}
+    rules = getattr(spec, "param_groups", ())
+    try:
+        return param_groups(params, rules, lr=spec.lr,
+                            weight_decay=getattr(spec, "weight_decay", None))
+    except ConfigError as exc:
+        raise exc.prefixed("param_groups") from None
 
 
 def _parse_rules(rules: Sequence[ParamGroupRule | Mapping[str, Any]]) -> list[ParamGroupRule]:

@@ -111,10 +111,23 @@ class OptimizerSpec(Spec):
 
 
 class InitializerSpec(Spec):
-    """Base of weight-initializer specs."""
+    """Base of weight-initializer specs.
+
+    An initializer may declare the moments of what it draws for a shape (torch's layout
+    ``(out, in, *kernel)``) by overriding :meth:`expected_mean` and :meth:`expected_variance`;
+    the conformance kit then checks the samples of both backends against them.
+    """
 
     spec_kind: ClassVar[Kind] = "initializer"
     kind: Literal["initializer"] = "initializer"
+
+    def expected_mean(self, shape: tuple[int, ...]) -> float | None:
+        """Mean of the elements drawn for ``shape``; ``None`` when not declared."""
+        return None
+
+    def expected_variance(self, shape: tuple[int, ...]) -> float | None:
+        """Variance of the elements drawn for ``shape``; ``None`` when not declared."""
+        return None
 
 
 class ActivationSpec(Spec):

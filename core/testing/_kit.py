@@ -759,7 +759,7 @@ def check_scheduler_state_dict(technique: Technique, backend: str) -> None:
     straight = _scheduler_run(technique, spec, backend, STEPS)
     try:
         resumed = _scheduler_run(technique, spec, backend, STEPS, resume_at=7)
-    except ConformanceError:
+    except ConformanceError:  # a builder failure, already explained
         raise
     except Exception as exc:
         raise _fail(technique, clause, f"saving and loading after 7 steps raised "

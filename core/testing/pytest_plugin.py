@@ -46,12 +46,13 @@ class ConformanceItem(pytest.Item):
         self.check.run()
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
-                     style: Any = None) -> str:
+                     style: Any = None) -> Any:
         from ._kit import ConformanceError
 
+        # A contract breach is explained by its message; anything else keeps its traceback.
         if isinstance(excinfo.value, ConformanceError):
             return str(excinfo.value)
-        return str(super().repr_failure(excinfo, style=style))
+        return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
         return self.path, None, f"optiplug conformance {self.check.id}"
@@ -83,4 +84,11 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         collector = ConformanceCollector.from_parent(
             session, name=f"optiplug-conformance[{target}]",
             nodeid=f"optiplug-conformance[{target}]", target=target)
-        items.extend(collector.collect())
+        added = list(collector.collect())
+        # Report them as collected, so counts, --collect-only and other plugins see them.
+        for item in added:
+            config.hook.pytest_itemcollected(item=item)
+        result: list[pytest.Item | pytest.Collector] = [*added]
+        config.hook.pytest_collectreport(report=pytest.CollectReport(
+            collector.nodeid, "passed", None, result))
+        items.extend(added)

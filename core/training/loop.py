@@ -29,8 +29,11 @@ __all__ = ["METRICS", "Progress", "Runner", "Trainer", "limited_threads", "make_
 
 METRICS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
            "seconds")
-"""Columns of the per-epoch metrics (``seconds``: wall time of the epoch, the only column
-that differs between identical runs)."""
+"""Columns of the per-epoch metrics. ``train_*``: averages over the epoch's samples, each
+measured as the model was when it trained on it (what scikit-learn's ``loss_curve_`` reports;
+no extra pass over the training split). ``val_*``: the model at the end of the epoch, in
+evaluation mode. ``lr``: the first param group's learning rate during the epoch. ``seconds``:
+wall time of the epoch, the only column that differs between identical runs."""
 
 
 class Runner(Protocol):
@@ -42,7 +45,8 @@ class Runner(Protocol):
     scheduler: Any
 
     def train_epoch(self, order: NDArray[Any] | None, batch_size: int,
-                    after_batch: Callable[[], None] | None = None) -> None: ...
+                    after_batch: Callable[[], None] | None = None
+                    ) -> tuple[float, float | None]: ...
 
     def evaluate(self, split: str) -> tuple[float, float | None]: ...
 
@@ -90,7 +94,7 @@ def limited_threads(threads: int | None, backend: str) -> Iterator[None]:
         return
     with contextlib.ExitStack() as stack:
         try:
-            from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+            from threadpoolctl import threadpool_limits  # type: ignore[import-untyped,unused-ignore]
         except ImportError:
             pass
         else:
@@ -159,8 +163,8 @@ class Trainer:
                     f"scheduler {name!r} steps on a validation metric, "
                     f"so it can only step once per epoch"))])
             after_batch = self.runner.scheduler.step
-        self.runner.train_epoch(order, self.batch_size, after_batch)
-        train_loss, train_accuracy = self.runner.evaluate("train")
+        train_loss, train_accuracy = self.runner.train_epoch(order, self.batch_size,
+                                                             after_batch)
         val_loss, val_accuracy = self.runner.evaluate("val")
         if self.runner.scheduler is not None and not per_batch:
             self._step_scheduler(val_loss)

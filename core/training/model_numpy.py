@@ -58,31 +58,34 @@ class NumpyLinear:
 
 
 def cross_entropy(logits: Array, target: Array, *, grad: bool
-                  ) -> tuple[float | None, Array | None, int]:
-    """Mean softmax cross-entropy of integer ``target`` and the number of correct argmaxes
-    (evaluation), or only its gradient with respect to ``logits`` (training; ``logits`` is
-    overwritten)."""
+                  ) -> tuple[float, Array | None, int]:
+    """Mean softmax cross-entropy of integer ``target``, its gradient with respect to
+    ``logits`` when ``grad`` (then ``logits`` is overwritten with it), and the number of
+    correct argmax predictions."""
     rows = np.arange(len(target))
+    correct = int(np.count_nonzero(logits.argmax(axis=1) == target))
+    shifted = logits if grad else logits.copy()
+    shifted -= shifted.max(axis=1, keepdims=True)
+    true_logit = shifted[rows, target]
+    np.exp(shifted, out=shifted)
+    total = shifted.sum(axis=1, keepdims=True)
+    loss = float(np.mean(np.log(total[:, 0], dtype=np.float64) - true_logit))
     if not grad:
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        log_total = np.log(np.exp(shifted).sum(axis=1, dtype=np.float64))
-        loss = float(np.mean(log_total - shifted[rows, target]))
-        return loss, None, int(np.count_nonzero(logits.argmax(axis=1) == target))
-    logits -= logits.max(axis=1, keepdims=True)
-    np.exp(logits, out=logits)
-    logits /= logits.sum(axis=1, keepdims=True) * len(target)
-    logits[rows, target] -= 1.0 / len(target)
-    return None, logits, 0
+        return loss, None, correct
+    shifted /= total * len(target)
+    shifted[rows, target] -= 1.0 / len(target)
+    return loss, shifted, correct
 
 
-def mse(output: Array, target: Array, *, grad: bool) -> tuple[float | None, Array | None, int]:
-    """Mean squared error over every element (evaluation), or only its gradient (training;
-    ``output`` is overwritten)."""
+def mse(output: Array, target: Array, *, grad: bool) -> tuple[float, Array | None, int]:
+    """Mean squared error over every element, its gradient when ``grad`` (then ``output`` is
+    overwritten with it), and 0 (no accuracy)."""
+    diff = output - target if not grad else np.subtract(output, target, out=output)
+    loss = float(np.mean(np.square(diff, dtype=np.float64)))
     if not grad:
-        return float(np.mean(np.square(output - target, dtype=np.float64))), None, 0
-    output -= target
-    output *= 2.0 / output.size
-    return None, output, 0
+        return loss, None, 0
+    diff *= 2.0 / diff.size
+    return loss, diff, 0
 
 
 class NumpyMLP:
@@ -215,8 +218,13 @@ class NumpyRunner:
             recipe.scheduler, backend="numpy", optimizer=self.optimizer)
 
     def train_epoch(self, order: Array | None, batch_size: int,
-                    after_batch: Any = None) -> None:
-        """One pass over the training split in ``order`` (``None``: one full batch)."""
+                    after_batch: Any = None) -> tuple[float, float | None]:
+        """One pass over the training split in ``order`` (``None``: one full batch).
+
+        Returns:
+            The loss and accuracy (``None`` for regression) averaged over the epoch's samples,
+            each as the model was when it trained on them.
+        """
         model, step, loss = self.model, self.optimizer.step, self.loss
         x, y = self.data.x_train, self.data.y_train
         model.train(True)
@@ -226,12 +234,18 @@ class NumpyRunner:
             batches = ((x[index], y[index]) for index in
                        (order[start:start + batch_size]
                         for start in range(0, len(order), batch_size)))
+        loss_sum = 0.0
+        correct = 0
         for xb, yb in batches:
-            _, grad_out, _ = loss(model.forward(xb), yb, grad=True)
+            value, grad_out, hits = loss(model.forward(xb), yb, grad=True)
             assert grad_out is not None
+            loss_sum += value * len(yb)
+            correct += hits
             step(model.backward(grad_out))
             if after_batch is not None:
                 after_batch()
+        n = len(y)
+        return loss_sum / n, correct / n if self.data.task == "classification" else None
 
     def evaluate(self, split: str) -> tuple[float, float | None]:
         """Loss and accuracy (``None`` for regression) on ``train`` or ``val``, in eval mode."""
@@ -242,7 +256,6 @@ class NumpyRunner:
             value, _, correct = self.loss(self.model.forward(x), y, grad=False)
         finally:
             self.model.train(True)
-        assert value is not None
         accuracy = correct / len(y) if self.data.task == "classification" else None
         return value, accuracy
 

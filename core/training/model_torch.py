@@ -72,11 +72,17 @@ class TorchMLP(nn.Module):
         self.output = nn.Linear(width, num_outputs, dtype=dtype)
         output_spec = recipe.model.output_initializer or recipe.model.layers[-1].initializer
         _initialize(self.output, Initializer(output_spec, registry), generator)
+        # The leaf modules in order, called directly: a container's call costs as much as a
+        # small layer's, and a training step makes thousands of them.
+        self._leaves: list[nn.Module] = [
+            module for block in blocks for module in (block.linear, block.norm,
+                                                      block.activation)
+            if module is not None] + [self.output]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.layers:
-            x = block(x)
-        return self.output(x)  # type: ignore[no-any-return]
+        for module in self._leaves:
+            x = module(x)
+        return x
 
 
 def _initialize(linear: nn.Linear, init: Initializer, generator: torch.Generator) -> None:
@@ -112,8 +118,13 @@ class TorchRunner:
             recipe.scheduler, backend="torch", optimizer=self.optimizer)
 
     def train_epoch(self, order: np.ndarray[Any, Any] | None, batch_size: int,
-                    after_batch: Any = None) -> None:
-        """One pass over the training split in ``order`` (``None``: one full batch)."""
+                    after_batch: Any = None) -> tuple[float, float | None]:
+        """One pass over the training split in ``order`` (``None``: one full batch).
+
+        Returns:
+            The loss and accuracy (``None`` for regression) averaged over the epoch's samples,
+            each as the model was when it trained on them.
+        """
         model, optimizer, loss_fn = self.model, self.optimizer, self.loss
         x, y = self.x_train, self.y_train
         model.train(True)
@@ -122,12 +133,22 @@ class TorchRunner:
         else:
             index = torch.from_numpy(order)
             batches = ((x[part], y[part]) for part in torch.split(index, batch_size))
+        # The models are CPU models: reading a scalar costs less than adding tensors.
+        loss_sum = 0.0
+        correct = 0
         for xb, yb in batches:
             optimizer.zero_grad(set_to_none=True)
-            loss_fn(model(xb), yb).backward()  # type: ignore[no-untyped-call]
+            output = model(xb)
+            loss = loss_fn(output, yb)
+            loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
+            loss_sum += loss.item() * len(yb)
+            if self.classification:
+                correct += int((output.detach().argmax(dim=1) == yb).sum())
             if after_batch is not None:
                 after_batch()
+        n = len(y)
+        return loss_sum / n, correct / n if self.classification else None
 
     def evaluate(self, split: str) -> tuple[float, float | None]:
         """Loss and accuracy (``None`` for regression) on ``train`` or ``val``, in eval mode."""

@@ -147,6 +147,12 @@ class ModelConfig(_Section):
     """``cross_entropy`` (softmax) for classification, ``mse`` for regression; chosen from the
     dataset when left out."""
 
+    @model_validator(mode="after")
+    def _output_initializer(self) -> ModelConfig:
+        if not self.layers and self.output_initializer is None:
+            raise ValueError("output_initializer is required when layers is empty")
+        return self
+
 
 class TrainConfig(_Section):
     """How long and in what steps to train, on which backend."""
@@ -206,8 +212,6 @@ class Recipe(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:
-        if not self.model.layers and self.model.output_initializer is None:
-            raise ValueError("model.output_initializer is required when model.layers is empty")
         if self.model.loss == "cross_entropy" and self.data.dataset == "regression":
             raise ValueError("model.loss cross_entropy needs a classification dataset; use mse "
                              "for regression")

@@ -129,6 +129,14 @@ class ArrayOps(Protocol):
         """``a = maximum(a, b)`` elementwise."""
         ...
 
+    def sign_(self, a: Arrays) -> None:
+        """``a = sign(a)`` (-1, 0 or 1) elementwise."""
+        ...
+
+    def abs_(self, a: Arrays) -> None:
+        """``a = |a|`` elementwise."""
+        ...
+
     def clamp_(self, a: Arrays, low: Scalar, high: Scalar) -> None:
         """``a = clip(a, low, high)`` elementwise."""
         ...

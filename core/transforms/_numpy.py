@@ -19,6 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..backends._numpy_optim import Nonfinite, NumpyOptimizer
+from ..errors import ConfigError
 from ._base import (
     Chain,
     MultiTransform,
@@ -153,6 +154,12 @@ class NumpyOps:
     def maximum_(self, a: Array, b: Array) -> None:
         np.maximum(a, b, out=a)
 
+    def sign_(self, a: Array) -> None:
+        np.sign(a, out=a)
+
+    def abs_(self, a: Array) -> None:
+        np.abs(a, out=a)
+
     def clamp_(self, a: Array, low: float, high: float) -> None:
         np.clip(a, low, high, out=a)
 
@@ -202,6 +209,7 @@ class NumpyChainOptimizer(NumpyOptimizer):
         self._staged = any(chain.needs_staging() for chain in self.transform.chains.values())
         self._norms: dict[tuple[str, int], float] = {}
         self._carry: dict[str, Array] = {}
+        self._stage_scratch: dict[np.dtype[Any], list[Array]] = {}
         super().__init__(params, {"lr": lr, "weight_decay": None, "label": None},
                          nonfinite=nonfinite, block_size=block_size, threads=threads)
 
@@ -221,10 +229,18 @@ class NumpyChainOptimizer(NumpyOptimizer):
                                       "param_names": [group["param_names"][i] for i in indices]})
 
     def state_keys_for(self, group: Mapping[str, Any]) -> tuple[str, ...]:
-        return tuple(self._initial[group["label"]])
+        return tuple(self._initial_of(group))
 
     def initial_state_value(self, group: Mapping[str, Any], key: str) -> float:
-        return self._initial[group["label"]][key]
+        return self._initial_of(group)[key]
+
+    def _initial_of(self, group: Mapping[str, Any]) -> dict[str, float]:
+        initial = self._initial.get(group.get("label"))  # type: ignore[arg-type]
+        if initial is None:
+            raise ConfigError(f"cannot load optimizer state: a group uses chain "
+                              f"{group.get('label')!r}, this optimizer has "
+                              f"{sorted(self._initial)}")
+        return initial
 
     def chain_of(self, group: Mapping[str, Any]) -> Chain:
         """The chain that updates the parameters of ``group``."""
@@ -293,13 +309,21 @@ class NumpyChainOptimizer(NumpyOptimizer):
     def _apply_staged(self, work: list[tuple[dict[str, Any], str, Array, Array]]) -> None:
         """Run stage by stage; the updates between stages live in one buffer per parameter."""
         size = self.block_size
-        scratch = self._scratch_for(next(iter(work))[2].dtype, 0)
         self._norms = {}
         tasks = []
         for group, name, param, grad in work:
-            arrays, (entries, _, step, _) = self._slots(group, name, param)
-            tasks.append([group, name, param.reshape(-1), grad.reshape(-1), arrays, entries,
-                          step])
+            keys = self.state_keys_for(group)
+            state = self.state.get(name)
+            if state is None:
+                state = self.state[name] = {"step": 0}
+                for key in keys:
+                    value = self.initial_state_value(group, key)
+                    state[key] = np.zeros_like(param) if value == 0.0 else \
+                        np.full_like(param, value)
+            state["step"] += 1
+            tasks.append([group, name, param.reshape(-1), grad.reshape(-1),
+                          [state[key].reshape(-1) for key in keys],
+                          self._programs[group["label"]], state["step"]])
         for label in {task[0]["label"] for task in tasks}:
             mine = [task for task in tasks if task[0]["label"] == label]
             stages = self.transform.chains[label].stages()
@@ -314,6 +338,7 @@ class NumpyChainOptimizer(NumpyOptimizer):
                     group, name, flat_p, source, arrays, entries, step = task
                     factors = self._factors(label, entries, group, step)
                     sink = None if last else self._carry_for(name, flat_p)
+                    scratch = self._stage_scratch_for(flat_p.dtype)
                     for begin in range(0, flat_p.size, size):
                         end = min(begin + size, flat_p.size)
                         xp = NumpyOps([s[:end - begin] for s in scratch])
@@ -326,6 +351,13 @@ class NumpyChainOptimizer(NumpyOptimizer):
                             np.copyto(sink[begin:end], settle(xp, u, ctx))
                     task[3] = sink
 
+    def _stage_scratch_for(self, dtype: np.dtype[Any]) -> list[Array]:
+        scratch = self._stage_scratch.get(dtype)
+        if scratch is None:
+            scratch = self._stage_scratch[dtype] = list(
+                np.empty((self.scratch_blocks, self.block_size), dtype))
+        return scratch
+
     def _carry_for(self, name: str, flat: Array) -> Array:
         carry = self._carry.get(name)
         if carry is None or carry.shape != flat.shape or carry.dtype != flat.dtype:
@@ -335,6 +367,7 @@ class NumpyChainOptimizer(NumpyOptimizer):
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state["_carry"] = {}
+        state["_stage_scratch"] = {}
         return state
 
 

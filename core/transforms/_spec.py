@@ -22,6 +22,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
     PlainSerializer,
     PlainValidator,
     TypeAdapter,
@@ -29,7 +30,7 @@ from pydantic import (
     create_model,
     model_validator,
 )
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError, core_schema
 
 from ..errors import ConfigError, ConfigIssue
 from ..param_groups import StandardOptimizerSpec
@@ -55,6 +56,24 @@ _BUILTIN_BLOCKS = (_blocks.ScaleByAdam, _blocks.ScaleByMomentum, _blocks.ScaleBy
                    _blocks.AddDecayedWeights, _blocks.Clip, _blocks.ClipByGlobalNorm,
                    _blocks.ScaleByLearningRate, _blocks.Scale)
 _BuiltinEntry = Annotated[Union[_BUILTIN_BLOCKS], Field(discriminator="name")]  # type: ignore[valid-type]  # noqa: UP007
+
+
+class FrozenDict(dict[str, Any]):
+    """A read-only, hashable dict, so specs holding mappings stay hashable and serializable."""
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(self.items()))
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler
+                                     ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(cls, handler(dict[str, Any]))
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("a spec's mapping is read-only; build a new spec instead")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _read_only
+    __ior__ = _read_only
 
 
 def _to_transform(value: Any) -> Transform:
@@ -89,6 +108,7 @@ TransformEntry = Annotated[
 
 _SEQUENCE = TypeAdapter(tuple[TransformEntry, ...])
 _BY_LABEL = TypeAdapter(dict[str, tuple[TransformEntry, ...]])
+_LABELS = TypeAdapter(dict[str, str], config=ConfigDict(strict=True))
 
 
 def _as_tuple(value: Any) -> Any:
@@ -99,11 +119,14 @@ def _as_tuple(value: Any) -> Any:
     return value
 
 
-def _validate_transforms(value: Any) -> tuple[Transform, ...] | dict[str, tuple[Transform, ...]]:
+def _validate_transforms(value: Any) -> tuple[Transform, ...] | FrozenDict:
     if isinstance(value, MultiTransform):
         value = {label: chain.transforms for label, chain in value.chains.items()}
     if isinstance(value, Mapping):
-        return _BY_LABEL.validate_python({str(k): _as_tuple(v) for k, v in value.items()})
+        if not value:
+            raise PydanticCustomError("empty_chains", "give at least one labelled chain")
+        return FrozenDict(_BY_LABEL.validate_python(
+            {str(k): _as_tuple(v) for k, v in value.items()}))
     if isinstance(value, Transform):
         value = (value,)
     return _SEQUENCE.validate_python(_as_tuple(value))
@@ -122,6 +145,14 @@ ChainTransforms = Annotated[
     PlainSerializer(_dump_transforms),
 ]
 """A chain (list of transforms) or a mapping of labels to chains."""
+
+Labels = Annotated[
+    Any,
+    PlainValidator(lambda value: FrozenDict(_LABELS.validate_python(value)),
+                   json_schema_input_type=dict[str, str]),
+    PlainSerializer(dict),
+]
+"""``{fnmatch pattern on parameter names: label}``, kept in order (first match wins)."""
 
 
 def _make(transforms: Any, labels: Mapping[str, str]) -> Chain | MultiTransform:
@@ -147,7 +178,7 @@ class ChainSpecBase(StandardOptimizerSpec):
     transforms: ChainTransforms
     """The transforms, applied in order (``[{"name": "scale_by_adam"}, ...]``), or a mapping
     of labels to such lists for different chains on different parameters."""
-    labels: dict[str, str] = {}  # noqa: RUF012 - pydantic copies field defaults
+    labels: Labels = FrozenDict({})
     """``fnmatch`` pattern on parameter names to label (first match wins); parameters no
     pattern matches, and no param group labels, use the ``default`` chain."""
 
@@ -251,7 +282,7 @@ class _NamedChainConfig(BaseModel):
     reference: str = ""
     lr: PositiveFloat = 1e-3
     transforms: ChainTransforms
-    labels: dict[str, str] = {}
+    labels: Labels = FrozenDict({})
 
 
 def register_chain_config(config: Mapping[str, Any] | str | os.PathLike[str], *,

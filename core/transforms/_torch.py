@@ -113,6 +113,12 @@ class TorchOps:
     def maximum_(self, a: Tensors, b: Tensors) -> None:
         torch._foreach_maximum_(a, b)
 
+    def sign_(self, a: Tensors) -> None:
+        torch._foreach_sign_(a)
+
+    def abs_(self, a: Tensors) -> None:
+        torch._foreach_abs_(a)
+
     def clamp_(self, a: Tensors, low: float, high: float) -> None:
         torch._foreach_clamp_min_(a, low)
         torch._foreach_clamp_max_(a, high)

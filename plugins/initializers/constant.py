@@ -23,6 +23,12 @@ class ConstantSpec(optiplug.InitializerSpec):
     value: FiniteFloat
     """The value every element gets (required)."""
 
+    def expected_mean(self, shape: tuple[int, ...]) -> float:
+        return self.value
+
+    def expected_variance(self, shape: tuple[int, ...]) -> float:
+        return 0.0
+
 
 def build_numpy(spec: ConstantSpec) -> NumpyFill:
     return numpy_fill(lambda rng, shape: np.full(shape, spec.value))

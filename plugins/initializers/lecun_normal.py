@@ -20,6 +20,12 @@ class LecunNormalSpec(optiplug.InitializerSpec):
 
     name: Literal["lecun_normal"] = "lecun_normal"
 
+    def expected_mean(self, shape: tuple[int, ...]) -> float:
+        return 0.0
+
+    def expected_variance(self, shape: tuple[int, ...]) -> float:
+        return lecun_std(shape) ** 2
+
 
 def build_numpy(spec: LecunNormalSpec) -> NumpyFill:
     return numpy_fill(lambda rng, shape: rng.normal(0.0, lecun_std(shape), size=shape))

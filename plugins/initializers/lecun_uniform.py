@@ -22,6 +22,12 @@ class LecunUniformSpec(optiplug.InitializerSpec):
 
     name: Literal["lecun_uniform"] = "lecun_uniform"
 
+    def expected_mean(self, shape: tuple[int, ...]) -> float:
+        return 0.0
+
+    def expected_variance(self, shape: tuple[int, ...]) -> float:
+        return lecun_std(shape) ** 2
+
 
 def build_numpy(spec: LecunUniformSpec) -> NumpyFill:
     def draw(rng: np.random.Generator, shape: Shape) -> NDArray[np.float64]:

@@ -23,6 +23,12 @@ class NormalSpec(optiplug.InitializerSpec):
     std: optiplug.PositiveFloat = 1.0
     """Standard deviation, > 0."""
 
+    def expected_mean(self, shape: tuple[int, ...]) -> float:
+        return self.mean
+
+    def expected_variance(self, shape: tuple[int, ...]) -> float:
+        return self.std**2
+
 
 def build_numpy(spec: NormalSpec) -> NumpyFill:
     return numpy_fill(lambda rng, shape: rng.normal(spec.mean, spec.std, size=shape))

@@ -10,6 +10,7 @@ neural networks", ICLR 2014.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import optiplug
@@ -20,6 +21,12 @@ class OrthogonalSpec(GainSpec):
     """``W W^T = gain**2 I`` (rows <= columns) or ``W^T W = gain**2 I`` (rows > columns)."""
 
     name: Literal["orthogonal"] = "orthogonal"
+
+    def expected_mean(self, shape: tuple[int, ...]) -> float:
+        return 0.0
+
+    def expected_variance(self, shape: tuple[int, ...]) -> float:
+        return self.gain**2 / max(shape[0], math.prod(shape[1:]))
 
 
 def build_numpy(spec: OrthogonalSpec) -> NumpyFill:

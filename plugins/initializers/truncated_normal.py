@@ -14,7 +14,14 @@ from typing import Literal
 from pydantic import model_validator
 
 import optiplug
-from optiplug.init_math import FiniteFloat, NumpyFill, TorchFill, numpy_fill, truncated_normal
+from optiplug.init_math import (
+    FiniteFloat,
+    NumpyFill,
+    TorchFill,
+    numpy_fill,
+    truncated_normal,
+    truncated_normal_moments,
+)
 
 
 class TruncatedNormalSpec(optiplug.InitializerSpec):
@@ -35,6 +42,12 @@ class TruncatedNormalSpec(optiplug.InitializerSpec):
         if not self.low < self.high:
             raise ValueError(f"low ({self.low}) must be below high ({self.high})")
         return self
+
+    def expected_mean(self, shape: tuple[int, ...]) -> float:
+        return truncated_normal_moments(self.mean, self.std, self.low, self.high)[0]
+
+    def expected_variance(self, shape: tuple[int, ...]) -> float:
+        return truncated_normal_moments(self.mean, self.std, self.low, self.high)[1]
 
 
 def build_numpy(spec: TruncatedNormalSpec) -> NumpyFill:

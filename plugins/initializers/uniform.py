@@ -31,6 +31,12 @@ class UniformSpec(optiplug.InitializerSpec):
             raise ValueError(f"low ({self.low}) must be below high ({self.high})")
         return self
 
+    def expected_mean(self, shape: tuple[int, ...]) -> float:
+        return (self.low + self.high) / 2
+
+    def expected_variance(self, shape: tuple[int, ...]) -> float:
+        return (self.high - self.low) ** 2 / 12
+
 
 def build_numpy(spec: UniformSpec) -> NumpyFill:
     return numpy_fill(lambda rng, shape: rng.uniform(spec.low, spec.high, size=shape))

@@ -20,6 +20,12 @@ class XavierNormalSpec(GainSpec):
 
     name: Literal["xavier_normal"] = "xavier_normal"
 
+    def expected_mean(self, shape: tuple[int, ...]) -> float:
+        return 0.0
+
+    def expected_variance(self, shape: tuple[int, ...]) -> float:
+        return xavier_std(shape, self.gain) ** 2
+
 
 def build_numpy(spec: XavierNormalSpec) -> NumpyFill:
     return numpy_fill(lambda rng, shape: rng.normal(0.0, xavier_std(shape, spec.gain),

@@ -32,6 +32,12 @@ class XavierUniformSpec(GainSpec):
 
     name: Literal["xavier_uniform"] = "xavier_uniform"
 
+    def expected_mean(self, shape: tuple[int, ...]) -> float:
+        return 0.0
+
+    def expected_variance(self, shape: tuple[int, ...]) -> float:
+        return xavier_std(shape, self.gain) ** 2
+
 
 def build_numpy(spec: XavierUniformSpec) -> NumpyFill:
     def draw(rng: np.random.Generator, shape: Shape) -> NDArray[np.float64]:

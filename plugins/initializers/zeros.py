@@ -22,6 +22,12 @@ class ZerosSpec(optiplug.InitializerSpec):
 
     name: Literal["zeros"] = "zeros"
 
+    def expected_mean(self, shape: tuple[int, ...]) -> float:
+        return 0.0
+
+    def expected_variance(self, shape: tuple[int, ...]) -> float:
+        return 0.0
+
 
 def build_numpy(spec: ZerosSpec) -> NumpyFill:
     return numpy_fill(lambda rng, shape: np.zeros(shape))

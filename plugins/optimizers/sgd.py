@@ -39,6 +39,7 @@ class NumpySGD(NumpyOptimizer):
     """Gradient descent on NumPy arrays, step for step equal to ``torch.optim.SGD``."""
 
     scratch_blocks = 2
+    pack_limit = 1024  # two ufunc calls per parameter: packing only pays for tiny ones
 
     def __init__(self, params: Any, lr: float = 1e-3, weight_decay: float = 0.0,
                  maximize: bool = False, **options: Any) -> None:

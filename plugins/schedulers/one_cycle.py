@@ -21,7 +21,7 @@ import math
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 import optiplug
 from optiplug.backends.numpy import NumpyScheduler, checked_param_groups
@@ -31,6 +31,10 @@ PerGroup = float | tuple[float, ...]
 
 class OneCycleSpec(optiplug.SchedulerSpec):
     """Warm up from ``max_lr / div_factor`` to ``max_lr``, anneal to ``initial_lr / final_div``."""
+
+    # No default config validates (the schedule length is required): show one that does.
+    model_config = ConfigDict(json_schema_extra={"examples": [{"max_lr": 0.1,
+                                                                "total_steps": 100}]})
 
     name: Literal["one_cycle"] = "one_cycle"
     max_lr: optiplug.PositiveFloat | tuple[optiplug.PositiveFloat, ...]

@@ -140,3 +140,14 @@ def test_bad_rule_in_optimizer_config_reports_its_path() -> None:
               "param_groups": [{"match": "nothing*", "lr": 0.1}]}
     with pytest.raises(optiplug.ConfigError, match=r"param_groups\.0: rule .* matches no"):
         optiplug.build(config, params={"bias": np.zeros(2)})
+
+
+def test_dry_run_from_optimizer_spec_and_shapes_prints_the_table() -> None:
+    from optiplug.param_groups import dry_run
+
+    spec = optiplug.spec("optimizer", "adamw", lr=0.01, weight_decay=0.1,
+                         param_groups=[{"role": "1d", "weight_decay": 0.0}])
+    result = dry_run(spec, {"fc.weight": [3, 4], "fc.bias": [3]})
+    assert result.table.splitlines()[1:] == [
+        "fc.weight  3x4    -        0      0.01  0.1           -",
+        "fc.bias    3      1d,bias  1      0.01  0             0"]

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -471,3 +471,83 @@ def test_importing_transforms_does_not_import_torch() -> None:
             "opt.step({'w': np.ones(3)})\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ------------------------------------------------------- NumPy blocking, packing, threads
+@pytest.mark.parametrize("rule", [
+    ot.chain(ot.clip_by_global_norm(20.0), ot.scale_by_adam(), ot.add_decayed_weights(0.1),
+             ot.scale_by_learning_rate()),
+    ot.chain(ot.scale_by_rms(), ot.clip_by_global_norm(20.0), ot.clip(0.5),
+             ot.scale_by_momentum(0.9, nesterov=True), ot.scale_by_learning_rate()),
+], ids=["leading-norm", "staged-norm"])
+def test_numpy_blocks_packing_and_threads_match_torch(rule: ot.Chain) -> None:
+    from optiplug.transforms._numpy import NumpyChainOptimizer
+
+    rng = np.random.default_rng(3)
+    shapes = {"big": (300, 1000), **{f"small{i}": (7, i + 1) for i in range(6)}}
+    start = {n: rng.standard_normal(s) for n, s in shapes.items()}
+    grads = [{n: rng.standard_normal(s) for n, s in shapes.items()} for _ in range(4)]
+    numpy_params = {n: a.copy() for n, a in start.items()}
+    optimizer = NumpyChainOptimizer(numpy_params, rule, lr=0.01, block_size=4096, threads=2)
+    torch_params = {n: torch.nn.Parameter(torch.tensor(a)) for n, a in start.items()}
+    reference = ot.chain_optimizer(rule, torch_params, lr=0.01)
+    for grad in grads:
+        step(optimizer, numpy_params, grad)
+        step(reference, torch_params, grad)
+    assert_close_to_scale(numpy_params, values(torch_params), 1e-12)
+
+
+# ------------------------------------------------------------ a user's building block
+@ot.register_transform
+class ScaleByLion(ot.Transform):
+    """The guide's example block: ``u = sign(b1 m + (1 - b1) g)``, ``m = b2 m + (1 - b2) g``."""
+
+    name: Literal["test_scale_by_lion"] = "test_scale_by_lion"
+    b1: optiplug.Beta = 0.9
+    """Interpolation between momentum and gradient for the step direction."""
+    b2: optiplug.Beta = 0.99
+    """Decay rate of the momentum."""
+
+    state_names = ("mu",)
+
+    def update(self, xp: ot.ArrayOps, u: ot.Arrays, state: Any, ctx: ot.StepContext) -> Any:
+        (mu,) = state
+        direction = xp.mul(mu, self.b1)
+        xp.add_(direction, u, alpha=1 - self.b1)
+        xp.sign_(direction)
+        xp.lerp_(mu, u, 1 - self.b2)
+        return direction
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_user_block_runs_on_both_backends_and_in_configs(backend: str) -> None:
+    params = make_params(backend, np.float64)
+    expected = values(params)
+    grads = gradient_stream(5, np.float64)
+    config = {"kind": "optimizer", "name": "chain", "lr": 0.01,
+              "transforms": [{"name": "test_scale_by_lion", "b2": 0.95},
+                             {"name": "add_decayed_weights", "weight_decay": 0.1},
+                             {"name": "scale_by_learning_rate"}]}
+    optimizer = optiplug.build(config, params=params, backend=backend)
+    momentum = {n: np.zeros_like(v) for n, v in expected.items()}
+    for grad in grads:
+        step(optimizer, params, grad)
+        for n, g in grad.items():
+            direction = np.sign(0.9 * momentum[n] + 0.1 * g)
+            momentum[n] = 0.95 * momentum[n] + 0.05 * g
+            expected[n] = expected[n] - 0.01 * (direction + 0.1 * expected[n])
+    assert_close_to_scale(values(params), expected, 1e-12)
+    state = optimizer.state["p0"] if backend == "numpy" else optimizer.state[params["p0"]]
+    assert set(state) == {"step", "test_scale_by_lion.mu"}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_loading_state_saved_under_another_label_is_a_config_error(backend: str) -> None:
+    chains = {"a": ot.chain(ot.scale_by_adam(), ot.scale_by_learning_rate())}
+    params = make_params(backend)
+    saved = ot.chain_optimizer(ot.multi_transform(chains, labels={"*": "a"}), params, lr=0.1)
+    step(saved, params, gradient_stream(1)[0])
+    other = ot.chain_optimizer(ot.multi_transform({"b": chains["a"]}, labels={"*": "b"}),
+                               make_params(backend), lr=0.1)
+    with pytest.raises(optiplug.ConfigError, match="chain 'a'"):
+        other.load_state_dict(_clone_state(saved.state_dict()))

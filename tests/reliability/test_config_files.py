@@ -284,3 +284,17 @@ def test_yaml_tags_cannot_import_or_call_anything(canary: Path, tmp_path: Path, 
     assert "Traceback" not in capsys.readouterr().err
     assert "canary_optiplug" not in sys.modules
     assert not canary.exists()
+
+
+def test_a_file_just_over_the_limit_is_refused_and_one_at_the_limit_is_read(
+        tmp_path: Path) -> None:
+    from optiplug.config import MAX_CONFIG_BYTES
+
+    body = '{"optimizer": {"name": "adam", "lr": 0.001}}'
+    at_limit = tmp_path / "at_limit.json"
+    at_limit.write_text(body + " " * (MAX_CONFIG_BYTES - len(body)), encoding="utf-8")
+    assert optiplug.load_config(at_limit)["optimizer"]["lr"] == 0.001
+    over = tmp_path / "over.json"
+    over.write_text(body + " " * (MAX_CONFIG_BYTES - len(body) + 1), encoding="utf-8")
+    with pytest.raises(optiplug.ConfigError, match=f"at most {MAX_CONFIG_BYTES} bytes"):
+        optiplug.load_config(over)

@@ -235,7 +235,7 @@ def broken_configs(draw: st.DrawFn, kind: str, name: str) -> tuple[dict[str, Any
         if isinstance(new, str) and (new == kind or (new, name) in SPECS):
             return config, None
         # Under another real kind the name is what no longer exists.
-        return config, "kind|name" if new in optiplug.KINDS else "kind"
+        return config, "kind|name" if isinstance(new, str) and new in optiplug.KINDS else "kind"
     if how == "drop_name":
         del config["name"]
         return config, "name"

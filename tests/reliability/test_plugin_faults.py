@@ -237,8 +237,7 @@ def test_strict_mode_raises_plugin_error_naming_the_distribution(
     assert "fault_free_toy" in registry.names("optimizer")
 
 
-def test_a_plugin_that_exits_cannot_end_the_command(make_dist: Callable[..., Path],
-                                                    tmp_path: Path) -> None:
+def test_a_plugin_that_exits_cannot_end_the_command(make_dist: Callable[..., Path]) -> None:
     root = install(make_dist, FAULTS[1])
     result = _cli("doctor", pythonpath=[root])
     assert result.returncode == 1
@@ -249,8 +248,7 @@ def test_a_plugin_that_exits_cannot_end_the_command(make_dist: Callable[..., Pat
 def _cli(*args: str, pythonpath: list[Path], env: dict[str, str] | None = None
          ) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("OPTIPLUG_")}
-    environment["PYTHONPATH"] = os.pathsep.join(
-        [str(p) for p in pythonpath] + [p for p in sys.path if p.endswith("site-packages")])
+    environment["PYTHONPATH"] = os.pathsep.join(str(p) for p in pythonpath)
     environment.update(env or {})
     return subprocess.run([sys.executable, "-m", "optiplug", *args], capture_output=True,
                           text=True, env=environment, timeout=120, check=False)

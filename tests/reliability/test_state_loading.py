@@ -268,6 +268,7 @@ def _torch_bad_files(tmp_path: Path) -> dict[str, Path]:
     return files
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # the plain-pickle exploit
 def test_bad_torch_checkpoints_raise_checkpoint_error_and_run_no_code(tmp_path: Path) -> None:
     files = _torch_bad_files(tmp_path)
     for label, path in files.items():

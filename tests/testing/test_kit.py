@@ -14,7 +14,6 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import pytest
-import torch
 from numpy.typing import NDArray
 from pydantic import ConfigDict, Field
 
@@ -61,18 +60,21 @@ class NumpySquare(NumpyModule):
         return grad_out * slope * self._x
 
 
-class TorchSquare(torch.nn.Module):
-    def __init__(self, scale: float) -> None:
-        super().__init__()
-        self.scale = scale
+def torch_square(scale: float) -> Any:
+    # torch is imported here, not at module level: the kit's fresh-interpreter probe imports
+    # this module to look for the technique.
+    import torch
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scale * x * x
+    class TorchSquare(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return scale * x * x
+
+    return TorchSquare()
 
 
 def _square(**changes: Any) -> optiplug.Technique:
     builders = {"numpy": lambda spec: NumpySquare(spec.scale),
-                "torch": lambda spec: TorchSquare(spec.scale)}
+                "torch": lambda spec: torch_square(spec.scale)}
     fields: dict[str, Any] = {"kind": "activation", "name": "kit_square", "spec": SquareSpec,
                               "builders": builders, "summary": "Scaled square, for kit tests."}
     fields.update(changes)
@@ -89,7 +91,7 @@ def test_check_technique_passes_a_correct_technique_and_reports_each_check() -> 
 
 def test_kit_catches_a_wrong_backward_with_the_numerical_gradient() -> None:
     wrong = _square(builders={"numpy": lambda spec: NumpySquare(spec.scale, wrong_backward=True),
-                              "torch": lambda spec: TorchSquare(spec.scale)})
+                              "torch": lambda spec: torch_square(spec.scale)})
     with pytest.raises(ConformanceError, match=r"gradient\[numpy\].*backward\(\) and the "
                                                r"numerical input gradient differ"):
         check_numerical_gradient(wrong)
@@ -97,7 +99,7 @@ def test_kit_catches_a_wrong_backward_with_the_numerical_gradient() -> None:
 
 def test_kit_catches_backends_that_disagree() -> None:
     disagreeing = _square(builders={"numpy": lambda spec: NumpySquare(spec.scale),
-                                    "torch": lambda spec: TorchSquare(spec.scale * 1.001)})
+                                    "torch": lambda spec: torch_square(spec.scale * 1.001)})
     with pytest.raises(ConformanceError, match=r"numpy vs torch: float64 outputs"):
         check_backends_agree(disagreeing)
 

@@ -234,3 +234,18 @@ def test_example_recipes_train_on_both_backends_alike(name: str, tmp_path: Path)
     assert [r["lr"] for r in results[0].history] == pytest.approx(
         [r["lr"] for r in results[1].history], rel=1e-6)
     assert last[0]["val_loss"] < first["val_loss"] and last[1]["val_loss"] < second["val_loss"]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_train_metrics_average_the_epoch_as_it_trained(backend: str) -> None:
+    if backend == "torch":
+        pytest.importorskip("torch")
+    from optiplug.training.loop import Trainer
+
+    # Full batch: the epoch's one step sees the weights of the epoch's start, so its train
+    # loss and accuracy are those of the model before the step.
+    trainer = Trainer(load_recipe(small_recipe(backend=backend, batch_size="full")))
+    before = trainer.runner.evaluate("train")
+    record = trainer.run_epoch()
+    assert record["train_loss"] == pytest.approx(before[0], rel=1e-6)
+    assert record["train_accuracy"] == before[1]
