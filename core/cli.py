@@ -40,6 +40,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("optiplug: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`optiplug list | head`): stop quietly, as other tools do.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except Exception as exc:
         if args.debug:
             raise
