@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Final, Protocol
 
 __all__ = ["NumpyScheduler", "NumpySequentialScheduler", "SchedulableOptimizer",
-           "checked_param_groups"]
+           "check_per_group", "checked_param_groups"]
 
 # torch keeps this flag in the instance dict once a step ran; it only gates a warning, so a torch
 # state dict may carry it while a NumPy scheduler never does.
@@ -52,6 +52,26 @@ def checked_param_groups(optimizer: Any) -> list[dict[str, Any]]:
             raise TypeError(f"param_groups[{index}] of {type(optimizer).__name__} is not a dict "
                             f"with an 'lr' key")
     return groups
+
+
+def check_per_group(optimizer: Any, **values: object) -> None:
+    """Check that every per-group hyperparameter given as a sequence has one value per group.
+
+    Called by both backends' builders, so a mismatch is a config error at the field's path
+    before either scheduler is made (torch would raise a bare ``ValueError``).
+
+    Raises:
+        ConfigError: a sequence's length differs from the number of param groups.
+    """
+    from ..errors import ConfigError, ConfigIssue
+
+    count = len(checked_param_groups(optimizer))
+    issues = [ConfigIssue(name, f"has {len(value)} values but the optimizer has {count} param "
+                                f"group(s): give one value, or one per group")
+              for name, value in values.items()
+              if isinstance(value, (list, tuple)) and len(value) != count]
+    if issues:
+        raise ConfigError(issues)
 
 
 class NumpyScheduler:

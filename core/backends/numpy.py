@@ -96,10 +96,12 @@ class NumpyModule:
 from ._numpy_sched import (  # noqa: E402
     NumpyScheduler,
     NumpySequentialScheduler,
+    check_per_group,
     checked_param_groups,
 )
 
-__all__ += ["NumpyScheduler", "NumpySequentialScheduler", "checked_param_groups"]
+__all__ += ["NumpyScheduler", "NumpySequentialScheduler", "check_per_group",
+            "checked_param_groups"]
 
 from ._numpy_optim import NonfiniteGradientError, NumpyOptimizer, effective_grad  # noqa: E402
 

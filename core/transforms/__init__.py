@@ -58,6 +58,7 @@ from ._spec import (
     build_numpy,
     build_torch,
     chain_optimizer,
+    chain_technique,
     register_chain,
     register_chain_config,
 )
@@ -87,6 +88,7 @@ __all__ = [
     "build_torch",
     "chain",
     "chain_optimizer",
+    "chain_technique",
     "clip",
     "clip_by_global_norm",
     "multi_transform",

@@ -49,7 +49,7 @@ from ._base import (
 )
 
 __all__ = ["ChainSpecBase", "ChainTransforms", "NamedChainSpec", "TransformEntry",
-           "build_numpy", "build_torch", "chain_optimizer", "register_chain",
+           "build_numpy", "build_torch", "chain_optimizer", "chain_technique", "register_chain",
            "register_chain_config"]
 
 _BUILTIN_BLOCKS = (_blocks.ScaleByAdam, _blocks.ScaleByMomentum, _blocks.ScaleByRms,
@@ -229,11 +229,12 @@ def _config_error(exc: ValidationError, prefix: str = "") -> ConfigError:
     return ConfigError(issues)
 
 
-def register_chain(name: str, transforms: ChainLike | Mapping[str, ChainLike] | Sequence[Any],
-                   *, summary: str, lr: float = 1e-3, labels: Mapping[str, str] | None = None,
-                   reference: str = "", registry: Registry | None = None,
-                   override: bool = False) -> Technique:
-    """Register a chain as an optimizer of its own, built by name like any other.
+def chain_technique(name: str,
+                    transforms: ChainLike | Mapping[str, ChainLike] | Sequence[Any], *,
+                    summary: str, lr: float = 1e-3, labels: Mapping[str, str] | None = None,
+                    reference: str = "") -> Technique:
+    """The optimizer :class:`~optiplug.Technique` of a chain, ready to register or to return
+    from a plugin's ``optiplug_optimizers()`` hook.
 
     Args:
         name: The optimizer's name (``optiplug.optimizer(name, params, lr=...)``).
@@ -243,15 +244,9 @@ def register_chain(name: str, transforms: ChainLike | Mapping[str, ChainLike] | 
         lr: Default learning rate of the new optimizer's spec.
         labels: Parameter-name patterns to labels, when ``transforms`` is a mapping.
         reference: Paper or documentation the rule follows.
-        registry: Defaults to the process-wide registry.
-        override: Replace an optimizer already registered under ``name``.
-
-    Returns:
-        The registered :class:`~optiplug.Technique`.
 
     Raises:
         ConfigError: an invalid transform (with its path) or label.
-        PluginError: ``name`` is taken and ``override`` is false.
     """
     try:
         validated = _validate_transforms(transforms)
@@ -267,9 +262,32 @@ def register_chain(name: str, transforms: ChainLike | Mapping[str, ChainLike] | 
         name=(Literal[name], name),  # type: ignore[arg-type]
         lr=(PositiveFloat, Field(default=lr, description="Learning rate.")))
     spec.chain_transform = _make(validated, labels or {})
-    technique = Technique(kind="optimizer", name=name, spec=spec,
-                          builders={"numpy": build_numpy, "torch": build_torch},
-                          summary=summary, reference=reference)
+    return Technique(kind="optimizer", name=name, spec=spec,
+                     builders={"numpy": build_numpy, "torch": build_torch},
+                     summary=summary, reference=reference)
+
+
+def register_chain(name: str, transforms: ChainLike | Mapping[str, ChainLike] | Sequence[Any],
+                   *, summary: str, lr: float = 1e-3, labels: Mapping[str, str] | None = None,
+                   reference: str = "", registry: Registry | None = None,
+                   override: bool = False) -> Technique:
+    """Register a chain in-process as an optimizer of its own, built by name like any other.
+
+    Takes the arguments of :func:`chain_technique`, plus:
+
+    Args:
+        registry: Defaults to the process-wide registry.
+        override: Replace an optimizer already registered under ``name``.
+
+    Returns:
+        The registered :class:`~optiplug.Technique`.
+
+    Raises:
+        ConfigError: an invalid transform (with its path) or label.
+        PluginError: ``name`` is taken and ``override`` is false.
+    """
+    technique = chain_technique(name, transforms, summary=summary, lr=lr, labels=labels,
+                                reference=reference)
     (registry or default_registry()).register(technique, override=override)
     return technique
 

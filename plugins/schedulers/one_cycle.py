@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, model_validator
 
 import optiplug
-from optiplug.backends.numpy import NumpyScheduler, checked_param_groups
+from optiplug.backends.numpy import NumpyScheduler, check_per_group, checked_param_groups
 
 PerGroup = float | tuple[float, ...]
 
@@ -37,7 +37,8 @@ class OneCycleSpec(optiplug.SchedulerSpec):
                                                                 "total_steps": 100}]})
 
     name: Literal["one_cycle"] = "one_cycle"
-    max_lr: optiplug.PositiveFloat | tuple[optiplug.PositiveFloat, ...]
+    max_lr: optiplug.PositiveFloat | Annotated[tuple[optiplug.PositiveFloat, ...],
+                                               Field(min_length=1)]
     """Peak learning rate, > 0: one for every group, or one per param group."""
     total_steps: optiplug.PositiveInt | None = None
     """Number of steps in the cycle; else ``epochs * steps_per_epoch``."""
@@ -51,9 +52,9 @@ class OneCycleSpec(optiplug.SchedulerSpec):
     """Shape of every phase: cosine or linear."""
     cycle_momentum: bool = False
     """Cycle momentum or beta1 inversely to lr; off by default, unlike torch (see above)."""
-    base_momentum: optiplug.Beta | tuple[optiplug.Beta, ...] = 0.85
+    base_momentum: optiplug.Beta | Annotated[tuple[optiplug.Beta, ...], Field(min_length=1)] = 0.85
     """Momentum at the learning-rate peak, in [0, 1), for all or per group."""
-    max_momentum: optiplug.Beta | tuple[optiplug.Beta, ...] = 0.95
+    max_momentum: optiplug.Beta | Annotated[tuple[optiplug.Beta, ...], Field(min_length=1)] = 0.95
     """Momentum at the start and end of the cycle, in [0, 1), for all or per group."""
     div_factor: optiplug.PositiveFloat = 25.0
     """``initial_lr = max_lr / div_factor``, > 0."""
@@ -210,6 +211,9 @@ def _arguments(spec: OneCycleSpec, optimizer: Any) -> dict[str, Any]:
         raise optiplug.ConfigError([optiplug.ConfigIssue("cycle_momentum", (
             "cycle_momentum=True needs an optimizer whose every param group has momentum != 0 "
             "or betas (momentum, nesterov, adam, ...); set cycle_momentum=False for this one"))])
+    check_per_group(optimizer, max_lr=spec.max_lr, **(
+        {"base_momentum": spec.base_momentum, "max_momentum": spec.max_momentum}
+        if spec.cycle_momentum else {}))
     arguments = spec.hyperparameters()
     del arguments["epochs"], arguments["steps_per_epoch"]
     arguments["total_steps"] = spec.steps()

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal, SupportsFloat
 from pydantic import Field
 
 import optiplug
-from optiplug.backends.numpy import NumpyScheduler, checked_param_groups
+from optiplug.backends.numpy import NumpyScheduler, check_per_group, checked_param_groups
 
 
 class ReduceOnPlateauSpec(optiplug.SchedulerSpec):
@@ -37,7 +37,8 @@ class ReduceOnPlateauSpec(optiplug.SchedulerSpec):
     """``rel``: better than ``best * (1 -/+ threshold)``; ``abs``: than ``best -/+ threshold``."""
     cooldown: optiplug.NonNegativeInt = 0
     """Steps after a reduction during which bad steps are not counted, >= 0."""
-    min_lr: optiplug.NonNegativeFloat | tuple[optiplug.NonNegativeFloat, ...] = 0.0
+    min_lr: optiplug.NonNegativeFloat | Annotated[tuple[optiplug.NonNegativeFloat, ...],
+                                                  Field(min_length=1)] = 0.0
     """Lower bound of the learning rate, >= 0: one for every group, or one per group."""
     eps: optiplug.NonNegativeFloat = 1e-8
     """A reduction smaller than this is skipped, >= 0."""
@@ -129,12 +130,14 @@ class NumpyReduceLROnPlateau(NumpyScheduler):
 
 
 def build_numpy(spec: ReduceOnPlateauSpec, optimizer: Any) -> NumpyReduceLROnPlateau:
+    check_per_group(optimizer, min_lr=spec.min_lr)
     return NumpyReduceLROnPlateau(optimizer, **spec.hyperparameters())
 
 
 def build_torch(spec: ReduceOnPlateauSpec, optimizer: Any) -> Any:
     import torch
 
+    check_per_group(optimizer, min_lr=spec.min_lr)
     hyper = spec.hyperparameters()
     if isinstance(hyper["min_lr"], tuple):
         hyper["min_lr"] = list(hyper["min_lr"])

@@ -551,3 +551,23 @@ def test_loading_state_saved_under_another_label_is_a_config_error(backend: str)
                                make_params(backend), lr=0.1)
     with pytest.raises(optiplug.ConfigError, match="chain 'a'"):
         other.load_state_dict(_clone_state(saved.state_dict()))
+
+
+def test_a_plugin_can_contribute_a_named_chain() -> None:
+    class ChainPlugin:
+        @optiplug.hookimpl
+        def optiplug_optimizers(self) -> list[optiplug.Technique]:
+            return [ot.chain_technique("test_plugin_sgd", [{"name": "scale_by_learning_rate"}],
+                                       summary="Plain SGD as a chain.", lr=0.5)]
+
+    optiplug.registry().register(ChainPlugin(), name="test-chain-plugin")
+    try:
+        params = make_params("numpy", np.float64)
+        before = values(params)
+        (grads,) = gradient_stream(1, np.float64)
+        step(optiplug.optimizer("test_plugin_sgd", params), params, grads)
+    finally:
+        optiplug.registry().unregister("test-chain-plugin")
+    assert_close_to_scale(values(params), {n: before[n] - 0.5 * grads[n] for n in grads}, 1e-15)
+    with pytest.raises(optiplug.ConfigError):
+        optiplug.registry().get("optimizer", "test_plugin_sgd")
