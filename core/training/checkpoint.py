@@ -15,12 +15,12 @@ import contextlib
 import json
 import os
 import tempfile
-import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any, Final
 
 import numpy as np
+from numpy.lib.npyio import NpzFile
 
 from ..errors import OptiplugError
 
@@ -80,6 +80,11 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
         file.write(data)
 
     atomic_write(path, write)
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: message`` on one line, cut at 300 characters (torch's messages run long)."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
 
 
 # -------------------------------------------------------------------------------- NumPy
@@ -151,7 +156,10 @@ def load_numpy_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     file = Path(path)
     try:
-        with np.load(file, allow_pickle=False) as archive:
+        loaded = np.load(file, allow_pickle=False)
+        if not isinstance(loaded, NpzFile):  # a bare array: an .npy file
+            raise CheckpointError(f"{file} is not an optiplug checkpoint")
+        with loaded as archive:
             if _JSON_KEY not in archive.files:
                 raise CheckpointError(f"{file} is not an optiplug checkpoint")
             document = json.loads(str(archive[_JSON_KEY][()]))
@@ -160,9 +168,11 @@ def load_numpy_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise
     except FileNotFoundError:
         raise CheckpointError(f"no checkpoint at {file}") from None
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+    except Exception as exc:
+        # Bad bytes break zipfile, zlib, struct, the .npy header parser or json (RecursionError
+        # on deep nesting) in too many ways to list: each means the file cannot be read.
         raise CheckpointError(f"checkpoint {file} is corrupt or unreadable: "
-                              f"{type(exc).__name__}: {exc}") from None
+                              f"{_one_line(exc)}") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise CheckpointError(f"{file} is not an optiplug checkpoint")
     if document.get("version") != VERSION:
@@ -170,8 +180,8 @@ def load_numpy_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
                               f"this optiplug reads version {VERSION}")
     try:
         payload = _decode(document["payload"], arrays)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {file} is corrupt: {exc}") from None
+    except (KeyError, TypeError, ValueError, RecursionError) as exc:
+        raise CheckpointError(f"checkpoint {file} is corrupt: {_one_line(exc)}") from None
     if not isinstance(payload, dict):
         raise CheckpointError(f"checkpoint {file} is corrupt: payload is not a mapping")
     return payload
@@ -193,8 +203,6 @@ def load_torch_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     Raises:
         CheckpointError: missing, unreadable, corrupt, unsafe or not an optiplug checkpoint.
     """
-    import pickle
-
     import torch
 
     file = Path(path)
@@ -202,11 +210,10 @@ def load_torch_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"no checkpoint at {file}")
     try:
         document = torch.load(file, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, KeyError, zipfile.BadZipFile,
-            pickle.UnpicklingError) as exc:
-        first = " ".join(str(exc).split())[:300]
+    except Exception as exc:
+        # As for NumPy checkpoints; ``weights_only`` refusals are ``pickle.UnpicklingError``.
         raise CheckpointError(f"checkpoint {file} is corrupt or unreadable: "
-                              f"{type(exc).__name__}: {first}") from None
+                              f"{_one_line(exc)}") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise CheckpointError(f"{file} is not an optiplug checkpoint")
     if document.get("version") != VERSION:

@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import ConfigError, ConfigIssue
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, _one_line
 from .data import Dataset, load_dataset
 from .recipe import Recipe, fingerprint
 
@@ -50,9 +50,13 @@ class Runner(Protocol):
 
     def evaluate(self, split: str) -> tuple[float, float | None]: ...
 
+    def state(self) -> dict[str, Any]: ...
+
+    def load_state(self, state: dict[str, Any]) -> None: ...
+
     def save(self, path: Any, meta: dict[str, Any]) -> None: ...
 
-    def load(self, path: Any) -> dict[str, Any]: ...
+    def read_checkpoint(self, path: Any) -> dict[str, Any]: ...
 
 
 def make_runner(recipe: Recipe, data: Dataset) -> Runner:
@@ -215,10 +219,14 @@ class Trainer:
     def load(self, path: str | Path) -> None:
         """Restore a checkpoint written by :meth:`save` for the same recipe and backend.
 
+        All or nothing: the checkpoint is checked whole before anything is restored, and the
+        runner restores its parts all or none, so a bad file leaves the trainer as it was.
+
         Raises:
             CheckpointError: unreadable or corrupt, or written for another recipe or backend.
         """
-        meta = self.runner.load(path)
+        payload = self.runner.read_checkpoint(path)
+        meta = payload["meta"]
         problems = []
         if meta.get("backend") != self.runner.backend:
             problems.append(f"it was written by the {meta.get('backend')!r} backend, not "
@@ -231,15 +239,23 @@ class Trainer:
                                   + "; ".join(problems))
         try:
             epoch = int(meta["epoch"])
-            history = list(meta["history"])
-            self.order_rng.bit_generator.state = meta["order_rng"]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"checkpoint {path} is corrupt: {exc}") from None
+            history = [dict(record) for record in meta["history"]]
+            # Set on a spare generator first: a bad state raises before the live one changes.
+            type(self.order_rng.bit_generator)().state = meta["order_rng"]
+        except Exception as exc:
+            raise CheckpointError(f"checkpoint {path} is corrupt: {_one_line(exc)}") from None
         if len(history) != epoch:
             raise CheckpointError(f"checkpoint {path} is corrupt: {len(history)} epochs of "
                                   f"metrics for epoch {epoch}")
+        try:
+            self.runner.load_state(payload)
+        except Exception as exc:
+            # The payload is data from a file: whatever it breaks, the runner is unchanged.
+            raise CheckpointError(f"checkpoint {path} does not match this run: "
+                                  f"{_one_line(exc)}") from None
+        self.order_rng.bit_generator.state = meta["order_rng"]
         self.epoch = epoch
-        self.history = [dict(record) for record in history]
+        self.history = history
 
 
 class Progress:

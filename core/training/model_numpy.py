@@ -260,16 +260,27 @@ class NumpyRunner:
         return value, accuracy
 
     def state(self) -> dict[str, Any]:
-        """Model, optimizer and scheduler state for a checkpoint."""
+        """Copies of the model, optimizer and scheduler state, for a checkpoint."""
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": None if self.scheduler is None else self.scheduler.state_dict()}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state`.
+        """Restore :meth:`state`, all or nothing.
 
         Raises:
-            ValueError, KeyError, TypeError: the state does not fit this model and optimizer.
+            ValueError, KeyError, TypeError: the state does not fit this model, optimizer or
+                scheduler; nothing is changed then.
         """
+        # Each part checks its state before changing anything, but a later part can still
+        # refuse after an earlier one loaded: then the earlier ones are put back.
+        previous = self.state()
+        try:
+            self._restore(state)
+        except BaseException:
+            self._restore(previous)
+            raise
+
+    def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
@@ -283,21 +294,15 @@ class NumpyRunner:
 
         save_numpy_checkpoint(path, {"meta": meta, **self.state()})
 
-    def load(self, path: Any) -> dict[str, Any]:
-        """Read a checkpoint, restore the state, return its ``meta``.
+    def read_checkpoint(self, path: Any) -> dict[str, Any]:
+        """Read a checkpoint: :meth:`state` plus ``meta``, the loop state; restores nothing.
 
         Raises:
-            CheckpointError: unreadable, corrupt, or another model's or optimizer's.
+            CheckpointError: unreadable, corrupt, or without loop state.
         """
         from .checkpoint import CheckpointError, load_numpy_checkpoint
 
         payload = load_numpy_checkpoint(path)
-        try:
-            self.load_state(payload)
-            meta = payload["meta"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"checkpoint {path} does not match this run: "
-                                  f"{exc}") from None
-        if not isinstance(meta, dict):
+        if not isinstance(payload.get("meta"), dict):
             raise CheckpointError(f"checkpoint {path} is corrupt: no loop state")
-        return meta
+        return payload

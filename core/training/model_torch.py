@@ -5,6 +5,7 @@ Imported only when a recipe's backend is ``torch``. Parameter names match the Nu
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
@@ -172,11 +173,23 @@ class TorchRunner:
                 "generator": self.generator.get_state()}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state`.
+        """Restore :meth:`state`, all or nothing.
 
         Raises:
-            ValueError, KeyError, RuntimeError: the state does not fit this model.
+            ValueError, KeyError, TypeError, RuntimeError: the state does not fit this model,
+                optimizer, scheduler or generator; nothing is changed then.
         """
+        # A later part can refuse after an earlier one loaded (and torch's strict
+        # ``load_state_dict`` copies the matching tensors before it raises): then the earlier
+        # ones are put back. A deep copy, as the state dicts share the live tensors' storage.
+        previous = copy.deepcopy(self.state())
+        try:
+            self._restore(state)
+        except BaseException:
+            self._restore(previous)
+            raise
+
+    def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
@@ -191,22 +204,20 @@ class TorchRunner:
 
         save_torch_checkpoint(path, {"meta": json.dumps(meta), **self.state()})
 
-    def load(self, path: Any) -> dict[str, Any]:
-        """Read a checkpoint (``weights_only=True``), restore the state, return its ``meta``.
+    def read_checkpoint(self, path: Any) -> dict[str, Any]:
+        """Read a checkpoint (``weights_only=True``): :meth:`state` plus ``meta``, the loop
+        state; restores nothing.
 
         Raises:
-            CheckpointError: unreadable, corrupt, or another model's or optimizer's.
+            CheckpointError: unreadable, corrupt, or without loop state.
         """
         from .checkpoint import CheckpointError, load_torch_checkpoint
 
         payload = load_torch_checkpoint(path)
         try:
-            self.load_state(payload)
             meta = json.loads(payload["meta"])
-        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
-            first = " ".join(str(exc).split())[:300]
-            raise CheckpointError(f"checkpoint {path} does not match this run: "
-                                  f"{first}") from None
+        except (KeyError, TypeError, ValueError, RecursionError):
+            meta = None
         if not isinstance(meta, dict):
             raise CheckpointError(f"checkpoint {path} is corrupt: no loop state")
-        return meta
+        return {**payload, "meta": meta}

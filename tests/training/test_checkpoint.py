@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 from pathlib import Path
@@ -145,3 +146,121 @@ def test_checkpoint_of_another_recipe_is_a_clear_error(tmp_path: Path) -> None:
     wider["model"]["layers"][0]["units"] = 48
     with pytest.raises(CheckpointError, match="does not match this run"):
         Trainer(parse_recipe(wider)).load(tmp_path / "last.npz")
+
+
+def test_any_corruption_of_a_numpy_checkpoint_is_a_checkpoint_error(tmp_path: Path) -> None:
+    payload = {"w": np.arange(50.0), "state": {"step": 3, "betas": (0.9, 0.99)}}
+    good = tmp_path / "good.npz"
+    save_numpy_checkpoint(good, payload)
+    data = good.read_bytes()
+    rng = np.random.default_rng(0)
+    variants = [data[:cut] for cut in range(0, len(data), 37)]
+    for position in rng.integers(0, len(data), size=150):
+        variants.append(data[:position] + bytes([data[position] ^ 0xFF]) + data[position + 1:])
+    path = tmp_path / "bad.npz"
+    for content in variants:
+        path.write_bytes(content)
+        try:
+            loaded = load_numpy_checkpoint(path)
+        except CheckpointError:
+            continue
+        # A flip that misses every checked byte (padding, an array's data) may still load.
+        assert loaded.keys() == payload.keys() and loaded["w"].shape == (50,)
+
+
+@pytest.mark.parametrize("depth", [300, 600, 900, 1200, 5_000])
+def test_deeply_nested_numpy_checkpoint_loads_or_is_a_checkpoint_error(tmp_path: Path,
+                                                                       depth: int) -> None:
+    # Around the recursion limit, json.loads or the decoder overflows, depending on depth.
+    document = ('{"format": "optiplug-checkpoint", "version": 1, "payload": {"a": '
+                + "[" * depth + "]" * depth + "}}")
+    path = tmp_path / "deep.npz"
+    np.savez(path, __optiplug__=np.array(document))
+    try:
+        loaded = load_numpy_checkpoint(path)
+    except CheckpointError as exc:
+        assert str(path) in str(exc) and "\n" not in str(exc)
+        return
+    value, levels = loaded["a"], 1
+    while value:
+        (value,) = value
+        levels += 1
+    assert levels == depth
+
+
+def _scheduled_recipe(backend: str) -> dict[str, object]:
+    recipe = small_recipe(epochs=2, backend=backend)
+    recipe["data"]["samples"] = 150  # type: ignore[index]
+    recipe["scheduler"] = {"name": "step", "step_size": 1, "gamma": 0.5}
+    return recipe
+
+
+def _break_last_part(path: Path, backend: str) -> None:
+    """Spoil the part a runner restores last, so every other part has loaded before it fails."""
+    if backend == "numpy":
+        payload = load_numpy_checkpoint(path)
+        payload["scheduler"]["not_a_step_attribute"] = 1
+        save_numpy_checkpoint(path, payload)
+        return
+    import torch
+
+    payload = load_torch_checkpoint(path)
+    payload["generator"] = torch.zeros(3, dtype=torch.uint8)
+    save_torch_checkpoint(path, payload)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_a_checkpoint_failing_late_changes_nothing_and_training_goes_on_exactly(
+        backend: str, tmp_path: Path) -> None:
+    if backend == "torch":
+        pytest.importorskip("torch")
+    from .conftest import without_seconds
+
+    recipe = parse_recipe(_scheduled_recipe(backend))
+    path = tmp_path / ("start.npz" if backend == "numpy" else "start.pt")
+    Trainer(recipe).save(path)  # epoch 0: every part differs from a trained trainer's
+    _break_last_part(path, backend)
+    trainer, twin = Trainer(recipe), Trainer(recipe)
+    trainer.run_epoch()
+    twin.run_epoch()
+    with pytest.raises(CheckpointError, match="does not match this run"):
+        trainer.load(path)
+    assert trainer.epoch == 1 and trainer.lr == twin.lr
+    trainer.run_epoch()
+    twin.run_epoch()
+    assert without_seconds(trainer.history) == without_seconds(twin.history)
+    expected = _weights(twin)
+    for name, value in _weights(trainer).items():
+        np.testing.assert_array_equal(value, expected[name], err_msg=name)
+
+
+def _weights(trainer: Trainer) -> dict[str, np.ndarray]:
+    return {name: np.asarray(value).copy()
+            for name, value in trainer.runner.model.state_dict().items()}
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_a_checkpoint_with_bad_loop_state_restores_nothing(backend: str,
+                                                           tmp_path: Path) -> None:
+    if backend == "torch":
+        pytest.importorskip("torch")
+    recipe = parse_recipe(_scheduled_recipe(backend))
+    path = tmp_path / ("start.npz" if backend == "numpy" else "start.pt")
+    Trainer(recipe).save(path)
+    load, save = ((load_numpy_checkpoint, save_numpy_checkpoint) if backend == "numpy" else
+                  (load_torch_checkpoint, save_torch_checkpoint))
+    payload = load(path)
+    meta = payload["meta"] if backend == "numpy" else json.loads(payload["meta"])
+    meta["order_rng"] = {"bit_generator": "MT19937", "state": {}}
+    payload["meta"] = meta if backend == "numpy" else json.dumps(meta)
+    save(path, payload)
+
+    trainer = Trainer(recipe)
+    trainer.run_epoch()
+    weights = _weights(trainer)
+    order = trainer.order_rng.bit_generator.state
+    with pytest.raises(CheckpointError, match="corrupt"):
+        trainer.load(path)
+    for name, value in _weights(trainer).items():
+        np.testing.assert_array_equal(value, weights[name], err_msg=name)
+    assert trainer.order_rng.bit_generator.state == order and trainer.epoch == 1
