@@ -177,7 +177,8 @@ def _describe(model: type[BaseModel]) -> None:
             docs.update(_attribute_docstrings(klass))
     changed = False
     for field_name, field in model.model_fields.items():
-        for nested in _models_in(field.annotation):
+        for nested in [*_models_in(field.annotation),
+                       *(m for meta in field.metadata for m in _models_in(meta))]:
             _describe(nested)
         if field.description is None and field_name in docs:
             field.description = docs[field_name]
@@ -189,7 +190,10 @@ def _describe(model: type[BaseModel]) -> None:
 def _models_in(annotation: Any) -> list[type[BaseModel]]:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return [annotation]
-    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+    # Validators may name the schema's input type (pydantic's json_schema_input_type).
+    shown = getattr(annotation, "json_schema_input_type", None)
+    args = (*typing.get_args(annotation), *([shown] if shown is not None else []))
+    return [m for arg in args for m in _models_in(arg)]
 
 
 def _attribute_docstrings(klass: type) -> dict[str, str]:

@@ -224,8 +224,9 @@ class Transform(BaseModel):
     per-parameter state arrays in :attr:`state_names`, and implements :meth:`update`.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True,
-                              use_attribute_docstrings=True)
+    # Field descriptions come from attribute docstrings, read lazily by
+    # optiplug.specs.describe_fields (schemas, `optiplug show`), not at class creation.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     name: str
 
