@@ -53,7 +53,7 @@ def test_step_logger_plugin_sees_and_adjusts_every_step(make_dist, fresh_registr
     expected = [("built", "optimizer", "sgd", backend),
                 ("before", backend, 0.1), ("after", backend, 0.5),
                 ("before", backend, 0.5), ("after", backend, 0.5)]
-    assert step_logger.EVENTS == expected
+    assert expected == step_logger.EVENTS
     # the hook's lr of 0.5 was used by both steps: 1 - 2 * (0.5 * 2)
     np.testing.assert_allclose(value(), np.full(3, -1.0), rtol=0, atol=1e-15)
 
