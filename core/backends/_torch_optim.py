@@ -35,6 +35,9 @@ __all__ = ["SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "NamedParamsOptimizer"
 
 _IMPLEMENTATION_KEYS: Final = frozenset({"params", "param_names", "foreach", "fused",
                                          "capturable", "differentiable"})
+# Keys LR schedulers add to param groups: a scheduled optimizer's state still loads.
+_SCHEDULER_KEYS: Final = frozenset({"initial_lr", "max_lr", "min_lr", "base_momentum",
+                                    "max_momentum"})
 _KERNEL_KEYS: Final = ("fused", "foreach")
 _ALGORITHM_KEYS: Final = ("amsgrad", "nesterov", "centered", "decoupled_weight_decay")
 _NONFINITE: Final = ("raise", "skip", "ignore")
@@ -188,8 +191,16 @@ class NamedParamsOptimizer(torch.optim.Optimizer):
         kind = state_dict.get("optimizer")
         if kind is not None and kind != self.torch_class.__name__:
             raise fail(f"it is the state of {kind}, not of {self.torch_class.__name__}")
-        saved_groups = [dict(group) for group in state_dict["param_groups"]]
-        saved_state = state_dict["state"]
+        raw_groups, saved_state = state_dict["param_groups"], state_dict["state"]
+        if not isinstance(raw_groups, (list, tuple)) or not all(
+                isinstance(group, Mapping) and isinstance(group.get("params"), (list, tuple))
+                and isinstance(group.get("param_names", []), (list, tuple))
+                for group in raw_groups):
+            raise fail("'param_groups' must be a list of dicts, each with a 'params' list")
+        if not isinstance(saved_state, Mapping) or not all(
+                isinstance(entry, Mapping) for entry in saved_state.values()):
+            raise fail("'state' must map each parameter to a dict of its state")
+        saved_groups = [dict(group) for group in raw_groups]
         named = all("param_names" in g for g in saved_groups) and all(
             "param_names" in g for g in self.param_groups)
         if named:
@@ -206,7 +217,7 @@ class NamedParamsOptimizer(torch.optim.Optimizer):
         ids = list(chain.from_iterable(g["params"] for g in saved_groups))
         for index, (own, saved) in enumerate(zip(self.param_groups, saved_groups,
                                                  strict=True)):
-            unknown = sorted(set(saved) - set(own) - _IMPLEMENTATION_KEYS)
+            unknown = sorted(set(saved) - set(own) - _IMPLEMENTATION_KEYS - _SCHEDULER_KEYS)
             if unknown:
                 problems.append(f"the saved group {index} has hyperparameters {unknown} that "
                                 f"{self.torch_class.__name__} does not have (another "
@@ -217,7 +228,7 @@ class NamedParamsOptimizer(torch.optim.Optimizer):
                                     f"state {key}={saved[key]!r} (another algorithm)")
         for saved_id, param, name in zip(ids, params, names, strict=True):
             entry = saved_state.get(saved_id)
-            if not isinstance(entry, Mapping):
+            if entry is None:
                 continue
             for key, value in entry.items():
                 if (key != "step" and isinstance(value, torch.Tensor) and value.dim() > 0
@@ -226,7 +237,12 @@ class NamedParamsOptimizer(torch.optim.Optimizer):
                                     f", the parameter {tuple(param.shape)}")
         if problems:
             raise fail("; ".join(problems))
-        return {"state": dict(saved_state), "param_groups": saved_groups}
+        # Copies: torch would alias the source's tensors, so two optimizers loaded from one live
+        # state dict would then step each other's state.
+        state = {key: {name: value.clone() if isinstance(value, torch.Tensor)
+                       else copy.deepcopy(value) for name, value in entry.items()}
+                 for key, entry in saved_state.items()}
+        return {"state": state, "param_groups": saved_groups}
 
     def _by_name(self, saved_groups: list[dict[str, Any]], saved_state: Mapping[Any, Any],
                  fail: Callable[[str], ConfigError]
