@@ -118,19 +118,22 @@ def interleaved_medians(steps: dict[str, Callable[[], None]], repeats: int,
 
 
 def numpy_peak(name: str, sizes: list[int], hyper: dict[str, Any]) -> tuple[float, float]:
-    """Peak traced MiB of a NumPy step and the part above params + grads + state."""
+    """Peak traced MiB over a NumPy optimizer's first two steps, and the part of it above
+    params + grads + state (scratch blocks, bookkeeping, any temporary)."""
     gc.collect()
     tracemalloc.start()
     rng = np.random.default_rng(0)
     params = {str(i): rng.standard_normal(n, dtype=np.float32) for i, n in enumerate(sizes)}
     grads = {k: rng.standard_normal(v.size, dtype=np.float32) for k, v in params.items()}
     opt = optiplug.optimizer(name, params, **hyper)
-    opt.step(grads)  # allocates the state
-    resident = tracemalloc.get_traced_memory()[0]
-    tracemalloc.reset_peak()
+    opt.step(grads)
     opt.step(grads)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
+    state = sum(value.nbytes for entry in opt.state.values() for value in entry.values()
+                if isinstance(value, np.ndarray))
+    resident = state + sum(a.nbytes for a in params.values()) + sum(
+        a.nbytes for a in grads.values())
     del opt, params, grads
     gc.collect()
     return peak / MiB, (peak - resident) / MiB

@@ -12,10 +12,8 @@ with its path in one :class:`~optiplug.ConfigError`.
 
 from __future__ import annotations
 
-import json
 import os
 import stat
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -124,6 +122,8 @@ def _short(value: object, limit: int = 60) -> str:
 
 def _parse(text: str, fmt: str, source: str) -> Any:
     if fmt == "toml":
+        import tomllib
+
         try:
             return tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
@@ -133,6 +133,8 @@ def _parse(text: str, fmt: str, source: str) -> Any:
         except RecursionError:
             raise ConfigError("malformed TOML: nested too deeply", source=source) from None
     if fmt == "json":
+        import json
+
         try:
             return json.loads(text, object_pairs_hook=_unique_pairs,
                               parse_constant=_reject_constant)

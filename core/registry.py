@@ -19,16 +19,14 @@ read when the registry first loads:
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
-import importlib.metadata as metadata
 import os
 import re
 import threading
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import pluggy
 
@@ -36,6 +34,9 @@ from . import hookspecs
 from .errors import ConfigError, ConfigIssue, OptiplugWarning, PluginError
 from .specs import KINDS, Spec
 from .technique import Backend, PluginInfo, Technique
+
+if TYPE_CHECKING:
+    from importlib import metadata
 
 __all__ = ["ENTRY_POINT_GROUP", "BrokenPlugin", "Conflict", "Registry"]
 
@@ -443,6 +444,8 @@ class Registry:
                 del state.techniques[key]
 
     def _selected_entry_points(self, state: _Loaded) -> list[metadata.EntryPoint]:
+        from importlib import metadata  # lazily: it costs ~10 ms, paid at discovery only
+
         seen: set[tuple[str, str]] = set()
         found: list[metadata.EntryPoint] = []
         for entry_point in metadata.entry_points(group=self.group):
@@ -587,6 +590,8 @@ class Registry:
 
 
 def _unknown_message(what: str, name: object, known: Iterable[str]) -> str:
+    import difflib
+
     known = sorted(set(known))
     shown = repr(name)
     if len(shown) > 80:  # a pasted blob must still give one readable line
@@ -621,6 +626,8 @@ def _checked(result: Any, hook_name: str, kind: str | None,
 
 
 def _version_of(distribution: str) -> str | None:
+    from importlib import metadata
+
     try:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:

@@ -10,10 +10,6 @@ infinity is never a valid hyperparameter. ``type(spec)(**spec.model_dump())`` an
 
 from __future__ import annotations
 
-import ast
-import inspect
-import itertools
-import textwrap
 import threading
 import typing
 from typing import Annotated, Any, ClassVar, Final, Literal
@@ -67,7 +63,9 @@ class Spec(BaseModel):
 
     # Attribute docstrings describe the fields; they are read lazily by describe_fields (for
     # schemas and `optiplug show`), not at class creation, which would triple its cost.
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, validate_default=False)
+    # defer_build: the validator is made on first validation, so listing plugins stays cheap.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, validate_default=False,
+                              allow_inf_nan=False, defer_build=True)
 
     kind: str
     name: str
@@ -197,6 +195,11 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
 
 
 def _attribute_docstrings(klass: type) -> dict[str, str]:
+    import ast
+    import inspect
+    import itertools
+    import textwrap
+
     try:
         source = textwrap.dedent(inspect.getsource(klass))
         tree = ast.parse(source)

@@ -129,7 +129,7 @@ class NumpyOptimizer:
     """Names of the per-parameter state arrays (see :meth:`state_keys_for`)."""
     scratch_blocks: ClassVar[int] = 3
     """How many scratch blocks :meth:`update` receives."""
-    block_size: int = 65536
+    block_size: int = 131072
     pack_limit: ClassVar[int | None] = None
     """Largest parameter (elements) whose state is packed with its neighbours'; ``None``: a
     quarter block. Packing pays when the kernel makes many ufunc calls per parameter."""
@@ -158,7 +158,9 @@ class NumpyOptimizer:
         self.skipped_steps = 0
         self._step_pre_hooks: dict[int, StepHook] = {}
         self._step_post_hooks: dict[int, StepHook] = {}
-        self._scratch: dict[tuple[np.dtype[Any], int], Array] = {}
+        self._scratch: dict[tuple[np.dtype[Any], int], list[Array]] = {}
+        self._prepare_cache: dict[tuple[int, int, np.dtype[Any]], Any] = {}
+        self._keys_cache: dict[int, tuple[str, ...]] = {}
         self._buckets: dict[str, _Bucket] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._next_index = 0
@@ -182,8 +184,11 @@ class NumpyOptimizer:
         return 0.0
 
     def prepare(self, group: Mapping[str, Any], state: dict[str, Any]) -> Any:
-        """The scalars :meth:`update` needs for one parameter this step (``state['step']`` is
-        already incremented). Called once per parameter per step, never per block."""
+        """The scalars :meth:`update` needs this step (``state['step']`` is already incremented).
+
+        Must depend on ``group`` and ``state['step']`` only: it is called once per group, step
+        count and dtype, and the result serves every parameter that shares them. Floats in a
+        returned tuple are turned into NumPy scalars of the parameter's dtype."""
         raise NotImplementedError
 
     def update(self, param: Array, grad: Array, state: Sequence[Array],
@@ -427,15 +432,29 @@ class NumpyOptimizer:
 
     def _prepared(self, group: Mapping[str, Any], state: dict[str, Any], dtype: np.dtype[Any]
                   ) -> Any:
+        # prepare() depends on the group and the step count only: once per group and step.
+        key = (id(group), state["step"], dtype)
+        scalars = self._prepare_cache.get(key, _MISSING)
+        if scalars is not _MISSING:
+            return scalars
         scalars = self.prepare(group, state)
         if type(scalars) is tuple:
             # NumPy scalars of the array's dtype skip the per-call promotion of Python floats.
             kind = dtype.type
             scalars = tuple([kind(value) if type(value) is float else value
                              for value in scalars])
+        self._prepare_cache[key] = scalars
         return scalars
 
+    def _keys(self, group: Mapping[str, Any]) -> tuple[str, ...]:
+        keys = self._keys_cache.get(id(group))
+        if keys is None:
+            keys = self._keys_cache[id(group)] = self.state_keys_for(group)
+        return keys
+
     def _apply(self, work: list[tuple[dict[str, Any], str, Array, Array]]) -> None:
+        self._prepare_cache.clear()
+        self._keys_cache.clear()
         if any(name not in self.state for _, name, _, _ in work):
             self._allocate(work)
         tasks: list[_Task] = []
@@ -464,7 +483,9 @@ class NumpyOptimizer:
                     group, param, grad = members[name]
                     tasks.append(self._array_task(group, name, param, grad))
         total = sum(task.size for task in tasks)
-        if self.threads <= 1 or total < self.parallel_threshold:
+        # Threads pay only when each task's ufuncs run long enough to release the GIL usefully.
+        if (self.threads <= 1 or total < self.parallel_threshold
+                or total < len(tasks) * (self.block_size // 4)):
             self._run(tasks, 0)
             return
         chunks = _split(tasks, self.threads, total)
@@ -480,7 +501,7 @@ class NumpyOptimizer:
                     grad: Array) -> _Task:
         state = self.state[name]
         state["step"] += 1
-        arrays = [state[key].reshape(-1) for key in self.state_keys_for(group)]
+        arrays = [state[key].reshape(-1) for key in self._keys(group)]
         flat = param.reshape(-1)
         return _Task(flat, grad.reshape(-1), arrays, self._prepared(group, state, param.dtype),
                      flat.size)
@@ -516,12 +537,12 @@ class NumpyOptimizer:
 
     def _scratch_for(self, dtype: np.dtype[Any], worker: int) -> list[Array]:
         key = (dtype, worker)
-        block = self._scratch.get(key)
-        if block is None:
+        blocks = self._scratch.get(key)
+        if blocks is None:
             # The technique's scratch blocks plus two for packing small parameters.
-            block = self._scratch[key] = np.empty((self.scratch_blocks + 2, self.block_size),
-                                                  dtype)
-        return list(block)
+            storage = np.empty((self.scratch_blocks + 2, self.block_size), dtype)
+            blocks = self._scratch[key] = list(storage)
+        return blocks
 
     # ---------------------------------------------------------------------- state dicts
     def state_dict(self) -> dict[str, Any]:
@@ -652,6 +673,8 @@ class NumpyOptimizer:
         state = self.__dict__.copy()
         state["_pool"] = None
         state["_scratch"] = {}
+        state["_prepare_cache"] = {}
+        state["_keys_cache"] = {}
         # A copy's state arrays are no longer views of the bucket buffers: unpack them.
         state["_buckets"] = {}
         return state
@@ -668,6 +691,9 @@ class NumpyOptimizer:
                               if k not in ("params", "param_names"))
             lines.append(f"  group {index}: {len(group['params'])} params, {hyper}")
         return "\n".join([*lines, ")"])
+
+
+_MISSING: Final = object()
 
 
 class _Bucket(NamedTuple):

@@ -223,9 +223,13 @@ def test_torch_backend_is_a_real_torch_optimizer_with_fastest_kernel(name: str) 
     opt = optiplug.optimizer(name, model)
     assert isinstance(opt, torch.optim.Optimizer)
     assert opt.param_groups[0]["param_names"] == ["weight", "bias"]
-    fused = opt.param_groups[0].get("fused")
-    assert fused is (True if name in ("sgd", "momentum", "nesterov", "adagrad", "adam",
-                                       "adamw") else None)
+    kernel = {key: opt.param_groups[0].get(key) for key in ("fused", "foreach")}
+    if name == "sgd":
+        assert kernel == {"fused": None, "foreach": True}
+    elif name in ("momentum", "nesterov", "adagrad", "adam", "adamw"):
+        assert kernel["fused"] is True
+    else:  # no fused kernel: torch's own choice (for-loop on CPU, foreach on accelerators)
+        assert kernel == {"fused": None, "foreach": None}
     # Constructible as cls(params, **kwargs), as ZeroRedundancyOptimizer does.
     clone = type(opt)(list(model.parameters()), lr=0.1)
     assert clone.param_groups[0]["lr"] == 0.1
