@@ -47,6 +47,9 @@ _NONFINITE: Final = ("raise", "skip", "ignore")
 _IMPLEMENTATION_KEYS: Final = frozenset({"params", "param_names", "nonfinite"})
 # Keys that select another algorithm: a state saved under other values is another optimizer's.
 _ALGORITHM_KEYS: Final = ("amsgrad", "nesterov", "centered", "decoupled_weight_decay")
+SCHEDULER_GROUP_KEYS: Final = frozenset({"initial_lr", "max_lr", "min_lr", "base_momentum",
+                                         "max_momentum"})
+"""Keys LR schedulers add to param groups: a scheduled optimizer's state still loads."""
 
 
 class NonfiniteGradientError(FloatingPointError):
@@ -617,9 +620,15 @@ class NumpyOptimizer:
         if kind != type(self).__qualname__:
             return [f"it is the state of {kind or 'an unknown optimizer'}, not of "
                     f"{type(self).__qualname__}"]
-        saved_groups = state_dict["param_groups"]
-        if any("param_names" not in group for group in saved_groups):
-            return ["the saved param groups carry no 'param_names'"]
+        saved_groups, saved_state = state_dict["param_groups"], state_dict["state"]
+        if not isinstance(saved_groups, (list, tuple)) or not all(
+                isinstance(group, Mapping) for group in saved_groups):
+            return ["'param_groups' must be a list of dicts"]
+        if not all(isinstance(group.get("param_names"), (list, tuple)) for group in saved_groups):
+            return ["the saved param groups carry no 'param_names' list"]
+        if not isinstance(saved_state, Mapping) or not all(
+                isinstance(entry, Mapping) for entry in saved_state.values()):
+            return ["'state' must map each parameter name to a dict of its state"]
         problems: list[str] = []
         saved_names = [name for group in saved_groups for name in group["param_names"]]
         own_names = [name for group in self.param_groups for name in group["param_names"]]
@@ -640,8 +649,8 @@ class NumpyOptimizer:
                 problems.append(f"param group {index} ({group['param_names']}) differs from "
                                 f"the saved groups")
                 continue
-            own_keys = set(group) - _IMPLEMENTATION_KEYS
-            saved_keys = set(saved) - _IMPLEMENTATION_KEYS
+            own_keys = set(group) - _IMPLEMENTATION_KEYS - SCHEDULER_GROUP_KEYS
+            saved_keys = set(saved) - _IMPLEMENTATION_KEYS - SCHEDULER_GROUP_KEYS
             if own_keys != saved_keys:
                 problems.append(f"param group {index} has hyperparameters {sorted(own_keys)}, "
                                 f"the saved group {sorted(saved_keys)}")
@@ -663,6 +672,10 @@ class NumpyOptimizer:
                         if not isinstance(value, (int, np.integer)) or value < 0:
                             problems.append(f"state of {name!r}: step must be a non-negative "
                                             f"integer, got {value!r}")
+                    elif not (isinstance(value, np.ndarray)
+                              and np.can_cast(value.dtype, param.dtype, "same_kind")):
+                        problems.append(f"state {key!r} of {name!r} is not an array castable to "
+                                        f"{param.dtype}")
                     elif np.shape(value) != param.shape:
                         problems.append(f"state {key!r} of {name!r} has shape "
                                         f"{np.shape(value)}, the parameter {param.shape}")

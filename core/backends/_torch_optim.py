@@ -28,16 +28,13 @@ import torch
 from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
 from ..errors import ConfigError
-from ._numpy_optim import NonfiniteGradientError
+from ._numpy_optim import SCHEDULER_GROUP_KEYS, NonfiniteGradientError
 
 __all__ = ["SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "NamedParamsOptimizer", "RMSprop",
            "torch_params"]
 
 _IMPLEMENTATION_KEYS: Final = frozenset({"params", "param_names", "foreach", "fused",
                                          "capturable", "differentiable"})
-# Keys LR schedulers add to param groups: a scheduled optimizer's state still loads.
-_SCHEDULER_KEYS: Final = frozenset({"initial_lr", "max_lr", "min_lr", "base_momentum",
-                                    "max_momentum"})
 _KERNEL_KEYS: Final = ("fused", "foreach")
 _ALGORITHM_KEYS: Final = ("amsgrad", "nesterov", "centered", "decoupled_weight_decay")
 _NONFINITE: Final = ("raise", "skip", "ignore")
@@ -217,7 +214,7 @@ class NamedParamsOptimizer(torch.optim.Optimizer):
         ids = list(chain.from_iterable(g["params"] for g in saved_groups))
         for index, (own, saved) in enumerate(zip(self.param_groups, saved_groups,
                                                  strict=True)):
-            unknown = sorted(set(saved) - set(own) - _IMPLEMENTATION_KEYS - _SCHEDULER_KEYS)
+            unknown = sorted(set(saved) - set(own) - _IMPLEMENTATION_KEYS - SCHEDULER_GROUP_KEYS)
             if unknown:
                 problems.append(f"the saved group {index} has hyperparameters {unknown} that "
                                 f"{self.torch_class.__name__} does not have (another "
