@@ -13,6 +13,8 @@ pydantic specs and built for NumPy or PyTorch::
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .api import (
     Initializer,
     activation,
@@ -24,8 +26,17 @@ from .api import (
     spec,
 )
 from .config import build, json_schema, load_config, to_spec, validate_config
-from .errors import ConfigError, ConfigIssue, OptiplugError, OptiplugWarning, PluginError
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    ConfigIssue,
+    NonfiniteGradientError,
+    OptiplugError,
+    OptiplugWarning,
+    PluginError,
+)
 from .hookspecs import hookimpl
+from .param_groups import ParamGroupRule, param_groups
 from .registry import ENTRY_POINT_GROUP, BrokenPlugin, Conflict, Registry
 from .specs import (
     KINDS,
@@ -44,7 +55,21 @@ from .specs import (
 )
 from .technique import Backend, PluginInfo, Technique
 
+if TYPE_CHECKING:
+    from . import testing, training, transforms
+
 __version__ = "0.1.0"
+
+# Submodules with heavier imports, loaded on first attribute access (`optiplug.transforms`).
+_LAZY_SUBMODULES = frozenset({"transforms", "training", "testing"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -53,6 +78,7 @@ __all__ = [
     "Backend",
     "Beta",
     "BrokenPlugin",
+    "CheckpointError",
     "ConfigError",
     "ConfigIssue",
     "Conflict",
@@ -60,10 +86,12 @@ __all__ = [
     "InitializerSpec",
     "NonNegativeFloat",
     "NonNegativeInt",
+    "NonfiniteGradientError",
     "NormalizerSpec",
     "OptimizerSpec",
     "OptiplugError",
     "OptiplugWarning",
+    "ParamGroupRule",
     "PluginError",
     "PluginInfo",
     "PositiveFloat",
@@ -82,9 +110,11 @@ __all__ = [
     "load_config",
     "normalizer",
     "optimizer",
+    "param_groups",
     "registry",
     "scheduler",
     "spec",
     "to_spec",
+    "transforms",
     "validate_config",
 ]

@@ -89,6 +89,10 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check a YAML/TOML/JSON config without building it")
     p.add_argument("file")
+    p.add_argument("--param-groups", metavar="SHAPES",
+                   help="dry run of the optimizer's param-group rules over the parameters in "
+                        "SHAPES (a YAML/TOML/JSON file mapping names to shapes): print which "
+                        "parameter gets which lr and weight decay")
     p.set_defaults(func=_cmd_validate)
 
     p = sub.add_parser("doctor", help="report broken plugins and conflicts (exit 1 if any)")
@@ -281,15 +285,42 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     if not Path(args.file).is_file():
         raise _UsageError(f"no such file: {args.file}")
+    if args.param_groups and not Path(args.param_groups).is_file():
+        raise _UsageError(f"no such file: {args.param_groups}")
     try:
         specs = validate_config(args.file)
+        table = _param_group_table(args.file, specs, args.param_groups) \
+            if args.param_groups else None
     except ConfigError as exc:
         for issue in exc.issues:
-            print(f"{args.file}: {issue}", file=sys.stderr)
+            print(f"{exc.source or args.file}: {issue}", file=sys.stderr)
         return 1
     names = ", ".join(f"{s.kind} {s.name}" for s in specs)
     print(f"{args.file}: valid ({names})")
+    if table is not None:
+        print(table)
     return 0
+
+
+def _param_group_table(config_file: str, specs: list[Any], shapes_file: str) -> str:
+    from .config import load_config
+    from .errors import ConfigError, ConfigIssue
+    from .param_groups import dry_run
+
+    optimizers = [spec for spec in specs if spec.kind == "optimizer"]
+    if not optimizers:
+        raise ConfigError("--param-groups needs an optimizer in the config")
+    shapes = load_config(shapes_file)
+    bad = [name for name, shape in shapes.items() if not (
+        isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape))]
+    if bad:
+        raise ConfigError([ConfigIssue(name, "a shape must be a list of non-negative ints")
+                           for name in bad], source=shapes_file)
+    try:
+        return dry_run(optimizers[0], shapes).table
+    except ConfigError as exc:
+        sectioned = "optimizer" in load_config(config_file)
+        raise (exc.prefixed("optimizer") if sectioned else exc) from None
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["ConfigError", "ConfigIssue", "OptiplugError", "OptiplugWarning", "PluginError"]
+__all__ = ["CheckpointError", "ConfigError", "ConfigIssue", "NonfiniteGradientError",
+           "OptiplugError", "OptiplugWarning", "PluginError"]
 
 
 class OptiplugError(Exception):
@@ -70,6 +71,14 @@ class PluginError(OptiplugError, RuntimeError):
         super().__init__(message)
         self.plugin = plugin
         self.distribution = distribution
+
+
+class NonfiniteGradientError(OptiplugError, FloatingPointError):
+    """A gradient holds NaN or infinity and the optimizer's ``nonfinite`` policy is ``raise``."""
+
+
+class CheckpointError(OptiplugError, RuntimeError):
+    """A checkpoint cannot be read, is corrupt, or does not fit the run it is loaded into."""
 
 
 class OptiplugWarning(UserWarning):

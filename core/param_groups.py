@@ -50,8 +50,8 @@ class ParamGroupRule(BaseModel):
     ``{"role": "bias", "weight_decay": 0.0}`` or ``{"match": "encoder.*", "lr_mult": 0.1}``.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True,
-                              use_attribute_docstrings=True)
+    # Field descriptions: attribute docstrings, read lazily by optiplug.specs.describe_fields.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     match: str | None = None
     """``fnmatch`` pattern the whole parameter name must match (``"encoder.*"``)."""

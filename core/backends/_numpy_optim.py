@@ -36,7 +36,7 @@ from typing import Any, ClassVar, Final, Literal, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
-from ..errors import ConfigError
+from ..errors import ConfigError, NonfiniteGradientError
 
 __all__ = ["NonfiniteGradientError", "NumpyOptimizer", "RemovableHandle", "effective_grad"]
 
@@ -50,10 +50,6 @@ _ALGORITHM_KEYS: Final = ("amsgrad", "nesterov", "centered", "decoupled_weight_d
 SCHEDULER_GROUP_KEYS: Final = frozenset({"initial_lr", "max_lr", "min_lr", "base_momentum",
                                          "max_momentum"})
 """Keys LR schedulers add to param groups: a scheduled optimizer's state still loads."""
-
-
-class NonfiniteGradientError(FloatingPointError):
-    """A gradient holds NaN or infinity and the optimizer's ``nonfinite`` policy is ``raise``."""
 
 
 class RemovableHandle:

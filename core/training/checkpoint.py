@@ -22,7 +22,7 @@ from typing import IO, Any, Final
 import numpy as np
 from numpy.lib.npyio import NpzFile
 
-from ..errors import OptiplugError
+from ..errors import CheckpointError
 
 __all__ = ["FORMAT", "CheckpointError", "atomic_write", "load_numpy_checkpoint",
            "load_torch_checkpoint", "save_numpy_checkpoint", "save_torch_checkpoint"]
@@ -30,10 +30,6 @@ __all__ = ["FORMAT", "CheckpointError", "atomic_write", "load_numpy_checkpoint",
 FORMAT: Final = "optiplug-checkpoint"
 VERSION: Final = 1
 _JSON_KEY: Final = "__optiplug__"
-
-
-class CheckpointError(OptiplugError, RuntimeError):
-    """A checkpoint cannot be read, is corrupt, or does not fit the run it is loaded into."""
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> None:

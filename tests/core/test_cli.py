@@ -112,3 +112,23 @@ def test_doctor_passes_when_every_builtin_loads():
     result = run_cli("doctor")
     assert result.returncode == 0, result.stdout
     assert "all plugins ok" in result.stdout
+
+
+def test_validate_dry_runs_param_group_rules_over_a_shapes_file(tmp_path: Path, capsys):
+    config = tmp_path / "opt.yaml"
+    config.write_text("optimizer:\n  name: adamw\n  lr: 0.001\n  weight_decay: 0.05\n"
+                      "  param_groups:\n    - {role: bias, weight_decay: 0.0}\n"
+                      "    - {match: 'head.*', lr_mult: 10.0}\n", encoding="utf-8")
+    shapes = tmp_path / "shapes.json"
+    shapes.write_text(json.dumps({"body.weight": [64, 32], "body.bias": [64],
+                                  "head.weight": [10, 64]}), encoding="utf-8")
+    assert main(["validate", str(config), "--param-groups", str(shapes)]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[2:]}
+    assert rows["body.weight"][3:6] == ["0", "0.001", "0.05"]
+    assert rows["body.bias"][3:6] == ["1", "0.001", "0"]
+    assert rows["head.weight"][3:6] == ["2", "0.01", "0.05"]
+    config.write_text(config.read_text(encoding="utf-8").replace("head.*", "tail.*"),
+                      encoding="utf-8")
+    assert main(["validate", str(config), "--param-groups", str(shapes)]) == 1
+    assert capsys.readouterr().err.startswith(
+        f"{config}: optimizer.param_groups.1: rule (match='tail.*') matches no parameter")
