@@ -93,7 +93,8 @@ def main() -> None:
     ms = 1e3
     us = 1e6
     rows = [
-        ("import optiplug (after numpy, pydantic BaseModel+Field, pluggy)", f"{(ours - deps) * ms:.1f} ms added",
+        ("import optiplug (after numpy, pydantic BaseModel+Field, pluggy)",
+         f"{(ours - deps) * ms:.1f} ms added",
          f"{ours / deps:.2f}x", "<= 30 ms added"),
         ("import optiplug alone vs bare interpreter", f"{alone * ms:.0f} ms vs {bare * ms:.0f} ms",
          f"{alone / bare:.2f}x", ""),

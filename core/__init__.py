@@ -56,7 +56,9 @@ from .specs import (
 from .technique import Backend, PluginInfo, Technique
 
 if TYPE_CHECKING:
-    from . import testing, training, transforms
+    from . import testing as testing
+    from . import training as training
+    from . import transforms
 
 __version__ = "0.1.0"
 
