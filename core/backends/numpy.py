@@ -15,7 +15,25 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["NumpyModule"]
+__all__ = ["NumpyModule", "copy_arrays_into"]
+
+
+def copy_arrays_into(own: dict[str, NDArray[Any]], state: dict[str, NDArray[Any]],
+                     owner: str) -> None:
+    """Copy ``state`` into the arrays of ``own`` in place, all or nothing.
+
+    Raises:
+        ValueError: a name is missing or extra, or a shape differs (nothing is changed).
+    """
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    if missing or extra:
+        raise ValueError(f"state does not match {owner}: missing {missing}, unexpected {extra}")
+    for name, value in state.items():
+        if np.shape(value) != own[name].shape:
+            raise ValueError(f"{name}: shape {np.shape(value)} does not match {own[name].shape}")
+    for name, value in state.items():
+        own[name][...] = value
 
 
 class NumpyModule:
@@ -75,18 +93,7 @@ class NumpyModule:
         Raises:
             ValueError: a name is missing or extra, or a shape differs (nothing is changed).
         """
-        own = {**self.params, **self.buffers}
-        missing = sorted(set(own) - set(state))
-        extra = sorted(set(state) - set(own))
-        if missing or extra:
-            raise ValueError(f"state does not match {type(self).__name__}: missing {missing}, "
-                             f"unexpected {extra}")
-        for name, value in state.items():
-            if np.shape(value) != own[name].shape:
-                raise ValueError(f"{name}: shape {np.shape(value)} does not match "
-                                 f"{own[name].shape}")
-        for name, value in state.items():
-            own[name][...] = value
+        copy_arrays_into({**self.params, **self.buffers}, state, type(self).__name__)
 
     def __repr__(self) -> str:
         shapes = ", ".join(f"{k}={v.shape}" for k, v in self.params.items())

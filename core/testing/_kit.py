@@ -24,6 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import ValidationError
 
+from ..config import _hashable
 from ..hookspecs import hookimpl
 from ..registry import BrokenPlugin, Registry, default_registry
 from ..specs import Spec, describe_fields
@@ -146,14 +147,6 @@ def _number_fields(spec_cls: type[Spec]) -> tuple[list[str], list[str]]:
         if types & {"number", "integer"} and "string" not in types:
             numbers.append(name)
     return floats, numbers
-
-
-def _hashable(value: Any) -> bool:
-    try:
-        hash(value)
-    except TypeError:
-        return False
-    return True
 
 
 def check_spec(technique: Technique, *, registry: Registry | None = None) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ..backends.numpy import copy_arrays_into
 from ..config import build
 from ..errors import ConfigError, ConfigIssue
 from ..specs import Spec
@@ -171,16 +172,7 @@ class NumpyMLP:
         for prefix, module in self.modules:
             for name, value in {**module.params, **module.buffers}.items():
                 own[f"{prefix}.{name}"] = value
-        missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-        if missing or extra:
-            raise ValueError(f"model state does not match the recipe's model: missing "
-                             f"{missing}, unexpected {extra}")
-        for name, value in state.items():
-            if np.shape(value) != own[name].shape:
-                raise ValueError(f"{name}: shape {np.shape(value)} does not match "
-                                 f"{own[name].shape}")
-        for name, value in state.items():
-            own[name][...] = value
+        copy_arrays_into(own, state, "the recipe's model")
 
 
 def _norm_layer(spec: Spec, units: int, dtype: np.dtype[Any], path: str) -> Any:

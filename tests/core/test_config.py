@@ -168,3 +168,13 @@ def test_spec_api_validates_keyword_hyperparameters():
     assert spec.model_dump() == {"kind": "activation", "name": "relu"}
     with pytest.raises(optiplug.ConfigError, match="slope: unknown key"):
         optiplug.spec("activation", "relu", slope=0.1)
+
+
+def test_every_float_hyperparameter_is_finite_by_default():
+    class PlainFloatSpec(optiplug.ActivationSpec):
+        name: Literal["plain"] = "plain"
+        alpha: float = 1.0
+
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(pydantic.ValidationError, match="finite number"):
+            PlainFloatSpec(alpha=bad)

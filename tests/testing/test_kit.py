@@ -106,7 +106,9 @@ def test_kit_catches_backends_that_disagree() -> None:
 
 # ------------------------------------------------------------------------ broken specs
 class NanSpec(optiplug.ActivationSpec):
-    """A spec with an unconstrained float."""
+    """A spec that opts out of the base's finite floats."""
+
+    model_config = ConfigDict(allow_inf_nan=True)
 
     name: Literal["kit_nan"] = "kit_nan"
     alpha: float = 1.0
