@@ -2,7 +2,8 @@
 
 - :class:`NumpyModule`: a layer with ``forward``/``backward`` and named ``params``, ``grads``
   and ``buffers`` (activations and normalization layers).
-- :class:`NumpyOptimizer` and :class:`NumpyScheduler` (exported here once their modules land).
+- :class:`NumpyOptimizer`: param groups, name-keyed state, cache-blocked in-place updates.
+- :class:`NumpyScheduler`: ``torch.optim.lr_scheduler`` semantics over ``param_groups``.
 
 Weights use torch's layout ``(out_features, in_features, *kernel)``, so fan-in and fan-out are
 the same numbers on both backends.
@@ -15,7 +16,18 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["NumpyModule", "copy_arrays_into"]
+from ..errors import NonfiniteGradientError
+from ._numpy_optim import NumpyOptimizer, effective_grad
+from ._numpy_sched import (
+    NumpyScheduler,
+    NumpySequentialScheduler,
+    check_per_group,
+    checked_param_groups,
+)
+
+__all__ = ["NonfiniteGradientError", "NumpyModule", "NumpyOptimizer", "NumpyScheduler",
+           "NumpySequentialScheduler", "check_per_group", "checked_param_groups",
+           "copy_arrays_into", "effective_grad"]
 
 
 def copy_arrays_into(own: dict[str, NDArray[Any]], state: dict[str, NDArray[Any]],
@@ -99,17 +111,3 @@ class NumpyModule:
         shapes = ", ".join(f"{k}={v.shape}" for k, v in self.params.items())
         return f"{type(self).__name__}({shapes})"
 
-
-from ._numpy_sched import (  # noqa: E402
-    NumpyScheduler,
-    NumpySequentialScheduler,
-    check_per_group,
-    checked_param_groups,
-)
-
-__all__ += ["NumpyScheduler", "NumpySequentialScheduler", "check_per_group",
-            "checked_param_groups"]
-
-from ._numpy_optim import NonfiniteGradientError, NumpyOptimizer, effective_grad  # noqa: E402
-
-__all__ += ["NonfiniteGradientError", "NumpyOptimizer", "effective_grad"]
