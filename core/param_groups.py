@@ -51,7 +51,7 @@ class ParamGroupRule(BaseModel):
     """
 
     # Field descriptions: attribute docstrings, read lazily by optiplug.specs.describe_fields.
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, defer_build=True)
 
     match: str | None = None
     """``fnmatch`` pattern the whole parameter name must match (``"encoder.*"``)."""
