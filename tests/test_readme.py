@@ -28,3 +28,12 @@ def test_readme_yaml_example_is_a_valid_config(tmp_path: Path):
     assert [(s.kind, s.name) for s in specs] == [("optimizer", "adamw"), ("scheduler", "cosine")]
     with pytest.raises(optiplug.ConfigError):
         optiplug.validate_config({"optimizer": {"name": "adamw", "betas": [0.9, 1.0]}})
+
+
+def test_readme_table_lists_every_builtin_technique_with_its_backends():
+    text = README.read_text(encoding="utf-8")
+    rows = set(re.findall(r"^\| (\w+) \| `(\w+)` \| ([\w, ]+) \|", text, re.M))
+    builtins = {(t.kind, t.name, ", ".join(t.backends))
+                for t in optiplug.registry().techniques()
+                if t.origin is not None and t.origin.distribution == "optiplug"}
+    assert builtins <= rows, sorted(builtins - rows)
