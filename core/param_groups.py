@@ -114,6 +114,11 @@ class StandardOptimizerSpec(OptimizerSpec):
     """On a NaN/inf gradient: ``raise`` (naming the parameter), ``skip`` the whole step
     (params and state untouched), or ``ignore`` (apply it, like torch)."""
 
+    def optimizer_arguments(self) -> dict[str, Any]:
+        """Keyword arguments for the optimizer classes: every hyperparameter but the rules."""
+        return {key: value for key, value in self.hyperparameters().items()
+                if key != "param_groups"}
+
     def group_params(self, params: Any) -> Any:
         """``params`` split into groups by :attr:`param_groups` (unchanged without rules).
 

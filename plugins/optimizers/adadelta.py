@@ -78,17 +78,13 @@ class NumpyAdadelta(NumpyOptimizer):
 
 
 def build_numpy(spec: AdadeltaSpec, params: Any) -> NumpyAdadelta:
-    return NumpyAdadelta(spec.group_params(params), lr=spec.lr, rho=spec.rho, eps=spec.eps,
-                         weight_decay=spec.weight_decay, maximize=spec.maximize,
-                         nonfinite=spec.nonfinite)
+    return NumpyAdadelta(spec.group_params(params), **spec.optimizer_arguments())
 
 
 def build_torch(spec: AdadeltaSpec, params: Any) -> Any:
     from optiplug.backends._torch_optim import Adadelta
 
-    return Adadelta(spec.group_params(params), lr=spec.lr, rho=spec.rho, eps=spec.eps,
-                    weight_decay=spec.weight_decay, maximize=spec.maximize,
-                    nonfinite=spec.nonfinite)
+    return Adadelta(spec.group_params(params), **spec.optimizer_arguments())
 
 
 @optiplug.hookimpl

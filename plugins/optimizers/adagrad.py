@@ -77,19 +77,13 @@ class NumpyAdagrad(NumpyOptimizer):
 
 
 def build_numpy(spec: AdagradSpec, params: Any) -> NumpyAdagrad:
-    return NumpyAdagrad(spec.group_params(params), lr=spec.lr, lr_decay=spec.lr_decay,
-                        weight_decay=spec.weight_decay,
-                        initial_accumulator_value=spec.initial_accumulator_value, eps=spec.eps,
-                        maximize=spec.maximize, nonfinite=spec.nonfinite)
+    return NumpyAdagrad(spec.group_params(params), **spec.optimizer_arguments())
 
 
 def build_torch(spec: AdagradSpec, params: Any) -> Any:
     from optiplug.backends._torch_optim import Adagrad
 
-    return Adagrad(spec.group_params(params), lr=spec.lr, lr_decay=spec.lr_decay,
-                   weight_decay=spec.weight_decay,
-                   initial_accumulator_value=spec.initial_accumulator_value, eps=spec.eps,
-                   maximize=spec.maximize, nonfinite=spec.nonfinite)
+    return Adagrad(spec.group_params(params), **spec.optimizer_arguments())
 
 
 @optiplug.hookimpl

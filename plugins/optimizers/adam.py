@@ -98,17 +98,13 @@ class NumpyAdam(NumpyOptimizer):
 
 
 def build_numpy(spec: AdamSpec, params: Any) -> NumpyAdam:
-    return NumpyAdam(spec.group_params(params), lr=spec.lr, betas=spec.betas, eps=spec.eps,
-                     weight_decay=spec.weight_decay, amsgrad=spec.amsgrad,
-                     maximize=spec.maximize, nonfinite=spec.nonfinite)
+    return NumpyAdam(spec.group_params(params), **spec.optimizer_arguments())
 
 
 def build_torch(spec: AdamSpec, params: Any) -> Any:
     from optiplug.backends._torch_optim import Adam
 
-    return Adam(spec.group_params(params), lr=spec.lr, betas=spec.betas, eps=spec.eps,
-                weight_decay=spec.weight_decay, amsgrad=spec.amsgrad, maximize=spec.maximize,
-                nonfinite=spec.nonfinite)
+    return Adam(spec.group_params(params), **spec.optimizer_arguments())
 
 
 @optiplug.hookimpl

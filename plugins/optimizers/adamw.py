@@ -48,17 +48,13 @@ class NumpyAdamW(NumpyAdam):
 
 
 def build_numpy(spec: AdamWSpec, params: Any) -> NumpyAdamW:
-    return NumpyAdamW(spec.group_params(params), lr=spec.lr, betas=spec.betas, eps=spec.eps,
-                      weight_decay=spec.weight_decay, amsgrad=spec.amsgrad,
-                      maximize=spec.maximize, nonfinite=spec.nonfinite)
+    return NumpyAdamW(spec.group_params(params), **spec.optimizer_arguments())
 
 
 def build_torch(spec: AdamWSpec, params: Any) -> Any:
     from optiplug.backends._torch_optim import AdamW
 
-    return AdamW(spec.group_params(params), lr=spec.lr, betas=spec.betas, eps=spec.eps,
-                 weight_decay=spec.weight_decay, amsgrad=spec.amsgrad, maximize=spec.maximize,
-                 nonfinite=spec.nonfinite)
+    return AdamW(spec.group_params(params), **spec.optimizer_arguments())
 
 
 @optiplug.hookimpl

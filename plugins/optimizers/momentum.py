@@ -74,17 +74,13 @@ class NumpyMomentum(NumpyOptimizer):
 
 
 def build_numpy(spec: MomentumSpec, params: Any) -> NumpyMomentum:
-    return NumpyMomentum(spec.group_params(params), lr=spec.lr, momentum=spec.momentum,
-                         dampening=spec.dampening, weight_decay=spec.weight_decay,
-                         maximize=spec.maximize, nonfinite=spec.nonfinite)
+    return NumpyMomentum(spec.group_params(params), **spec.optimizer_arguments())
 
 
 def build_torch(spec: MomentumSpec, params: Any) -> Any:
     from optiplug.backends._torch_optim import SGD
 
-    return SGD(spec.group_params(params), lr=spec.lr, momentum=spec.momentum,
-               dampening=spec.dampening, weight_decay=spec.weight_decay, maximize=spec.maximize,
-               nonfinite=spec.nonfinite)
+    return SGD(spec.group_params(params), **spec.optimizer_arguments())
 
 
 @optiplug.hookimpl

@@ -72,16 +72,13 @@ class NumpyNesterov(NumpyOptimizer):
 
 
 def build_numpy(spec: NesterovSpec, params: Any) -> NumpyNesterov:
-    return NumpyNesterov(spec.group_params(params), lr=spec.lr, momentum=spec.momentum,
-                         weight_decay=spec.weight_decay, maximize=spec.maximize,
-                         nonfinite=spec.nonfinite)
+    return NumpyNesterov(spec.group_params(params), **spec.optimizer_arguments())
 
 
 def build_torch(spec: NesterovSpec, params: Any) -> Any:
     from optiplug.backends._torch_optim import SGD
 
-    return SGD(spec.group_params(params), lr=spec.lr, momentum=spec.momentum, nesterov=True,
-               weight_decay=spec.weight_decay, maximize=spec.maximize, nonfinite=spec.nonfinite)
+    return SGD(spec.group_params(params), **spec.optimizer_arguments(), nesterov=True)
 
 
 @optiplug.hookimpl

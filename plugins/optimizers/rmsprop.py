@@ -96,18 +96,13 @@ class NumpyRMSprop(NumpyOptimizer):
 
 
 def build_numpy(spec: RMSpropSpec, params: Any) -> NumpyRMSprop:
-    return NumpyRMSprop(spec.group_params(params), lr=spec.lr, alpha=spec.alpha, eps=spec.eps,
-                        weight_decay=spec.weight_decay, momentum=spec.momentum,
-                        centered=spec.centered, maximize=spec.maximize,
-                        nonfinite=spec.nonfinite)
+    return NumpyRMSprop(spec.group_params(params), **spec.optimizer_arguments())
 
 
 def build_torch(spec: RMSpropSpec, params: Any) -> Any:
     from optiplug.backends._torch_optim import RMSprop
 
-    return RMSprop(spec.group_params(params), lr=spec.lr, alpha=spec.alpha, eps=spec.eps,
-                   weight_decay=spec.weight_decay, momentum=spec.momentum,
-                   centered=spec.centered, maximize=spec.maximize, nonfinite=spec.nonfinite)
+    return RMSprop(spec.group_params(params), **spec.optimizer_arguments())
 
 
 @optiplug.hookimpl

@@ -58,16 +58,14 @@ class NumpySGD(NumpyOptimizer):
 
 
 def build_numpy(spec: SGDSpec, params: Any) -> NumpySGD:
-    return NumpySGD(spec.group_params(params), lr=spec.lr, weight_decay=spec.weight_decay,
-                    maximize=spec.maximize, nonfinite=spec.nonfinite)
+    return NumpySGD(spec.group_params(params), **spec.optimizer_arguments())
 
 
 def build_torch(spec: SGDSpec, params: Any) -> Any:
     from optiplug.backends._torch_optim import SGD
 
     # Without momentum the update is one pass; torch's foreach kernel beats its fused one.
-    return SGD(spec.group_params(params), lr=spec.lr, weight_decay=spec.weight_decay,
-               maximize=spec.maximize, foreach=True, nonfinite=spec.nonfinite)
+    return SGD(spec.group_params(params), **spec.optimizer_arguments(), foreach=True)
 
 
 @optiplug.hookimpl
