@@ -23,7 +23,7 @@ _NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 
 _PYPROJECT: Final = '''\
 [build-system]
-requires = ["setuptools>=64"]
+requires = ["setuptools>=77"]
 build-backend = "setuptools.build_meta"
 
 [project]
