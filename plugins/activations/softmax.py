@@ -9,10 +9,11 @@ Outputs", 1990.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
+from pydantic import Field
 
 import optiplug
 from optiplug.backends.numpy import NumpyModule
@@ -22,8 +23,9 @@ class SoftmaxSpec(optiplug.ActivationSpec):
     """``softmax(x)_i = exp(x_i) / sum_j exp(x_j)`` along ``axis``."""
 
     name: Literal["softmax"] = "softmax"
-    axis: int = -1
-    """The axis that sums to one (torch's ``dim``); negative counts from the end."""
+    axis: Annotated[int, Field(ge=-64, lt=64)] = -1
+    """The axis that sums to one (torch's ``dim``); negative counts from the end (|axis| < 64,
+    NumPy's and torch's most dimensions)."""
 
 
 class NumpySoftmax(NumpyModule):
