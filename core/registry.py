@@ -19,6 +19,7 @@ read when the registry first loads:
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
 import re
@@ -358,6 +359,10 @@ class Registry:
             hook.optiplug_built(technique=technique, spec=spec, backend=backend, obj=obj)
         if technique.kind != "optimizer":
             return
+        # Recorded in state dicts, so that one technique's state never loads into another's
+        # even where both build the same optimizer class.
+        with contextlib.suppress(AttributeError, TypeError):
+            obj.optiplug_technique = technique.name
         # Checked once per optimizer: with no implementation nothing is attached to step().
         if hook.optiplug_before_step.get_hookimpls():
             def before(optimizer: Any, args: Any, kwargs: Any) -> None:

@@ -156,9 +156,14 @@ class NamedParamsOptimizer(torch.optim.Optimizer):
         return False
 
     def state_dict(self) -> dict[str, Any]:
-        """torch's state dict, plus ``"optimizer"``: the torch class name (checked on load)."""
+        """torch's state dict, plus ``"optimizer"`` (the torch class name) and ``"technique"``
+        (the registry name, e.g. ``momentum``; several techniques share ``torch.optim.SGD``),
+        both checked on load."""
         state = super().state_dict()
         state["optimizer"] = self.torch_class.__name__
+        technique = getattr(self, "optiplug_technique", None)
+        if technique is not None:
+            state["technique"] = technique
         return state
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
@@ -188,6 +193,11 @@ class NamedParamsOptimizer(torch.optim.Optimizer):
         kind = state_dict.get("optimizer")
         if kind is not None and kind != self.torch_class.__name__:
             raise fail(f"it is the state of {kind}, not of {self.torch_class.__name__}")
+        saved_technique = state_dict.get("technique")
+        own_technique = getattr(self, "optiplug_technique", None)
+        if None not in (saved_technique, own_technique) and saved_technique != own_technique:
+            raise fail(f"it is the state of optimizer {saved_technique!r}, not of "
+                       f"{own_technique!r}")
         raw_groups, saved_state = state_dict["param_groups"], state_dict["state"]
         if not isinstance(raw_groups, (list, tuple)) or not all(
                 isinstance(group, Mapping) and isinstance(group.get("params"), (list, tuple))
