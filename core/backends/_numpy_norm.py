@@ -416,6 +416,13 @@ class Scaler:
             self._cast_cache[key] = cached
         return cached
 
+    def _prepared(self, x: Any, what: str) -> tuple[Any, Any, Any, Any]:
+        """``x`` checked (fitted, feature count) with the affine terms in its dtype."""
+        self._require_stats()
+        array, _ = self._as_2d(x, what)
+        self._check_features(array.shape[-1], what)
+        return (array, *self._cast_affine(array))
+
     def transform(self, x: Any) -> Any:
         """``(x - center) / scale + offset``: a new array or tensor of ``x``'s shape and dtype.
 
@@ -423,10 +430,7 @@ class Scaler:
             NotFittedError: not fitted yet.
             ValueError: wrong number of features.
         """
-        self._require_stats()
-        array, _ = self._as_2d(x, "transform")
-        self._check_features(array.shape[-1], "transform")
-        scale, high, low = self._cast_affine(array)
+        array, scale, high, low = self._prepared(x, "transform")
         out = array - high if high is not None else array * 1
         if low is not None:
             out -= low
@@ -442,10 +446,7 @@ class Scaler:
             NotFittedError: not fitted yet.
             ValueError: wrong number of features.
         """
-        self._require_stats()
-        array, _ = self._as_2d(y, "inverse_transform")
-        self._check_features(array.shape[-1], "inverse_transform")
-        scale, high, low = self._cast_affine(array)
+        array, scale, high, low = self._prepared(y, "inverse_transform")
         out = array - self.offset if self.offset else array * 1
         out *= scale
         if low is not None:
