@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
 from ..errors import ConfigError, ConfigIssue, OptiplugError
-from .numpy import NumpyModule
+from ._numpy_module import NumpyModule
 
 __all__ = ["NotFittedError", "NumpyNormLayer", "Scaler", "float_input", "layer_features",
            "near_constant_std", "nonzero_range", "normalize", "normalize_backward", "reduced_size"]

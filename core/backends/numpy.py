@@ -4,6 +4,12 @@
   and ``buffers`` (activations and normalization layers).
 - :class:`NumpyOptimizer`: param groups, name-keyed state, cache-blocked in-place updates.
 - :class:`NumpyScheduler`: ``torch.optim.lr_scheduler`` semantics over ``param_groups``.
+- :class:`NumpyNormLayer` and :class:`Scaler` with ``normalize``/``normalize_backward``: the
+  shared machinery of normalization layers and data scalers.
+- Numerically careful elementwise math for activations (``sigmoid``, ``softplus``, ``elu``,
+  ``normal_cdf``, ...).
+
+This module is the public surface for NumPy plugins: builtins import only from here.
 
 Weights use torch's layout ``(out_features, in_features, *kernel)``, so fan-in and fan-out are
 the same numbers on both backends.
@@ -11,12 +17,30 @@ the same numbers on both backends.
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
-from numpy.typing import NDArray
-
 from ..errors import NonfiniteGradientError
+from ._numpy_math import (
+    elu,
+    elu_grad,
+    erfc,
+    normal_cdf,
+    normal_pdf,
+    sigmoid,
+    sigmoid_pair,
+    softplus,
+)
+from ._numpy_module import NumpyModule, copy_arrays_into
+from ._numpy_norm import (
+    NotFittedError,
+    NumpyNormLayer,
+    Scaler,
+    float_input,
+    layer_features,
+    near_constant_std,
+    nonzero_range,
+    normalize,
+    normalize_backward,
+    reduced_size,
+)
 from ._numpy_optim import NumpyOptimizer, effective_grad
 from ._numpy_sched import (
     NumpyScheduler,
@@ -25,89 +49,9 @@ from ._numpy_sched import (
     checked_param_groups,
 )
 
-__all__ = ["NonfiniteGradientError", "NumpyModule", "NumpyOptimizer", "NumpyScheduler",
-           "NumpySequentialScheduler", "check_per_group", "checked_param_groups",
-           "copy_arrays_into", "effective_grad"]
-
-
-def copy_arrays_into(own: dict[str, NDArray[Any]], state: dict[str, NDArray[Any]],
-                     owner: str) -> None:
-    """Copy ``state`` into the arrays of ``own`` in place, all or nothing.
-
-    Raises:
-        ValueError: a name is missing or extra, or a shape differs (nothing is changed).
-    """
-    missing = sorted(set(own) - set(state))
-    extra = sorted(set(state) - set(own))
-    if missing or extra:
-        raise ValueError(f"state does not match {owner}: missing {missing}, unexpected {extra}")
-    for name, value in state.items():
-        if np.shape(value) != own[name].shape:
-            raise ValueError(f"{name}: shape {np.shape(value)} does not match {own[name].shape}")
-    for name, value in state.items():
-        own[name][...] = value
-
-
-class NumpyModule:
-    """Base of NumPy layers: ``y = forward(x)``, then ``grad_x = backward(grad_y)``.
-
-    ``forward`` caches what ``backward`` needs; ``backward`` ADDS the parameter gradients into
-    :attr:`grads` (same keys as :attr:`params`, arrays created once and updated in place, like
-    torch's ``.grad``: call :meth:`zero_grad` between steps) and returns the gradient with
-    respect to the input. Parameters and buffers
-    are plain arrays keyed by name, so a :class:`NumpyOptimizer` can update them in place.
-    """
-
-    optiplug_backend = "numpy"
-
-    def __init__(self) -> None:
-        self.params: dict[str, NDArray[Any]] = {}
-        self.grads: dict[str, NDArray[Any]] = {}
-        self.buffers: dict[str, NDArray[Any]] = {}
-        self.training = True
-
-    def forward(self, x: NDArray[Any]) -> NDArray[Any]:
-        """Compute the output and cache what :meth:`backward` needs."""
-        raise NotImplementedError
-
-    def backward(self, grad_out: NDArray[Any]) -> NDArray[Any]:
-        """Gradient w.r.t. the last ``forward`` input; parameter grads are added into ``grads``."""
-        raise NotImplementedError
-
-    def __call__(self, x: NDArray[Any]) -> NDArray[Any]:
-        return self.forward(x)
-
-    def train(self, mode: bool = True) -> NumpyModule:
-        """Training mode (batch statistics, caches for backward)."""
-        self.training = mode
-        return self
-
-    def eval(self) -> NumpyModule:
-        """Evaluation mode (running statistics)."""
-        return self.train(False)
-
-    def zero_grad(self) -> None:
-        """Set every parameter gradient to zero, in place."""
-        for name, param in self.params.items():
-            grad = self.grads.get(name)
-            if grad is None:
-                self.grads[name] = np.zeros_like(param)
-            else:
-                grad.fill(0)
-
-    def state_dict(self) -> dict[str, NDArray[Any]]:
-        """Copies of parameters and buffers by name."""
-        return {name: value.copy() for name, value in {**self.params, **self.buffers}.items()}
-
-    def load_state_dict(self, state: dict[str, NDArray[Any]]) -> None:
-        """Copy parameters and buffers in place; every name and shape must match.
-
-        Raises:
-            ValueError: a name is missing or extra, or a shape differs (nothing is changed).
-        """
-        copy_arrays_into({**self.params, **self.buffers}, state, type(self).__name__)
-
-    def __repr__(self) -> str:
-        shapes = ", ".join(f"{k}={v.shape}" for k, v in self.params.items())
-        return f"{type(self).__name__}({shapes})"
-
+__all__ = ["NonfiniteGradientError", "NotFittedError", "NumpyModule", "NumpyNormLayer",
+           "NumpyOptimizer", "NumpyScheduler", "NumpySequentialScheduler", "Scaler",
+           "check_per_group", "checked_param_groups", "copy_arrays_into", "effective_grad", "elu",
+           "elu_grad", "erfc", "float_input", "layer_features", "near_constant_std",
+           "nonzero_range", "normal_cdf", "normal_pdf", "normalize", "normalize_backward",
+           "reduced_size", "sigmoid", "sigmoid_pair", "softplus"]

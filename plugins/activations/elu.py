@@ -14,8 +14,7 @@ from typing import Any, Literal
 from numpy.typing import NDArray
 
 import optiplug
-from optiplug.backends._numpy_math import elu, elu_grad
-from optiplug.backends.numpy import NumpyModule
+from optiplug.backends.numpy import NumpyModule, elu, elu_grad
 
 
 class ELUSpec(optiplug.ActivationSpec):

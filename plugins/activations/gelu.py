@@ -16,8 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 import optiplug
-from optiplug.backends._numpy_math import normal_cdf, normal_pdf, sigmoid_pair
-from optiplug.backends.numpy import NumpyModule
+from optiplug.backends.numpy import NumpyModule, normal_cdf, normal_pdf, sigmoid_pair
 
 _TANH_SCALE: Final = math.sqrt(2.0 / math.pi)
 _TANH_CUBIC: Final = 0.044715

@@ -14,8 +14,7 @@ from typing import Any, Final, Literal
 from numpy.typing import NDArray
 
 import optiplug
-from optiplug.backends._numpy_math import elu, elu_grad
-from optiplug.backends.numpy import NumpyModule
+from optiplug.backends.numpy import NumpyModule, elu, elu_grad
 
 SELU_ALPHA: Final = 1.6732632423543772848170429916717
 SELU_SCALE: Final = 1.0507009873554804934193349852946

@@ -15,8 +15,7 @@ from typing import Any, Literal
 from numpy.typing import NDArray
 
 import optiplug
-from optiplug.backends._numpy_math import sigmoid_pair
-from optiplug.backends.numpy import NumpyModule
+from optiplug.backends.numpy import NumpyModule, sigmoid_pair
 
 
 class SiLUSpec(optiplug.ActivationSpec):

@@ -16,8 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 import optiplug
-from optiplug.backends._numpy_math import sigmoid, softplus
-from optiplug.backends.numpy import NumpyModule
+from optiplug.backends.numpy import NumpyModule, sigmoid, softplus
 
 
 class SoftplusSpec(optiplug.ActivationSpec):

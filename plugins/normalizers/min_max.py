@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from pydantic import model_validator
 
 import optiplug
-from optiplug.backends._numpy_norm import Scaler, nonzero_range
+from optiplug.backends.numpy import Scaler, nonzero_range
 
 Stats = dict[str, NDArray[np.float64]]
 

@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
 import optiplug
-from optiplug.backends._numpy_norm import (
+from optiplug.backends.numpy import (
     NumpyNormLayer,
     layer_features,
     normalize,

@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 import optiplug
-from optiplug.backends._numpy_norm import Scaler, near_constant_std
+from optiplug.backends.numpy import Scaler, near_constant_std
 
 Stats = dict[str, NDArray[np.float64]]
 

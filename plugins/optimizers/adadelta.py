@@ -82,7 +82,7 @@ def build_numpy(spec: AdadeltaSpec, params: Any) -> NumpyAdadelta:
 
 
 def build_torch(spec: AdadeltaSpec, params: Any) -> Any:
-    from optiplug.backends._torch_optim import Adadelta
+    from optiplug.backends.torch import Adadelta
 
     return Adadelta(spec.group_params(params), **spec.optimizer_arguments())
 

@@ -81,7 +81,7 @@ def build_numpy(spec: AdagradSpec, params: Any) -> NumpyAdagrad:
 
 
 def build_torch(spec: AdagradSpec, params: Any) -> Any:
-    from optiplug.backends._torch_optim import Adagrad
+    from optiplug.backends.torch import Adagrad
 
     return Adagrad(spec.group_params(params), **spec.optimizer_arguments())
 

@@ -102,7 +102,7 @@ def build_numpy(spec: AdamSpec, params: Any) -> NumpyAdam:
 
 
 def build_torch(spec: AdamSpec, params: Any) -> Any:
-    from optiplug.backends._torch_optim import Adam
+    from optiplug.backends.torch import Adam
 
     return Adam(spec.group_params(params), **spec.optimizer_arguments())
 

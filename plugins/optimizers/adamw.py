@@ -52,7 +52,7 @@ def build_numpy(spec: AdamWSpec, params: Any) -> NumpyAdamW:
 
 
 def build_torch(spec: AdamWSpec, params: Any) -> Any:
-    from optiplug.backends._torch_optim import AdamW
+    from optiplug.backends.torch import AdamW
 
     return AdamW(spec.group_params(params), **spec.optimizer_arguments())
 

@@ -78,7 +78,7 @@ def build_numpy(spec: MomentumSpec, params: Any) -> NumpyMomentum:
 
 
 def build_torch(spec: MomentumSpec, params: Any) -> Any:
-    from optiplug.backends._torch_optim import SGD
+    from optiplug.backends.torch import SGD
 
     return SGD(spec.group_params(params), **spec.optimizer_arguments())
 

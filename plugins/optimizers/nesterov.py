@@ -76,7 +76,7 @@ def build_numpy(spec: NesterovSpec, params: Any) -> NumpyNesterov:
 
 
 def build_torch(spec: NesterovSpec, params: Any) -> Any:
-    from optiplug.backends._torch_optim import SGD
+    from optiplug.backends.torch import SGD
 
     return SGD(spec.group_params(params), **spec.optimizer_arguments(), nesterov=True)
 

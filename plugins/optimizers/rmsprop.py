@@ -100,7 +100,7 @@ def build_numpy(spec: RMSpropSpec, params: Any) -> NumpyRMSprop:
 
 
 def build_torch(spec: RMSpropSpec, params: Any) -> Any:
-    from optiplug.backends._torch_optim import RMSprop
+    from optiplug.backends.torch import RMSprop
 
     return RMSprop(spec.group_params(params), **spec.optimizer_arguments())
 

@@ -62,7 +62,7 @@ def build_numpy(spec: SGDSpec, params: Any) -> NumpySGD:
 
 
 def build_torch(spec: SGDSpec, params: Any) -> Any:
-    from optiplug.backends._torch_optim import SGD
+    from optiplug.backends.torch import SGD
 
     # Without momentum the update is one pass; torch's foreach kernel beats its fused one.
     return SGD(spec.group_params(params), **spec.optimizer_arguments(), foreach=True)
