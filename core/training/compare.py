@@ -121,7 +121,7 @@ def _split_top_level(text: str) -> list[str]:
 
 
 def _parse_item(item: str, path: str) -> dict[str, Any] | None:
-    import yaml
+    from ..config import parse_yaml_value
 
     if item.lower() in _NONE:
         return None
@@ -138,9 +138,9 @@ def _parse_item(item: str, path: str) -> dict[str, Any] | None:
         if not sep or not key.strip():
             raise ConfigError([ConfigIssue(path, f"expected key=value, got {pair!r}")])
         try:
-            entry[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise ConfigError([ConfigIssue(path, f"cannot read the value of {pair!r}")]
+            entry[key.strip()] = parse_yaml_value(value)
+        except ConfigError:
+            raise ConfigError([ConfigIssue(path, f"cannot read the value of {pair[:60]!r}")]
                               ) from None
     return entry
 
