@@ -25,7 +25,7 @@ from .api import (
     scheduler,
     spec,
 )
-from .config import build, json_schema, load_config, to_spec, validate_config
+from .config import Built, build, json_schema, load_config, to_spec, validate_config
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -80,6 +80,7 @@ __all__ = [
     "Backend",
     "Beta",
     "BrokenPlugin",
+    "Built",
     "CheckpointError",
     "ConfigError",
     "ConfigIssue",

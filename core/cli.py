@@ -13,7 +13,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Final, TextIO
 
-__all__ = ["main"]
+from .errors import OptiplugError
+
+__all__ = ["CommandError", "add_overrides_argument", "main", "require_file"]
 
 # Modules that add subcommands: each has ``add_commands(subparsers) -> None`` whose parsers set
 # ``func=callable(args) -> int``. Missing modules are skipped, so the core CLI stays usable.
@@ -24,10 +26,21 @@ class _UsageError(Exception):
     """Bad command-line usage: exit status 2."""
 
 
+class CommandError(OptiplugError):
+    """A command cannot do its work (a file that does not exist): one line, exit status 1."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # `run recipe.yaml --quiet optimizer.lr=3e-4`: overrides may follow options.
+        takes = hasattr(args, "overrides")
+        unknown = [item for item in extra if not takes or "=" not in item or item[0] == "-"]
+        if unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        args.overrides = [*args.overrides, *extra]
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -87,8 +100,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="write to this file instead of standard output")
     p.set_defaults(func=_cmd_schema)
 
-    p = sub.add_parser("validate", help="check a YAML/TOML/JSON config without building it")
-    p.add_argument("file")
+    p = sub.add_parser(
+        "validate", help="check a config or recipe file without building or training it",
+        description="Check a file without building anything: one technique, a sectioned "
+                    "config (optimizer:, scheduler:, ...) or a training recipe (what 'optiplug "
+                    "run' takes). Exit 0 valid, 1 invalid (one line per bad path), 2 usage.")
+    p.add_argument("file", help="YAML, TOML or JSON file")
+    add_overrides_argument(p)
     p.add_argument("--param-groups", metavar="SHAPES",
                    help="dry run of the optimizer's param-group rules over the parameters in "
                         "SHAPES (a YAML/TOML/JSON file mapping names to shapes): print which "
@@ -108,7 +126,43 @@ def _parser() -> argparse.ArgumentParser:
         add: Callable[[Any], None] | None = getattr(module, "add_commands", None)
         if add is not None:
             add(sub)
+    # `optiplug validate f.yaml --debug` as well as `optiplug --debug validate f.yaml`.
+    for command in sub.choices.values():
+        if not any("--debug" in action.option_strings for action in command._actions):
+            command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                                 help="show tracebacks on errors")
     return parser
+
+
+def add_overrides_argument(parser: argparse.ArgumentParser) -> None:
+    """Add the ``KEY=VALUE`` overrides positional (dotted paths into the config file)."""
+    parser.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="override a value of the file by its dotted path, e.g. "
+                             "optimizer.lr=3e-4 train.epochs=5 (values read as YAML)")
+
+
+def require_file(path: str) -> None:
+    """Raise :class:`CommandError` unless ``path`` names an existing file.
+
+    Every command that reads a config says the same thing, with the same exit status (1).
+    """
+    from pathlib import Path
+
+    file = Path(path)
+    if not file.exists():
+        raise CommandError(f"no such file: {path}")
+    if file.is_dir():
+        raise CommandError(f"{path} is a directory, not a config file")
+
+
+def split_overrides(first: str | None, overrides: list[str]) -> tuple[str | None, list[str]]:
+    """``optiplug run train.epochs=5`` (no file: the default recipe) reads the would-be file
+    name as an override when it is ``KEY=VALUE`` and no such file exists."""
+    from pathlib import Path
+
+    if first is not None and "=" in first and not Path(first).exists():
+        return None, [first, *overrides]
+    return first, overrides
 
 
 def _version() -> str:
@@ -127,10 +181,14 @@ def _registry() -> Any:
 
 
 def _check_kind(kind: str | None) -> None:
+    import difflib
+
     from .specs import KINDS
 
     if kind is not None and kind not in KINDS:
-        raise _UsageError(f"unknown kind {kind!r}; one of: {', '.join(KINDS)}")
+        close = difflib.get_close_matches(kind.lower()[:100], KINDS, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise _UsageError(f"unknown kind {kind[:60]!r}{hint} Kinds: {', '.join(KINDS)}")
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -278,17 +336,13 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from .config import validate_config
     from .errors import ConfigError
 
-    if not Path(args.file).is_file():
-        raise _UsageError(f"no such file: {args.file}")
-    if args.param_groups and not Path(args.param_groups).is_file():
-        raise _UsageError(f"no such file: {args.param_groups}")
+    require_file(args.file)
+    if args.param_groups:
+        require_file(args.param_groups)
     try:
-        specs = validate_config(args.file)
+        what, specs = validate_document(args.file, args.overrides)
         table = _param_group_table(args.file, specs, args.param_groups) \
             if args.param_groups else None
     except ConfigError as exc:
@@ -296,10 +350,43 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             print(f"{exc.source or args.file}: {issue}", file=sys.stderr)
         return 1
     names = ", ".join(f"{s.kind} {s.name}" for s in specs)
-    print(f"{args.file}: valid ({names})")
+    print(f"{args.file}: valid {what}({names})")
     if table is not None:
         print(table)
     return 0
+
+
+def validate_document(path: str, overrides: Sequence[str] = ()) -> tuple[str, list[Any]]:
+    """Validate any file optiplug reads: a technique, a sectioned config, or a recipe.
+
+    Returns:
+        ``(what, specs)``: ``""`` for a technique or sectioned config, ``"recipe 'NAME' "`` for
+        a recipe; the validated specs.
+
+    Raises:
+        ConfigError: every bad path, with the file as source.
+    """
+    from .config import apply_overrides, load_config, validate_config
+    from .errors import ConfigError
+
+    data = load_config(path)
+    if overrides:
+        data = apply_overrides(data, overrides, source=path)
+    if _is_recipe(data):
+        from .training.recipe import parse_recipe, technique_entries
+
+        recipe = parse_recipe(data, source=path)
+        return f"recipe {recipe.name!r} ", [recipe.optimizer_spec() if where == "optimizer"
+                                            else spec for where, spec in technique_entries(recipe)]
+    try:
+        return "", validate_config(data)
+    except ConfigError as exc:
+        raise ConfigError(exc.issues, source=path) from None
+
+
+def _is_recipe(data: Any) -> bool:
+    """A training recipe has sections a technique config never has (model, data, train)."""
+    return isinstance(data, dict) and bool({"model", "data", "train", "param_groups"} & set(data))
 
 
 def _param_group_table(config_file: str, specs: list[Any], shapes_file: str) -> str:

@@ -426,7 +426,7 @@ def _issues_from(exc: ValidationError, model: type[Any] | None = None) -> list[C
             message = "unknown key (not a hyperparameter of this technique)"
             message += suggest_key(model, error["loc"])
         elif "input" in error and error["type"] not in ("missing",):
-            message = f"{message} (got {_short(error['input'])})"
+            message = f"{message.removeprefix('Value error, ')} (got {_short(error['input'])})"
         issues.append(ConfigIssue(path, message))
     return issues
 

@@ -10,6 +10,8 @@ import argparse
 import sys
 from typing import Any
 
+from ..cli import CommandError, add_overrides_argument, require_file, split_overrides
+
 __all__ = ["add_commands"]
 
 _BACKENDS = ("numpy", "torch")
@@ -35,6 +37,7 @@ def add_commands(subparsers: Any) -> None:
                     "is used.")
     p.add_argument("recipe", nargs="?", metavar="RECIPE",
                    help="YAML, TOML or JSON recipe (optional with --resume)")
+    add_overrides_argument(p)
     p.add_argument("--backend", choices=_BACKENDS, help="override train.backend")
     p.add_argument("--out", metavar="DIR", help="run folder (default runs/<name>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR",
@@ -56,6 +59,7 @@ def add_commands(subparsers: Any) -> None:
                     "...). Without --vary every installed optimizer is compared.")
     p.add_argument("recipe", nargs="?", metavar="RECIPE",
                    help="YAML, TOML or JSON recipe (default: the built-in digits recipe)")
+    add_overrides_argument(p)
     p.add_argument("--vary", action="append", default=[], metavar="KIND=a,b,c",
                    help="techniques to compare (repeatable: every combination)")
     p.add_argument("--backend", choices=_BACKENDS, help="override train.backend")
@@ -66,10 +70,25 @@ def add_commands(subparsers: Any) -> None:
     p.set_defaults(func=_cmd_compare)
 
 
+def _recipe(args: argparse.Namespace) -> Any:
+    """The recipe file (checked to exist) with the command line's overrides applied."""
+    from .recipe import load_recipe
+
+    path, overrides = split_overrides(args.recipe, list(args.overrides))
+    if path is not None:
+        require_file(path)
+    if not overrides:
+        return path
+    if path is None and getattr(args, "resume", None) is not None:
+        raise CommandError("overrides need a RECIPE with --resume (the run's own recipe is "
+                           "resumed as recorded)")
+    return load_recipe(path, overrides)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from .run import run, summary
 
-    result = run(args.recipe, out=args.out, resume=args.resume, backend=args.backend,
+    result = run(_recipe(args), out=args.out, resume=args.resume, backend=args.backend,
                  epochs=args.epochs, progress=not args.quiet,
                  kill_after_epoch=args.kill_after_epoch)
     print(summary(result))
@@ -79,7 +98,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare
 
-    outcome = compare(args.recipe, args.vary, out=args.out, backend=args.backend,
+    outcome = compare(_recipe(args), args.vary, out=args.out, backend=args.backend,
                       epochs=args.epochs, progress=not args.quiet)
     print(outcome.table())
     best = outcome.best()

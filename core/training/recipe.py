@@ -33,7 +33,7 @@ import copy
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
@@ -47,7 +47,7 @@ from pydantic import (
     model_validator,
 )
 
-from ..config import load_config, to_spec
+from ..config import _short, apply_overrides, load_config, plain_config, suggest_key, to_spec
 from ..errors import ConfigError, ConfigIssue
 from ..param_groups import ParamGroupRule
 from ..specs import NonNegativeFloat, NonNegativeInt, PositiveInt, Probability, Spec
@@ -186,7 +186,7 @@ class TrainConfig(_Section):
         if value == "full" or (isinstance(value, int) and not isinstance(value, bool)
                                and value > 0):
             return value  # type: ignore[no-any-return]
-        raise ValueError(f"must be a positive integer or 'full', got {value!r}")
+        raise ValueError(f"must be a positive integer or 'full', got {_short(value)}")
 
 
 class Recipe(_Section):
@@ -300,6 +300,7 @@ def parse_recipe(data: Mapping[str, Any] | Recipe, *, source: str | None = None)
     """
     if isinstance(data, Recipe):
         return data
+    data = plain_config(data)
     if not isinstance(data, Mapping):
         raise ConfigError(f"a recipe must be a mapping, got {type(data).__name__}",
                           source=source)
@@ -326,14 +327,13 @@ def parse_recipe(data: Mapping[str, Any] | Recipe, *, source: str | None = None)
                 continue
             message = error["msg"]
             if error["type"] == "extra_forbidden":
-                message = "unknown key"
+                message = "unknown key" + suggest_key(Recipe, tuple(error["loc"]))
             elif error["type"] == "missing":
                 message = "missing (required)"
             elif error["type"] == "value_error":
                 message = message.removeprefix("Value error, ")
             elif "input" in error and not isinstance(error["input"], Mapping | Spec):
-                shown = repr(error["input"])
-                message = f"{message} (got {shown[:57] + '...' if len(shown) > 60 else shown})"
+                message = f"{message} (got {_short(error['input'])})"
             issues.append(ConfigIssue(dotted, message))
     if recipe is not None and not issues:
         issues.extend(_check_techniques(recipe))
@@ -363,18 +363,36 @@ def _check_techniques(recipe: Recipe) -> list[ConfigIssue]:
     return issues
 
 
-def load_recipe(source: str | os.PathLike[str] | Mapping[str, Any] | Recipe | None = None
-                ) -> Recipe:
+def load_recipe(source: str | os.PathLike[str] | Mapping[str, Any] | Recipe | None = None,
+                overrides: Sequence[str] = ()) -> Recipe:
     """A validated recipe from a YAML/TOML/JSON file, a mapping, or the default digits recipe.
 
+    Args:
+        source: The recipe; the default digits recipe when ``None``.
+        overrides: ``dotted.path=value`` settings applied before validation, as on the command
+            line (``optimizer.lr=3e-4``, ``train.epochs=5``); see
+            :func:`optiplug.config.apply_overrides`.
+
     Raises:
-        ConfigError: unreadable file or invalid recipe, listing every bad path.
+        ConfigError: unreadable file, malformed override or invalid recipe, listing every bad
+            path.
     """
+    if isinstance(source, Recipe):
+        if not overrides:
+            return source
+        source = recipe_to_dict(source)
+    name: str | None = None
+    data: Mapping[str, Any]
     if source is None:
-        return parse_recipe(DEFAULT_RECIPE)
-    if isinstance(source, Recipe | Mapping):
-        return parse_recipe(source)
-    return parse_recipe(load_config(source), source=str(source))
+        data = DEFAULT_RECIPE
+    elif isinstance(source, str | os.PathLike):
+        name = str(source)
+        data = load_config(source)
+    else:
+        data = plain_config(source)
+    if overrides:
+        data = apply_overrides(data, overrides, source=name)
+    return parse_recipe(data, source=name)
 
 
 def technique_entries(recipe: Recipe) -> list[tuple[str, Spec]]:

@@ -1,22 +1,28 @@
-"""SGD: plain (stochastic) gradient descent.
+"""SGD: (stochastic) gradient descent, with torch's SGD options.
 
 Steps against the gradient by a fixed learning rate. Batch, mini-batch and stochastic
 gradient descent are this optimizer with different batch sizes in the training loop. Use it as
-a baseline, for convex problems, or with a well-tuned schedule; add ``momentum`` or
-``nesterov`` for faster progress along ravines.
+a baseline, for convex problems, or with a well-tuned schedule. It takes torch.optim.SGD's
+vocabulary (``momentum``, ``dampening``, ``nesterov``) for users coming from torch; the named
+techniques ``momentum`` and ``nesterov`` are the same updates with momentum on by default.
 
-    g = grad (+ weight_decay * p);  p -= lr * g
+    g = grad (+ weight_decay * p)
+    momentum = 0:  p -= lr * g
+    momentum > 0:  b = g (first step), else b = momentum * b + (1 - dampening) g
+                   p -= lr * (g + momentum * b if nesterov else b)
 
-Reference: Robbins & Monro, "A Stochastic Approximation Method", 1951.
+Reference: Robbins & Monro, "A Stochastic Approximation Method", 1951; Polyak 1964 (momentum);
+Sutskever et al., ICML 2013 (Nesterov).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
+from pydantic import Field, ValidationInfo, field_validator
 
 import optiplug
 from optiplug.backends.numpy import NumpyOptimizer, effective_grad
@@ -24,15 +30,31 @@ from optiplug.param_groups import StandardOptimizerSpec
 
 
 class SGDSpec(StandardOptimizerSpec):
-    """Plain gradient descent (torch.optim.SGD without momentum)."""
+    """Gradient descent with torch.optim.SGD's options (plain by default)."""
 
     name: Literal["sgd"] = "sgd"
     lr: optiplug.PositiveFloat = 1e-3
     """Learning rate."""
+    momentum: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.0
+    """Momentum factor, ``0 <= momentum < 1`` (0: plain gradient descent)."""
+    dampening: optiplug.Probability = 0.0
+    """Scales the new gradient by ``1 - dampening`` when added to the velocity."""
     weight_decay: optiplug.NonNegativeFloat = 0.0
     """L2 penalty added to the gradient."""
+    nesterov: bool = False
+    """Nesterov momentum: step along ``g + momentum * b`` (needs momentum > 0, dampening 0)."""
     maximize: bool = False
     """Maximize the objective instead of minimizing it."""
+
+    @field_validator("nesterov")
+    @classmethod
+    def _nesterov_needs_momentum(cls, value: bool, info: ValidationInfo) -> bool:
+        momentum = info.data.get("momentum", 0.0)
+        dampening = info.data.get("dampening", 0.0)
+        if value and (momentum <= 0 or dampening != 0):
+            raise ValueError(f"Nesterov momentum needs momentum > 0 and dampening = 0 (as in "
+                             f"torch.optim.SGD); got momentum={momentum}, dampening={dampening}")
+        return value
 
 
 class NumpySGD(NumpyOptimizer):
@@ -41,20 +63,45 @@ class NumpySGD(NumpyOptimizer):
     scratch_blocks = 2
     pack_limit = 1024  # two ufunc calls per parameter: packing only pays for tiny ones
 
-    def __init__(self, params: Any, lr: float = 1e-3, weight_decay: float = 0.0,
+    def __init__(self, params: Any, lr: float = 1e-3, momentum: float = 0.0,
+                 dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,
                  maximize: bool = False, **options: Any) -> None:
-        super().__init__(params, {"lr": lr, "weight_decay": weight_decay, "maximize": maximize},
-                         **options)
+        super().__init__(params, {"lr": lr, "momentum": momentum, "dampening": dampening,
+                                  "weight_decay": weight_decay, "nesterov": nesterov,
+                                  "maximize": maximize}, **options)
+
+    def state_keys_for(self, group: Mapping[str, Any]) -> tuple[str, ...]:
+        return ("momentum_buffer",) if group["momentum"] != 0 else ()
 
     def prepare(self, group: Mapping[str, Any], state: dict[str, Any]) -> Any:
-        return -group["lr"], group["weight_decay"], group["maximize"]
+        return (-group["lr"], group["momentum"], 1 - group["dampening"], group["nesterov"],
+                state["step"] == 1, group["weight_decay"], group["maximize"])
 
     def update(self, param: NDArray[Any], grad: NDArray[Any], state: Sequence[NDArray[Any]],
                scratch: Sequence[NDArray[Any]], scalars: Any) -> None:
-        neg_lr, decay, maximize = scalars
+        neg_lr, momentum, undamped, nesterov, first, decay, maximize = scalars
         grad = effective_grad(param, grad, scratch[0], decay, maximize)
-        np.multiply(grad, neg_lr, out=scratch[1])
-        np.add(param, scratch[1], out=param)
+        tmp = scratch[1]
+        if momentum != 0:
+            buf = state[0]
+            if first:
+                np.copyto(buf, grad)
+            else:
+                np.multiply(buf, momentum, out=buf)
+                if undamped != 1:
+                    np.multiply(grad, undamped, out=tmp)
+                    np.add(buf, tmp, out=buf)
+                else:
+                    np.add(buf, grad, out=buf)
+            if nesterov:
+                np.multiply(buf, momentum, out=tmp)
+                np.add(tmp, grad, out=tmp)
+                np.multiply(tmp, neg_lr, out=tmp)
+                np.add(param, tmp, out=param)
+                return
+            grad = buf
+        np.multiply(grad, neg_lr, out=tmp)
+        np.add(param, tmp, out=param)
 
 
 def build_numpy(spec: SGDSpec, params: Any) -> NumpySGD:
@@ -64,7 +111,8 @@ def build_numpy(spec: SGDSpec, params: Any) -> NumpySGD:
 def build_torch(spec: SGDSpec, params: Any) -> Any:
     from optiplug.backends.torch import SGD
 
-    # Without momentum the update is one pass; torch's foreach kernel beats its fused one.
+    # torch's foreach kernel: beats its fused one without momentum, and handles parameters whose
+    # first gradient comes late (a momentum buffer missing for some) with momentum.
     return SGD(spec.group_params(params), **spec.optimizer_arguments(), foreach=True)
 
 
