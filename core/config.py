@@ -271,6 +271,8 @@ def _load_yaml(text: str, source: str | None) -> Any:
             return None
         _check_expanded_size(node, source)
         return loader.construct_document(node)
+    except ConfigError:
+        raise
     except yaml.MarkedYAMLError as exc:
         raise ConfigError(f"malformed YAML{_yaml_position(exc)}", source=source) from None
     except yaml.YAMLError as exc:
@@ -288,14 +290,26 @@ def _yaml_position(exc: Any) -> str:
     """Where and what, without the source line PyYAML would quote (it may be a secret)."""
     mark = exc.problem_mark or exc.context_mark
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    what = " ".join(part for part in (exc.context, exc.problem) if part)
+    what = " ".join(_quoted_excerpts(part) for part in (exc.context, exc.problem) if part)
     near = ""
     if mark is not None and mark.buffer is not None and 0 <= mark.pointer < len(mark.buffer):
-        token = str(mark.buffer[mark.pointer:mark.pointer + 11]).split()
+        token = str(mark.buffer[mark.pointer:mark.pointer + 40]).split()
         if token:
             shown = token[0].rstrip("\x00")
-            near = f" near {_short(shown[:8] + ('...' if len(shown) > 8 else ''), 16)}"
+            near = f" near {(shown if len(shown) <= 10 else shown[:7] + '...')!r}"
     return f"{where}: {_cut(what) or 'cannot parse'}{near}"
+
+
+def _quoted_excerpts(text: str, limit: int = 10) -> str:
+    """``text`` with every quoted token (an alias, a tag, a key) cut to ``limit`` characters."""
+    import re
+
+    def cut(match: re.Match[str]) -> str:
+        token = match.group(2).removeprefix("tag:yaml.org,2002:")
+        shown = token if len(token) <= limit else token[:limit - 3] + "..."
+        return f"{match.group(1)}{shown}{match.group(1)}"
+
+    return re.sub(r"(['\"])([^'\"]*)\1", cut, text[:1000])
 
 
 def _cut(text: str, limit: int = 120) -> str:
@@ -635,11 +649,16 @@ def plain_config(config: Any) -> Any:
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        return OmegaConf.to_container(config, resolve=True, throw_on_missing=True)
+        plain = OmegaConf.to_container(config, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as exc:
         path = str(getattr(exc, "full_key", "") or "")
         message = _cut(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         raise ConfigError([ConfigIssue(path, message)]) from None
+    # `build(cfg.optimizer)`: a node under a key named after a kind has that kind.
+    key = getattr(config, "_key", lambda: None)()
+    if isinstance(plain, dict) and "name" in plain and "kind" not in plain and key in KINDS:
+        plain = {"kind": key, **plain}
+    return plain
 
 
 def apply_overrides(config: Mapping[str, Any], overrides: Sequence[str], *,
