@@ -37,3 +37,20 @@ def test_readme_table_lists_every_builtin_technique_with_its_backends():
                 for t in optiplug.registry().techniques()
                 if t.origin is not None and t.origin.distribution == "optiplug"}
     assert builtins <= rows, sorted(builtins - rows)
+
+
+def test_readme_train_yaml_builds_on_the_readme_model(tmp_path: Path):
+    namespace: dict[str, object] = {}
+    exec(compile(blocks("python")[0], str(README), "exec"), namespace)
+    model = namespace["model"]
+    path = tmp_path / "train.yaml"
+    path.write_text(blocks("yaml")[0], encoding="utf-8")
+    for params in (model, model.named_parameters()):  # type: ignore[attr-defined]
+        built = optiplug.build(path, params=params)
+        assert isinstance(built, optiplug.Built)
+        assert built.scheduler.optimizer is built.optimizer  # type: ignore[attr-defined]
+        settings = {name: (group["lr"], group["weight_decay"])
+                    for group in built.optimizer.param_groups
+                    for name in group["param_names"]}
+        assert settings == {"0.weight": (0.001, 0.05), "0.bias": (0.001, 0.0),
+                            "2.weight": (0.01, 0.05), "2.bias": (0.01, 0.0)}

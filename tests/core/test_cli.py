@@ -67,7 +67,10 @@ def test_validate_exit_codes_and_one_line_per_bad_path(tmp_path: Path, capsys):
                    f"technique)",
                    f"{bad}: optimiser: unknown section 'optimiser'; did you mean 'optimizer'? "
                    f"Sections: optimizer, initializer, activation, normalizer, scheduler"]
-    assert main(["validate", str(tmp_path / "missing.yaml")]) == 2
+    # A missing file is a failure, said as `run` says it (exit 1), not a usage error.
+    assert main(["validate", str(tmp_path / "missing.yaml")]) == 1
+    assert capsys.readouterr().err == (
+        f"optiplug: error: no such file: {tmp_path / 'missing.yaml'}\n")
     with pytest.raises(SystemExit) as info:
         main(["validate"])
     assert info.value.code == 2
