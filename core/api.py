@@ -32,7 +32,8 @@ def optimizer(name: str, params: Any, *, backend: str | None = None, **hyper: An
     Args:
         name: A registered optimizer (``"adam"``, ``"sgd"``, ...).
         params: torch tensors, ``nn.Parameter``s, ``named_parameters()``, an ``nn.Module`` or
-            param-group dicts; or NumPy arrays, a ``{name: array}`` dict, or param-group dicts.
+            param-group dicts; or NumPy arrays, a ``{name: array}`` dict, or param-group dicts;
+            or what :func:`optiplug.param_groups` returns, as it is.
         backend: Inferred from ``params`` when left out.
         **hyper: The optimizer's hyperparameters (``lr=1e-3``, ...).
 
