@@ -731,9 +731,10 @@ def validate_config(config: Mapping[str, Any] | str | os.PathLike[str], *,
                     registry: Registry | None = None) -> list[Spec]:
     """Validate a whole config document without building anything.
 
-    A document is either one technique config, or a mapping whose keys are kinds
-    (``optimizer: {...}``, ``scheduler: {...}``), each value a technique config or a list of
-    them. Every bad path is collected before raising.
+    A document is one technique config, a mapping whose keys are kinds (``optimizer: {...}``,
+    ``scheduler: {...}``), each value a technique config or a list of them, or a training
+    recipe (it has ``model``, ``data``, ``train`` or ``param_groups``: see
+    :mod:`optiplug.training.recipe`). Every bad path is collected before raising.
 
     Returns:
         The validated specs, in document order.
@@ -750,6 +751,10 @@ def validate_config(config: Mapping[str, Any] | str | os.PathLike[str], *,
         raise ConfigError(f"a config must be a mapping of sections or one technique, got "
                           f"{type(config).__name__}", source=source)
     _check_shape(config, source)
+    if {"model", "data", "train", "param_groups"} & set(config):
+        from .training.recipe import parse_recipe, technique_entries
+
+        return [spec for _, spec in technique_entries(parse_recipe(config, source=source))]
     registry = registry or default_registry()
     if "name" in config or "kind" in config:
         try:

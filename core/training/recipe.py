@@ -391,6 +391,12 @@ def load_recipe(source: str | os.PathLike[str] | Mapping[str, Any] | Recipe | No
     else:
         data = plain_config(source)
     if overrides:
+        data = _thaw(data)
+        # `optimizer: adam` takes `optimizer.lr=...` as `optimizer: {name: adam}` would.
+        for path, _ in _technique_slots(data):
+            present, entry = _get(data, path)
+            if present and isinstance(entry, str):
+                _set(data, path, {"name": entry})
         data = apply_overrides(data, overrides, source=name)
     return parse_recipe(data, source=name)
 

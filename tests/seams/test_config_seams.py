@@ -408,3 +408,28 @@ def test_a_yaml_error_quotes_no_more_than_a_short_excerpt_of_a_secret(
     for start in range(len(SECRET) - 11):
         assert SECRET[start:start + 12] not in shown, shown
     assert all(len(line) < 300 for line in shown.splitlines())
+
+
+# ---------------------------------------------------------------------------------- recipes
+def test_validate_config_reads_a_recipe_as_the_training_loop_does() -> None:
+    from optiplug.training.recipe import load_recipe, technique_entries
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "recipes" / "moons.yaml"
+    specs = optiplug.validate_config(path)
+    assert specs == [spec for _, spec in technique_entries(load_recipe(path))]
+    with pytest.raises(optiplug.ConfigError) as info:
+        optiplug.validate_config({"model": {"layers": []}, "optimizer": "adam",
+                                  "train": {"epoch": 3}})
+    assert {issue.path for issue in info.value.issues} >= {"train.epoch"}
+
+
+def test_an_override_reaches_into_a_technique_given_by_name() -> None:
+    from optiplug.training.recipe import DEFAULT_RECIPE, load_recipe
+
+    recipe = load_recipe(DEFAULT_RECIPE | {"optimizer": "adam"},
+                         ["optimizer.lr=3e-4", "train.epochs=5"])
+    assert (recipe.optimizer.name, recipe.optimizer.lr, recipe.train.epochs) == (
+        "adam", 3e-4, 5)
+    with pytest.raises(optiplug.ConfigError) as info:
+        load_recipe(None, ["optimizer.lr=-1e-3"])
+    assert [issue.path for issue in info.value.issues] == ["optimizer.lr"]
