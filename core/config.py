@@ -28,7 +28,7 @@ from .registry import Registry, default_registry
 from .specs import KINDS, Spec, describe_fields
 
 __all__ = ["Built", "apply_overrides", "build", "json_schema", "load_config", "parse_yaml_value",
-           "plain_config", "to_spec", "validate_config", "yaml_loader"]
+           "plain_config", "to_spec", "validate_config", "yaml_dumper", "yaml_loader"]
 
 CONFIG_SUFFIXES: Final = {".yaml": "yaml", ".yml": "yaml", ".toml": "toml", ".json": "json"}
 MAX_CONFIG_BYTES: Final = 1024 * 1024
@@ -202,8 +202,6 @@ def yaml_loader() -> type[Any]:
     booleans (``yes``, ``on`` stay strings); quoted scalars are always strings. Duplicate keys
     are refused. Nothing is constructed but plain data.
     """
-    import re
-
     import yaml
 
     class ConfigLoader(yaml.SafeLoader):
@@ -236,19 +234,37 @@ def yaml_loader() -> type[Any]:
                 return float(text.replace(".", ""))
             return float(text)
 
-    replaced = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
-    ConfigLoader.yaml_implicit_resolvers = {
-        first: [(tag, regexp) for tag, regexp in resolvers if tag not in replaced]
-        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-    ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(_YAML_BOOL),
-                                       list("tTfF"))
-    ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(_YAML_INT),
-                                       list("-+0123456789"))
-    ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(_YAML_FLOAT),
-                                       list("-+0123456789."))
+    _use_yaml_1_2_scalars(ConfigLoader, yaml.SafeLoader)
     ConfigLoader.add_constructor("tag:yaml.org,2002:int", ConfigLoader.construct_yaml_int)
     ConfigLoader.add_constructor("tag:yaml.org,2002:float", ConfigLoader.construct_yaml_float)
     return ConfigLoader
+
+
+@functools.cache
+def yaml_dumper() -> type[Any]:
+    """PyYAML's ``SafeDumper`` that quotes exactly the strings :func:`yaml_loader` would read
+    as something else (``"1e-3"``), so every file optiplug writes reads back the same."""
+    import yaml
+
+    class ConfigDumper(yaml.SafeDumper):
+        pass
+
+    _use_yaml_1_2_scalars(ConfigDumper, yaml.SafeDumper)
+    return ConfigDumper
+
+
+def _use_yaml_1_2_scalars(cls: Any, base: Any) -> None:
+    import re
+
+    replaced = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
+    cls.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag not in replaced]
+        for first, resolvers in base.yaml_implicit_resolvers.items()}
+    cls.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(_YAML_BOOL), list("tTfF"))
+    cls.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(_YAML_INT),
+                              list("-+0123456789"))
+    cls.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(_YAML_FLOAT),
+                              list("-+0123456789."))
 
 
 def parse_yaml_value(text: str) -> Any:

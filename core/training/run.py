@@ -70,7 +70,9 @@ def default_run_dir(name: str, root: str | os.PathLike[str] = "runs") -> Path:
 def _yaml_dump(data: dict[str, Any]) -> str:
     import yaml
 
-    return str(yaml.safe_dump(data, sort_keys=False, default_flow_style=None))
+    from ..config import yaml_dumper
+
+    return str(yaml.dump(data, Dumper=yaml_dumper(), sort_keys=False, default_flow_style=None))
 
 
 def read_run_recipe(run_dir: Path) -> Recipe:

@@ -433,3 +433,15 @@ def test_an_override_reaches_into_a_technique_given_by_name() -> None:
     with pytest.raises(optiplug.ConfigError) as info:
         load_recipe(None, ["optimizer.lr=-1e-3"])
     assert [issue.path for issue in info.value.issues] == ["optimizer.lr"]
+
+
+def test_what_optiplug_writes_as_yaml_reads_back_the_same() -> None:
+    import yaml
+
+    from optiplug.config import yaml_dumper
+
+    data = {"name": "1e3", "match": "1_000", "pattern": ".5", "word": "yes", "flag": True,
+            "lr": 1e-5, "big": 1e300, "ints": [0, -3, 1_000], "inf": float("-inf"),
+            "none": None, "text": "true", "date_like": "2024-01-01"}
+    text = yaml.dump(data, Dumper=yaml_dumper(), sort_keys=False)
+    assert parse_yaml_value(text) == data
