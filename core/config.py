@@ -204,7 +204,10 @@ def yaml_loader() -> type[Any]:
     """
     import yaml
 
-    class ConfigLoader(yaml.SafeLoader):
+    # libyaml's parser when PyYAML has it (about ten times faster; nesting bounded in C).
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+    class ConfigLoader(base):  # type: ignore[valid-type,misc]
         def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
             seen: set[Any] = set()
             for key_node, _ in node.value:
@@ -217,7 +220,8 @@ def yaml_loader() -> type[Any]:
                     raise yaml.constructor.ConstructorError(
                         None, None, f"duplicate key {_short(key)}", key_node.start_mark)
                 seen.add(key) if _hashable(key) else None
-            return super().construct_mapping(node, deep=deep)
+            mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+            return mapping
 
         def construct_yaml_int(self, node: Any) -> int:
             text = str(self.construct_scalar(node)).replace("_", "")
@@ -234,7 +238,7 @@ def yaml_loader() -> type[Any]:
                 return float(text.replace(".", ""))
             return float(text)
 
-    _use_yaml_1_2_scalars(ConfigLoader, yaml.SafeLoader)
+    _use_yaml_1_2_scalars(ConfigLoader, base)
     ConfigLoader.add_constructor("tag:yaml.org,2002:int", ConfigLoader.construct_yaml_int)
     ConfigLoader.add_constructor("tag:yaml.org,2002:float", ConfigLoader.construct_yaml_float)
     return ConfigLoader
@@ -290,6 +294,8 @@ def _load_yaml(text: str, source: str | None) -> Any:
     except ConfigError:
         raise
     except yaml.MarkedYAMLError as exc:
+        if "maximum nesting depth" in str(exc.problem):
+            raise ConfigError("malformed YAML: nested too deeply", source=source) from None
         raise ConfigError(f"malformed YAML{_yaml_position(exc)}", source=source) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"malformed YAML: {_cut(str(exc))}", source=source) from None
@@ -585,26 +591,20 @@ def _runtime_arguments(runtime: dict[str, Any]) -> dict[str, Any]:
 def _check_runtime(spec: Spec, backend: str | None, registry: Registry,
                    runtime: Mapping[str, Any]) -> None:
     """A ConfigError naming any runtime keyword the builders do not take, or a missing one."""
-    import inspect
-
     technique = registry.get(spec.kind, spec.name)
     builders = [technique.builders[backend]] if backend is not None and \
         backend in technique.builders else list(technique.builders.values())
     accepted: set[str] = set()
     required: set[str] | None = None
     for builder in builders:
-        try:
-            parameters = list(inspect.signature(builder).parameters.values())[1:]
-        except (TypeError, ValueError):
+        signature = _builder_keywords(builder)
+        if signature is None:
             return
-        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-            return
-        names = {p.name for p in parameters if p.kind in (
-            inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
+        names, needed = signature
         accepted |= names
-        needed = {p.name for p in parameters if p.default is inspect.Parameter.empty
-                  and p.name in names}
-        required = needed if required is None else required & needed
+        required = set(needed) if required is None else required & needed
+    if accepted.issuperset(runtime) and (required is None or required.issubset(runtime)):
+        return
     takes = ", ".join(sorted(accepted | {"backend", "registry"}))
     issues = [ConfigIssue(_short_key(key), f"build() got an unknown keyword {_short_key(key)!r} "
                                            f"for {spec.kind} {spec.name!r}; it takes: {takes}")
@@ -613,6 +613,25 @@ def _check_runtime(spec: Spec, backend: str | None, registry: Registry,
                for key in sorted(required or ()) if key not in runtime]
     if issues:
         raise ConfigError(issues)
+
+
+@functools.lru_cache(maxsize=1024)
+def _builder_keywords(builder: Any) -> tuple[frozenset[str], frozenset[str]] | None:
+    """The keywords a builder takes after the spec, and those it requires; ``None`` when it
+    takes any (``**kwargs``) or has no readable signature. Cached: read once per builder."""
+    import inspect
+
+    try:
+        parameters = list(inspect.signature(builder).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    names = frozenset(p.name for p in parameters if p.kind in (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY))
+    needed = frozenset(p.name for p in parameters
+                       if p.default is inspect.Parameter.empty and p.name in names)
+    return names, needed
 
 
 def _build_sections(config: Mapping[str, Any], source: str | None, backend: str | None,
