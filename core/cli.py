@@ -59,6 +59,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as exc:
+        # A full disk, a permission, a path through a file: the system's reason and the path,
+        # not an "internal error" (files are written atomically, so nothing is half-written).
+        if args.debug:
+            raise
+        print(f"optiplug: error: {_os_error(exc)}", file=sys.stderr)
+        return 1
     except Exception as exc:
         if args.debug:
             raise
@@ -70,6 +77,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"optiplug: internal error: {type(exc).__name__}: {_one_line(exc)} "
                   f"(run with --debug for the traceback)", file=sys.stderr)
         return 1
+
+
+def _os_error(exc: OSError) -> str:
+    """``PATH: reason`` as the system words it (``No space left on device``)."""
+    reason = exc.strerror or _one_line(exc) or type(exc).__name__
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    return f"{' -> '.join(paths)}: {reason}" if paths else reason
 
 
 def _one_line(exc: BaseException) -> str:

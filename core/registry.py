@@ -105,7 +105,12 @@ def _describe_exception(exc: BaseException) -> str:
 
 
 class _Loaded:
-    """Everything discovery produced, committed to the registry in one assignment."""
+    """Everything discovery produced, committed to the registry in one assignment.
+
+    A published state is never changed: ``register`` and ``unregister`` change a
+    :meth:`copy` and publish it with one assignment, so a reader that took ``registry._state``
+    iterates a snapshot no other thread touches and sees each registration whole or not at all.
+    """
 
     def __init__(self) -> None:
         self.techniques: dict[tuple[str, str], list[Technique]] = {}
@@ -114,9 +119,23 @@ class _Loaded:
         self.plugins: dict[str, PluginInfo] = {}
         self.entry_point_names: set[str] = set()
 
+    def copy(self) -> _Loaded:
+        """A copy whose containers can change without touching this one's."""
+        other = _Loaded()
+        other.techniques = {key: list(entries) for key, entries in self.techniques.items()}
+        other.backends = dict(self.backends)
+        other.broken = list(self.broken)
+        other.plugins = dict(self.plugins)
+        other.entry_point_names = set(self.entry_point_names)
+        return other
+
 
 class Registry:
     """Techniques and backends by kind and name, discovered from plugins on first need.
+
+    Safe to share between threads: queries read an immutable snapshot, and registrations are
+    serialized by a lock and published whole (copy on write), so a host listing or building
+    while a plugin thread registers never sees a half-registered plugin.
 
     Args:
         group: Entry-point group to discover (``optiplug.plugins``).
@@ -248,7 +267,7 @@ class Registry:
             PluginError: the object is invalid or its techniques clash with registered ones.
         """
         with self._lock:
-            state = self._loaded()
+            state = self._loaded().copy()
             if isinstance(obj, Technique):
                 info = PluginInfo(plugin=name or f"{obj.kind}.{obj.name}")
                 contributed: list[Technique | Backend] = [replace(obj, origin=info)]
@@ -279,12 +298,13 @@ class Registry:
                                   f"pass override=True to replace it", plugin=info.plugin)
             self._commit(state, contributed, replace_existing=True)
             state.plugins[info.plugin] = info
+            self._state = state
         return obj
 
     def unregister(self, name: str) -> None:
         """Remove the in-process or discovered plugin ``name`` and everything it contributed."""
         with self._lock:
-            state = self._loaded()
+            state = self._loaded().copy()
             state.plugins.pop(name, None)
             plugin = self.pm.get_plugin(name)
             if plugin is not None:
@@ -298,6 +318,7 @@ class Registry:
             for backend_name, backend in list(state.backends.items()):
                 if backend.origin and backend.origin.plugin == name:
                     del state.backends[backend_name]
+            self._state = state
 
     def prefer(self, kind: str, name: str, provider: str) -> None:
         """Resolve a conflict: ``provider`` (a distribution or plugin name) wins for kind/name."""

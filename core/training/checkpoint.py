@@ -1,10 +1,14 @@
 """Checkpoints: atomic writes, NumPy checkpoints without pickle, torch ones loaded safely.
 
-- Every file is written to a temporary file in the same folder, flushed to disk, then renamed
-  over the target with ``os.replace``: a crash while writing leaves the previous checkpoint
-  whole.
+- Every file is written to a temporary file created exclusively (``O_EXCL``, never through a
+  symlink) under a unique name in the target's folder, flushed to disk, then renamed over the
+  target with ``os.replace``: a crash while writing leaves the previous file whole, and a
+  planted symlink can never redirect a write. Files get the usual ``0o666 & ~umask`` mode.
 - NumPy checkpoints are one ``.npz`` holding the arrays plus a JSON document for everything
   else (nested dicts, lists, tuples, numbers, strings), read back with ``allow_pickle=False``.
+  Before any array is read, every member of the archive is checked against what the document
+  needs (its name, storage and declared size), so a hostile archive costs no more memory than
+  its size on disk.
 - torch checkpoints are ``torch.save`` files read back with ``weights_only=True``.
 - An unreadable, corrupt or foreign file raises :class:`CheckpointError`.
 """
@@ -12,46 +16,109 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
-import tempfile
+import re
+import secrets
+import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any, Final
 
 import numpy as np
-from numpy.lib.npyio import NpzFile
 
 from ..errors import CheckpointError
 
 __all__ = ["FORMAT", "CheckpointError", "atomic_write", "load_numpy_checkpoint",
-           "load_torch_checkpoint", "save_numpy_checkpoint", "save_torch_checkpoint"]
+           "load_torch_checkpoint", "remove_stale_temporaries", "save_numpy_checkpoint",
+           "save_torch_checkpoint", "write_text_atomic"]
 
 FORMAT: Final = "optiplug-checkpoint"
 VERSION: Final = 1
 _JSON_KEY: Final = "__optiplug__"
+_TEMPORARY: Final = re.compile(r"\..+\.[0-9a-f]{16}\.tmp")
+_ARRAY_MEMBER: Final = re.compile(r"a(0|[1-9][0-9]{0,8})\.npy")
+_CREATE_FLAGS: Final = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+                        | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> None:
+def _create_temporary(folder: Path, name: str) -> tuple[int, Path]:
+    """A new file ``.<name>.<16 hex digits>.tmp`` in ``folder``, opened for writing.
+
+    ``O_EXCL`` makes the name ours alone and refuses to follow a symlink planted at it; mode
+    ``0o666`` lets the umask decide the permissions (``tempfile.mkstemp`` forces ``0o600``).
+    """
+    for _ in range(100):
+        candidate = folder / f".{name}.{secrets.token_hex(8)}.tmp"
+        try:
+            return os.open(candidate, _CREATE_FLAGS, 0o666), candidate
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary file name", str(folder))
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None], *,
+                 durable: bool = True) -> None:
     """Write a file atomically: ``write(file)`` into a temporary sibling, fsync, rename.
 
-    The temporary file is removed if ``write`` fails, and the target keeps its old content.
+    The temporary file is removed if ``write`` fails, and the target keeps its old content. An
+    operating-system error names the target (not the temporary file) and keeps its errno, so
+    ``PermissionError`` stays a ``PermissionError``.
+
+    Args:
+        durable: Flush the file and the rename to disk (``fsync``), so that the new content
+            survives a power cut. Without it the write is still atomic for any crash of the
+            process; use that for files rebuilt on resume (metrics, plots), which would
+            otherwise pay two disk flushes per epoch.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
-                                    dir=target.parent)
+    try:
+        fd, tmp_name = _create_temporary(target.parent, target.name)
+    except OSError as exc:
+        raise _naming(exc, target) from exc
     try:
         with os.fdopen(fd, "wb") as file:
             write(file)
             file.flush()
-            os.fsync(file.fileno())
+            if durable:
+                os.fsync(file.fileno())
         os.replace(tmp_name, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise _naming(exc, target) from exc
         raise
-    _fsync_dir(target.parent)
+    if durable:
+        _fsync_dir(target.parent)
+
+
+def _naming(exc: OSError, target: Path) -> OSError:
+    """The same error (``OSError`` picks the subclass from the errno) naming ``target``."""
+    if exc.errno is None:
+        return exc
+    return OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(target))
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_write` left behind when killed.
+
+    Only call this while no other process writes into ``folder`` (the run folder's lock). Only
+    names :func:`atomic_write` creates are touched, and a symlink is removed, never followed.
+
+    Returns:
+        The removed paths.
+    """
+    removed = []
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        for entry in os.scandir(folder):
+            if _TEMPORARY.fullmatch(entry.name) and not entry.is_dir(follow_symlinks=False):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    return removed
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -68,14 +135,14 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write UTF-8 text atomically."""
+def write_text_atomic(path: str | os.PathLike[str], text: str, *, durable: bool = True) -> None:
+    """Write UTF-8 text atomically (see :func:`atomic_write` for ``durable``)."""
     data = text.encode("utf-8")
 
     def write(file: IO[bytes]) -> None:
         file.write(data)
 
-    atomic_write(path, write)
+    atomic_write(path, write, durable=durable)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -147,19 +214,19 @@ def save_numpy_checkpoint(path: str | os.PathLike[str], payload: Mapping[str, An
 def load_numpy_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_numpy_checkpoint` (never unpickles).
 
+    The archive is checked before its arrays are read: every member must be one that
+    :func:`save_numpy_checkpoint` writes (the JSON document, or an array the document refers
+    to), stored uncompressed, with a declared size that fits in the file and matches its
+    ``.npy`` header. So reading costs at most the file's size in memory, and an archive with
+    an unknown member, a compressed member (a "zip bomb") or a lying header is refused unread.
+
     Raises:
         CheckpointError: missing, unreadable, corrupt or not an optiplug NumPy checkpoint.
     """
     file = Path(path)
     try:
-        loaded = np.load(file, allow_pickle=False)
-        if not isinstance(loaded, NpzFile):  # a bare array: an .npy file
-            raise CheckpointError(f"{file} is not an optiplug checkpoint")
-        with loaded as archive:
-            if _JSON_KEY not in archive.files:
-                raise CheckpointError(f"{file} is not an optiplug checkpoint")
-            document = json.loads(str(archive[_JSON_KEY][()]))
-            arrays = {name: archive[name] for name in archive.files if name != _JSON_KEY}
+        with open(file, "rb") as handle:
+            document, arrays = _read_archive(file, handle)
     except CheckpointError:
         raise
     except FileNotFoundError:
@@ -169,11 +236,6 @@ def load_numpy_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         # on deep nesting) in too many ways to list: each means the file cannot be read.
         raise CheckpointError(f"checkpoint {file} is corrupt or unreadable: "
                               f"{_one_line(exc)}") from None
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise CheckpointError(f"{file} is not an optiplug checkpoint")
-    if document.get("version") != VERSION:
-        raise CheckpointError(f"{file} has checkpoint version {document.get('version')!r}; "
-                              f"this optiplug reads version {VERSION}")
     try:
         payload = _decode(document["payload"], arrays)
     except (KeyError, TypeError, ValueError, RecursionError) as exc:
@@ -181,6 +243,110 @@ def load_numpy_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise CheckpointError(f"checkpoint {file} is corrupt: payload is not a mapping")
     return payload
+
+
+def _read_archive(file: Path, handle: IO[bytes]
+                  ) -> tuple[dict[str, Any], dict[str, np.ndarray[Any, Any]]]:
+    """The checked document and the arrays it refers to, each member checked before read."""
+    if handle.read(6) == b"\x93NUMPY":  # a bare array: an .npy file
+        raise CheckpointError(f"{file} is not an optiplug checkpoint")
+    size = os.fstat(handle.fileno()).st_size
+    handle.seek(0)
+    with zipfile.ZipFile(handle) as archive:
+        members = archive.infolist()
+        by_name = {member.filename: member for member in members}
+        document_member = by_name.get(f"{_JSON_KEY}.npy")
+        if document_member is None:
+            raise CheckpointError(f"{file} is not an optiplug checkpoint")
+        if len(by_name) != len(members):
+            raise CheckpointError(f"checkpoint {file} is corrupt: a member name is repeated")
+        for member in members:
+            if member.filename != document_member.filename and \
+                    not _ARRAY_MEMBER.fullmatch(member.filename):
+                raise CheckpointError(f"checkpoint {file} holds a member it does not use: "
+                                      f"{member.filename[:80]!r} (refused unread)")
+            _check_stored(file, member, size)
+        document = json.loads(str(_read_member(file, archive, document_member, "U")[()]))
+        if not isinstance(document, dict) or document.get("format") != FORMAT:
+            raise CheckpointError(f"{file} is not an optiplug checkpoint")
+        if document.get("version") != VERSION:
+            raise CheckpointError(f"{file} has checkpoint version "
+                                  f"{str(document.get('version'))[:20]!r}; this optiplug "
+                                  f"reads version {VERSION}")
+        needed = _array_keys(document.get("payload"))
+        unused = sorted(set(by_name) - {f"{key}.npy" for key in needed}
+                        - {document_member.filename})
+        if unused:
+            raise CheckpointError(f"checkpoint {file} holds a member it does not use: "
+                                  f"{unused[0][:80]!r} (refused unread)")
+        arrays = {}
+        for key in sorted(needed):
+            array_member = by_name.get(f"{key}.npy")
+            if array_member is None:
+                raise CheckpointError(f"checkpoint {file} is corrupt: array {key[:80]!r} is "
+                                      f"missing")
+            arrays[key] = _read_member(file, archive, array_member, None)
+    return document, arrays
+
+
+def _check_stored(file: Path, member: zipfile.ZipInfo, size: int) -> None:
+    """A member as :func:`numpy.savez` writes it: stored, not encrypted, inside the file."""
+    name = member.filename[:80]
+    if member.compress_type != zipfile.ZIP_STORED:
+        raise CheckpointError(f"checkpoint {file} has a compressed member {name!r} (refused "
+                              f"unread: optiplug writes checkpoints uncompressed)")
+    if member.flag_bits & 0x1:
+        raise CheckpointError(f"checkpoint {file} has an encrypted member {name!r}")
+    if member.compress_size != member.file_size or \
+            member.header_offset + member.compress_size > size:
+        raise CheckpointError(f"checkpoint {file} is corrupt: member {name!r} declares "
+                              f"{member.file_size} bytes, more than the file holds")
+
+
+def _read_member(file: Path, archive: zipfile.ZipFile, member: zipfile.ZipInfo,
+                 kind: str | None) -> np.ndarray[Any, Any]:
+    """One ``.npy`` member, read only after its header agrees with its declared size."""
+    from numpy.lib import format as npy
+
+    name = member.filename[:80]
+    with archive.open(member) as stream:
+        version = npy.read_magic(stream)
+        if version == (1, 0):
+            shape, _, dtype = npy.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, _, dtype = npy.read_array_header_2_0(stream)
+        else:
+            raise CheckpointError(f"checkpoint {file} is corrupt: member {name!r} has .npy "
+                                  f"format {version}")
+        count = 1
+        for dimension in shape:
+            count *= int(dimension)
+        expected = stream.tell() + count * dtype.itemsize
+    if dtype.hasobject or (kind is not None and dtype.kind != kind) or \
+            expected != member.file_size:
+        raise CheckpointError(f"checkpoint {file} is corrupt: member {name!r} holds "
+                              f"{member.file_size} bytes, its header says {dtype.str} "
+                              f"{tuple(shape)} ({expected} bytes)")
+    with archive.open(member) as stream:
+        array: np.ndarray[Any, Any] = npy.read_array(stream, allow_pickle=False)
+    return array
+
+
+def _array_keys(payload: Any) -> set[str]:
+    """The array names a document refers to (``{"__array__": name}``), walked without
+    recursion."""
+    keys: set[str] = set()
+    stack = [payload]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, dict):
+            key = value.get("__array__")
+            if isinstance(key, str):
+                keys.add(key)
+            stack.extend(value.values())
+    return keys
 
 
 # -------------------------------------------------------------------------------- torch

@@ -6,7 +6,13 @@ A run folder holds::
     metrics.csv          one row per epoch (written after every epoch)
     metrics.json         the same, plus the final metrics
     checkpoints/last.npz (NumPy) or last.pt (torch): the latest checkpoint
-    curves.png           loss and accuracy per epoch, train and validation
+    curves.png           loss and accuracy per epoch, train and validation (needs matplotlib:
+                         without it the run notes that the plot was skipped)
+    .lock                held by the process training into the folder (see ``lock``)
+
+Every file is written atomically (``checkpoint.atomic_write``), so a crash at any moment leaves
+each file either as it was or whole, and ``--resume`` continues from the last checkpoint (or
+from scratch, if the run died before its first one) with the numbers of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -19,17 +25,18 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 from ..errors import ConfigError, ConfigIssue
-from .checkpoint import CheckpointError, write_text_atomic
+from .checkpoint import atomic_write, remove_stale_temporaries, write_text_atomic
+from .lock import RunFolderInUseError, RunFolderLock
 from .loop import METRICS, Progress, Trainer
 from .recipe import Recipe, fingerprint, load_recipe, parse_recipe, recipe_to_dict
 
-__all__ = ["RunResult", "default_run_dir", "format_table", "plot_curves", "read_run_recipe",
-           "run", "summary", "write_metrics"]
+__all__ = ["RunFolderInUseError", "RunResult", "default_run_dir", "format_table", "plot_curves",
+           "plot_or_skip", "read_run_recipe", "run", "summary", "write_metrics"]
 
 CONFIG_FILE = "config.yaml"
 
@@ -43,12 +50,15 @@ class RunResult:
         recipe: The recipe that was trained.
         history: Metrics per epoch.
         resumed_from: The epoch the run was resumed after, or ``None``.
+        notes: What the run left out and how to get it.
     """
 
     run_dir: Path
     recipe: Recipe
     history: list[dict[str, Any]]
     resumed_from: int | None = None
+    notes: list[str] = field(default_factory=list)
+    """What the run left out and how to get it (``curves.png`` without matplotlib)."""
 
     @property
     def final(self) -> dict[str, Any]:
@@ -88,17 +98,24 @@ def read_run_recipe(run_dir: Path) -> Recipe:
 
 
 def write_metrics(run_dir: Path, history: list[dict[str, Any]], *,
-                  extra: dict[str, Any] | None = None) -> None:
-    """Write ``metrics.csv`` and ``metrics.json`` atomically."""
+                  extra: dict[str, Any] | None = None, durable: bool = True) -> None:
+    """Write ``metrics.csv`` and ``metrics.json`` atomically.
+
+    Args:
+        durable: Flush them to disk (``fsync``). The training loop writes them every epoch
+            without: after a crash ``--resume`` rewrites both from the checkpoint, so flushing
+            them would cost two disk flushes an epoch and buy nothing.
+    """
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(METRICS), lineterminator="\n")
     writer.writeheader()
     for record in history:
         writer.writerow({key: "" if record.get(key) is None else record[key]
                          for key in METRICS})
-    write_text_atomic(run_dir / "metrics.csv", buffer.getvalue())
+    write_text_atomic(run_dir / "metrics.csv", buffer.getvalue(), durable=durable)
     document = {"epochs": history, "final": history[-1] if history else None, **(extra or {})}
-    write_text_atomic(run_dir / "metrics.json", json.dumps(document, indent=2) + "\n")
+    write_text_atomic(run_dir / "metrics.json", json.dumps(document, indent=2) + "\n",
+                      durable=durable)
 
 
 def plot_curves(path: Path, series: dict[str, list[dict[str, Any]]], *, title: str,
@@ -139,10 +156,28 @@ def plot_curves(path: Path, series: dict[str, list[dict[str, Any]]], *, title: s
     axes[0][-1].legend(fontsize="small")
     figure.suptitle(title)
     figure.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(tmp, dpi=100)
-    plt.close(figure)
-    os.replace(tmp, path)
+    try:
+        atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=100))
+    finally:
+        plt.close(figure)
+
+
+PLOT_EXTRA: Final = "pip install 'optiplug[train]'"
+
+
+def plot_or_skip(path: Path, series: dict[str, list[dict[str, Any]]], *, title: str,
+                 overlay: bool = False) -> str | None:
+    """:func:`plot_curves`, or without matplotlib a note saying it was skipped and why.
+
+    Returns:
+        ``None`` once the plot is written, else the note (the run is complete without it).
+    """
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return f"{path.name} skipped: matplotlib is not installed ({PLOT_EXTRA} adds it)"
+    plot_curves(path, series, title=title, overlay=overlay)
+    return None
 
 
 def _nan(value: Any) -> float:
@@ -176,12 +211,19 @@ def run(recipe: Recipe | dict[str, Any] | str | os.PathLike[str] | None = None, 
         stream: TextIO | None = None, kill_after_epoch: int | None = None) -> RunResult:
     """Train a recipe into a run folder, or resume a run folder from its last checkpoint.
 
+    The run folder is locked for the whole call (see :mod:`optiplug.training.lock`): a second
+    process training or resuming into it stops with :class:`RunFolderInUseError` naming the
+    holder, before it changes anything.
+
     Args:
         recipe: A recipe (file, mapping or :class:`Recipe`); the default digits recipe if
-            ``None``. With ``resume`` it may be left out, else it must match the run's.
+            ``None``. With ``resume`` it may be left out, else it must match the run's; it
+            starts a resumed folder that holds no run yet (killed before writing its config).
         out: The run folder (default ``runs/<name>-<timestamp>``); with ``resume``, the run
             folder itself.
-        resume: A run folder to continue from its last checkpoint.
+        resume: A run folder to continue from its last checkpoint; one killed before its
+            first checkpoint starts again from scratch with its recorded recipe. Temporary
+            files left by a killed write are removed.
         backend: Override ``train.backend``.
         epochs: Override ``train.epochs`` (the total, counting resumed epochs).
         progress: Show a progress bar on ``stream`` (stderr).
@@ -190,48 +232,102 @@ def run(recipe: Recipe | dict[str, Any] | str | os.PathLike[str] | None = None, 
 
     Raises:
         ConfigError: invalid recipe, or a recipe that differs from the resumed run's.
-        CheckpointError: the run folder's checkpoint is missing, corrupt or mismatched.
+        CheckpointError: the run folder's checkpoint is corrupt or mismatched.
+        RunFolderInUseError: another process holds the run folder.
+        OSError: the run folder cannot be written (the last checkpoint stays as it was).
     """
-    resumed_from = None
+    stream = stream if stream is not None else sys.stderr
     if resume is not None:
         run_dir = Path(resume)
         if out is not None and Path(out).resolve() != run_dir.resolve():
             raise ConfigError("--out and --resume name different folders; a resumed run "
                               "continues in its own folder")
-        resolved = _override(read_run_recipe(run_dir), backend, epochs)
-        if recipe is not None:
-            given = _override(load_recipe(recipe), backend, epochs)
-            if fingerprint(given) != fingerprint(resolved):
-                raise ConfigError([ConfigIssue("", (
-                    f"the recipe differs from the one {run_dir} was started with; resume with "
-                    f"the run folder alone (--resume {run_dir})"))])
-            resolved = given
-    else:
-        resolved = _override(load_recipe(recipe), backend, epochs)
-        run_dir = Path(out) if out is not None else default_run_dir(resolved.name)
+        given = None if recipe is None else _override(load_recipe(recipe), backend, epochs)
+        if not run_dir.is_dir():
+            raise ConfigError(f"{run_dir} is not a run folder (no such folder); start a run "
+                              f"there with --out {run_dir}")
+        with RunFolderLock(run_dir):
+            return _resume(run_dir, given, backend, epochs, progress, stream,
+                           kill_after_epoch)
+    resolved = _override(load_recipe(recipe), backend, epochs)
+    trainer = Trainer(resolved)
+    run_dir = Path(out) if out is not None else _new_run_dir(resolved.name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with RunFolderLock(run_dir):
         if (run_dir / CONFIG_FILE).exists():
             raise ConfigError(f"{run_dir} already holds a run; choose another --out or "
                               f"continue it with --resume {run_dir}")
+        _clean(run_dir)
+        write_text_atomic(run_dir / CONFIG_FILE, _yaml_dump(recipe_to_dict(resolved)))
+        return _train(run_dir, trainer, None, progress, stream, kill_after_epoch)
+
+
+def _resume(run_dir: Path, given: Recipe | None, backend: str | None, epochs: int | None,
+            progress: bool, stream: TextIO, kill_after_epoch: int | None) -> RunResult:
+    """Continue ``run_dir`` (held by this process) from its checkpoint, or from scratch."""
+    _clean(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        if given is None:
+            raise ConfigError(f"{run_dir} holds no run yet (no {CONFIG_FILE}: it was stopped "
+                              f"before it began); give the recipe to start it there")
+        resolved = given
+        write_text_atomic(run_dir / CONFIG_FILE, _yaml_dump(recipe_to_dict(resolved)))
+    else:
+        resolved = _override(read_run_recipe(run_dir), backend, epochs)
+        if given is not None:
+            if fingerprint(given) != fingerprint(resolved):
+                raise ConfigError([ConfigIssue("", (
+                    f"the recipe differs from the one {run_dir} was started with; resume "
+                    f"with the run folder alone (--resume {run_dir})"))])
+            resolved = given
     trainer = Trainer(resolved)
-    checkpoint = run_dir / "checkpoints" / f"last{trainer.runner.checkpoint_suffix}"
-    if resume is not None:
-        if not checkpoint.is_file():
-            raise CheckpointError(f"{run_dir} has no checkpoint to resume from "
-                                  f"({checkpoint.relative_to(run_dir)})")
+    checkpoint = _checkpoint_path(run_dir, trainer)
+    resumed_from = None
+    if checkpoint.is_file():
         trainer.load(checkpoint)
         resumed_from = trainer.epoch
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_dir / CONFIG_FILE, _yaml_dump(recipe_to_dict(resolved)))
-    stream = stream if stream is not None else sys.stderr
+    # Metrics of epochs after the checkpoint would be trained again: show what is kept.
+    write_metrics(run_dir, trainer.history, durable=False)
+    if progress:
+        stream.write(f"resuming {run_dir} after epoch {resumed_from}\n" if resumed_from
+                     is not None else f"starting {run_dir} again: it has no checkpoint yet\n")
+    result = _train(run_dir, trainer, resumed_from, progress, stream, kill_after_epoch)
+    return result
+
+
+def _clean(run_dir: Path) -> None:
+    for folder in (run_dir, run_dir / "checkpoints"):
+        remove_stale_temporaries(folder)
+
+
+def _checkpoint_path(run_dir: Path, trainer: Trainer) -> Path:
+    return run_dir / "checkpoints" / f"last{trainer.runner.checkpoint_suffix}"
+
+
+def _new_run_dir(name: str) -> Path:
+    """A fresh ``runs/<name>-<timestamp>`` folder, created here so no other run takes it."""
+    while True:
+        candidate = default_run_dir(name)
+        candidate.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+
+
+def _train(run_dir: Path, trainer: Trainer, resumed_from: int | None, progress: bool,
+           stream: TextIO, kill_after_epoch: int | None) -> RunResult:
+    """Train the held ``run_dir`` to the end: checkpoints, metrics, then the plot."""
+    resolved = trainer.recipe
+    checkpoint = _checkpoint_path(run_dir, trainer)
     total = resolved.train.epochs
     bar = Progress(total, stream=stream) if progress else None
     elapsed_before = sum(r["seconds"] for r in trainer.history)
     started = time.perf_counter()
-    if resumed_from is not None and progress:
-        stream.write(f"resuming {run_dir} after epoch {resumed_from}\n")
 
     def on_epoch(trainer: Trainer, record: dict[str, Any]) -> None:
-        write_metrics(run_dir, trainer.history)
+        write_metrics(run_dir, trainer.history, durable=False)
         if bar is not None:
             bar.update(record, elapsed_before + time.perf_counter() - started)
         if kill_after_epoch is not None and trainer.epoch >= kill_after_epoch:
@@ -245,11 +341,14 @@ def run(recipe: Recipe | dict[str, Any] | str | os.PathLike[str] | None = None, 
     history = trainer.history
     write_metrics(run_dir, history, extra={"backend": trainer.runner.backend,
                                            "recipe": resolved.name})
+    notes = []
     if history:
-        plot_curves(run_dir / "curves.png", {resolved.name: history},
-                    title=f"{resolved.name} ({trainer.runner.backend})")
+        skipped = plot_or_skip(run_dir / "curves.png", {resolved.name: history},
+                               title=f"{resolved.name} ({trainer.runner.backend})")
+        if skipped:
+            notes.append(skipped)
     return RunResult(run_dir=run_dir, recipe=resolved, history=history,
-                     resumed_from=resumed_from)
+                     resumed_from=resumed_from, notes=notes)
 
 
 def _override(recipe: Recipe, backend: str | None, epochs: int | None) -> Recipe:
@@ -264,8 +363,9 @@ def _override(recipe: Recipe, backend: str | None, epochs: int | None) -> Recipe
 
 
 def summary(result: RunResult) -> str:
-    """The final metrics table and where the run folder is."""
-    lines = [_final_table(result.history),
-             f"\nrun folder: {result.run_dir}  (config.yaml, metrics.csv, metrics.json, "
-             f"checkpoints/, curves.png)"]
+    """The final metrics table, where the run folder is, and any notes."""
+    files = "config.yaml, metrics.csv, metrics.json, checkpoints/" + (
+        "" if result.notes else ", curves.png")
+    lines = [_final_table(result.history), f"\nrun folder: {result.run_dir}  ({files})",
+             *(f"note: {note}" for note in result.notes)]
     return "\n".join(lines)
