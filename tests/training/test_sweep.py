@@ -14,12 +14,12 @@ import yaml
 
 pytest.importorskip("optuna")
 
-import optuna  # noqa: E402
+import optuna
 
-import optiplug  # noqa: E402
-from optiplug.training.sweep import Dimension, search_space  # noqa: E402
+import optiplug
+from optiplug.training.sweep import Dimension, search_space
 
-from .conftest import small_recipe  # noqa: E402
+from .conftest import small_recipe
 
 
 def _optiplug(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
