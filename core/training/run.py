@@ -25,6 +25,7 @@ from typing import Any, TextIO
 
 from ..errors import ConfigError, ConfigIssue
 from .checkpoint import CheckpointError, write_text_atomic
+from .diagnostics import layers_csv, plot_gradients
 from .loop import METRICS, Progress, Trainer
 from .recipe import Recipe, fingerprint, load_recipe, parse_recipe, recipe_to_dict
 
@@ -246,6 +247,11 @@ def run(recipe: Recipe | dict[str, Any] | str | os.PathLike[str] | None = None, 
     if history:
         plot_curves(run_dir / "curves.png", {resolved.name: history},
                     title=f"{resolved.name} ({trainer.runner.backend})")
+        if history[-1].get("layers"):
+            write_text_atomic(run_dir / "layers.csv", layers_csv(history))
+            plot_gradients(run_dir / "gradients.png", {resolved.name: history},
+                           title=f"{resolved.name}: weight-gradient norm by layer "
+                                 f"({trainer.runner.backend})")
     return RunResult(run_dir=run_dir, recipe=resolved, history=history,
                      resumed_from=resumed_from)
 
