@@ -269,7 +269,8 @@ def _override(recipe: Recipe, backend: str | None, epochs: int | None) -> Recipe
 
 def summary(result: RunResult) -> str:
     """The final metrics table and where the run folder is."""
-    lines = [_final_table(result.history),
-             f"\nrun folder: {result.run_dir}  (config.yaml, metrics.csv, metrics.json, "
-             f"checkpoints/, curves.png)"]
+    files = "config.yaml, metrics.csv, metrics.json, checkpoints/, curves.png"
+    if result.history and result.history[-1].get("layers"):
+        files += ", layers.csv, gradients.png"
+    lines = [_final_table(result.history), f"\nrun folder: {result.run_dir}  ({files})"]
     return "\n".join(lines)
