@@ -69,6 +69,35 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_cmd_compare)
 
+    p = subparsers.add_parser(
+        "sweep", help="search a recipe's hyperparameters with Optuna (space from the specs)",
+        description="Search hyperparameters on the recipe's validation metric. The space comes "
+                    "from the specs: the optimizer's lr (log scale, x/÷10 around the recipe's "
+                    "value), weight_decay (log, 1e-6..0.1), every field whose spec declares a "
+                    "search range, narrowed, fixed or extended by the recipe's sweep.space. "
+                    "Needs optuna (pip install 'optiplug[sweep]'). Running it again resumes the "
+                    "study; several processes may share one study through --storage.")
+    p.add_argument("recipe", metavar="RECIPE",
+                   help="YAML, TOML or JSON recipe, optionally with a sweep: section")
+    p.add_argument("--trials", type=_positive_int, metavar="N",
+                   help="finished trials the study should hold (default sweep.trials, 20)")
+    p.add_argument("--vary", action="append", default=[], metavar="KIND=a,b,c",
+                   help="make the technique of KIND a searched choice (repeatable)")
+    p.add_argument("--storage", metavar="URL",
+                   help="Optuna storage: sqlite:///FILE, a database URL, or a journal file "
+                        "path (default OUT/study.journal)")
+    p.add_argument("--study", metavar="NAME", help="study name (default: the recipe's name)")
+    p.add_argument("--metric", choices=("val_loss", "val_accuracy", "train_loss",
+                                        "train_accuracy"),
+                   help="final-epoch metric to optimize (default sweep.metric, val_loss)")
+    p.add_argument("--seed", type=int, help="seed the sampler (reproducible with one worker)")
+    p.add_argument("--backend", choices=_BACKENDS, help="override train.backend")
+    p.add_argument("--epochs", type=_positive_int, metavar="N", help="override train.epochs")
+    p.add_argument("--out", metavar="DIR",
+                   help="sweep folder (default runs/sweep-<name>-<time>)")
+    p.add_argument("--quiet", action="store_true", help="no per-trial output")
+    p.set_defaults(func=_cmd_sweep)
+
 
 def _recipe(args: argparse.Namespace) -> Any:
     """The recipe file (checked to exist) with the command line's overrides applied."""
@@ -112,3 +141,26 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     print(f"plot and tables: {outcome.out_dir}/curves.png, compare.csv, compare.json",
           file=sys.stdout)
     return 1 if all(r.error is not None for r in outcome.results) else 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    if importlib.util.find_spec("optuna") is None:
+        print("optiplug: error: sweep needs optuna: pip install 'optiplug[sweep]'",
+              file=sys.stderr)
+        return 1
+    from .sweep import sweep
+
+    result = sweep(args.recipe, trials=args.trials, vary=args.vary, storage=args.storage,
+                   study_name=args.study, out=args.out, metric=args.metric, seed=args.seed,
+                   backend=args.backend, epochs=args.epochs, progress=not args.quiet)
+    print(result.table())
+    if result.best_recipe is None:
+        print(f"no trial finished; trials: {result.out_dir}/trials.csv")
+        return 1
+    best = result.study.best_trial
+    print(f"\nbest: trial #{best.number} ({result.metric} {best.value:.6g}); re-run it with: "
+          f"optiplug run {result.out_dir}/best.yaml")
+    print(f"plots and trials: {result.out_dir}/history.png, trials.csv")
+    return 0

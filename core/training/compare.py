@@ -23,6 +23,7 @@ from ..errors import ConfigError, ConfigIssue, OptiplugError
 from ..specs import KINDS, Spec
 from .checkpoint import write_text_atomic
 from .data import Dataset, load_dataset
+from .diagnostics import gradient_ratio, plot_gradients
 from .loop import Progress, Trainer
 from .recipe import Recipe, load_recipe, parse_recipe, recipe_to_dict, with_technique
 from .run import _yaml_dump, default_run_dir, format_table, plot_curves
@@ -65,17 +66,18 @@ class CompareResult:
     def table(self) -> str:
         """The comparison table (one row per variant)."""
         rows = [["variant", "train_loss", "train_acc", "val_loss", "val_acc",
-                 f"epochs_to_{self.target}", "time_s"]]
+                 f"epochs_to_{self.target}", "grad_in/out", "time_s"]]
         for result in self.results:
             if result.error is not None or not result.history:
-                rows.append([result.label, "error", "", "", "", "", ""])
+                rows.append([result.label, "error", "", "", "", "", "", ""])
                 continue
             final = result.history[-1]
+            ratio = gradient_ratio(result.history[0])
             rows.append([
                 result.label, _fmt(final["train_loss"]), _pct(final["train_accuracy"]),
                 _fmt(final["val_loss"]), _pct(final["val_accuracy"]),
                 "-" if result.epochs_to_target is None else str(result.epochs_to_target),
-                f"{result.seconds:.2f}"])
+                "-" if ratio is None else f"{ratio:.2g}", f"{result.seconds:.2f}"])
         text = format_table(rows)
         errors = [f"{r.label}: {r.error}" for r in self.results if r.error is not None]
         if errors:
@@ -358,6 +360,9 @@ def _write(outcome: CompareResult, base: Recipe) -> None:
         plot_curves(outcome.out_dir / "curves.png", series, overlay=True,
                     title=f"{base.name}: validation (solid) and train (dotted) per variant "
                           f"({base.train.backend})")
+        plot_gradients(outcome.out_dir / "gradients.png", series,
+                       title=f"{base.name}: weight-gradient norm by layer per variant "
+                             f"({base.train.backend})")
 
 
 def _blank(value: Any) -> Any:

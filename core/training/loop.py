@@ -56,6 +56,8 @@ class Runner(Protocol):
 
     def save(self, path: Any, meta: dict[str, Any]) -> None: ...
 
+    def layer_stats(self) -> dict[str, dict[str, float | None]] | None: ...
+
     def read_checkpoint(self, path: Any) -> dict[str, Any]: ...
 
 
@@ -173,10 +175,13 @@ class Trainer:
         if self.runner.scheduler is not None and not per_batch:
             self._step_scheduler(val_loss)
         self.epoch += 1
-        record = {"epoch": self.epoch, "train_loss": train_loss,
+        record: dict[str, Any] = {"epoch": self.epoch, "train_loss": train_loss,
                   "train_accuracy": train_accuracy, "val_loss": val_loss,
                   "val_accuracy": val_accuracy, "lr": lr,
                   "seconds": time.perf_counter() - start}
+        layers = self.runner.layer_stats()
+        if layers is not None:
+            record["layers"] = layers
         self.history.append(record)
         return record
 

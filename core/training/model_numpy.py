@@ -7,6 +7,7 @@ both backends.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ from ..backends.numpy import copy_arrays_into
 from ..config import build
 from ..errors import ConfigError, ConfigIssue
 from ..specs import Spec
+from .diagnostics import LayerStats
 from .recipe import Recipe
 
 __all__ = ["NumpyLinear", "NumpyMLP", "cross_entropy", "mse"]
@@ -130,16 +132,32 @@ class NumpyMLP:
             for name, value in module.params.items()}
         self._accumulating = [module for _, module in self.modules
                               if module.params and not isinstance(module, NumpyLinear)]
+        # Per-layer statistics (optiplug.training.diagnostics), read while training.
+        self.weight_names = [f"{name}.weight" for name, module in self.modules
+                             if isinstance(module, NumpyLinear)]
+        self._activations = {position: index for index, position in enumerate(
+            p for p, (name, _) in enumerate(self.modules) if name.endswith(".activation"))}
+        self.stats: LayerStats | None = None
+        self.record_activations = False  # set per epoch; the next training forward reads them
+        self._training = True
 
     def train(self, mode: bool = True) -> None:
         """Training (batch statistics) or evaluation mode for every layer."""
+        self._training = mode
         for _, module in self.modules:
             module.train(mode)
 
     def forward(self, x: Array) -> Array:
-        """The model's output for ``x``."""
-        for _, module in self.modules:
+        """The model's output for ``x`` (adding to :attr:`stats` while training)."""
+        stats = self.stats if self._training and self.record_activations else None
+        self.record_activations = self.record_activations and stats is None
+        for position, (_, module) in enumerate(self.modules):
             x = module.forward(x)
+            if stats is not None and position in self._activations:
+                flat = x.reshape(-1)
+                stats.add_activation(self._activations[position],
+                                     float(flat.sum(dtype=np.float64)),
+                                     float(np.dot(flat, flat)), flat.size)
         return x
 
     def backward(self, grad_out: Array) -> dict[str, Array]:
@@ -208,6 +226,13 @@ class NumpyRunner:
             raise exc.prefixed("optimizer") from None
         self.scheduler = None if recipe.scheduler is None else build(
             recipe.scheduler, backend="numpy", optimizer=self.optimizer)
+        if recipe.train.layer_stats:
+            self.model.stats = LayerStats([name.rsplit(".", 2)[0] if name != "output.weight"
+                                           else "output" for name in self.model.weight_names])
+
+    def layer_stats(self) -> dict[str, dict[str, float | None]] | None:
+        """The per-layer statistics of the epoch just trained (``None`` when off)."""
+        return None if self.model.stats is None else self.model.stats.finish()
 
     def train_epoch(self, order: Array | None, batch_size: int,
                     after_batch: Any = None) -> tuple[float, float | None]:
@@ -218,6 +243,8 @@ class NumpyRunner:
             each as the model was when it trained on them.
         """
         model, step, loss = self.model, self.optimizer.step, self.loss
+        stats, weight_names = model.stats, model.weight_names
+        model.record_activations = stats is not None
         x, y = self.data.x_train, self.data.y_train
         model.train(True)
         if order is None:
@@ -233,7 +260,11 @@ class NumpyRunner:
             assert grad_out is not None
             loss_sum += value * len(yb)
             correct += hits
-            step(model.backward(grad_out))
+            grads = model.backward(grad_out)
+            if stats is not None:
+                stats.add_grad_norms([math.sqrt(float(np.vdot(grads[name], grads[name])))
+                                      for name in weight_names])
+            step(grads)
             if after_batch is not None:
                 after_batch()
         n = len(y)

@@ -18,6 +18,7 @@ from ..api import Initializer
 from ..config import build
 from ..errors import ConfigError, ConfigIssue
 from ..registry import default_registry
+from .diagnostics import LayerStats
 from .recipe import Recipe
 
 __all__ = ["TorchMLP", "TorchRunner"]
@@ -79,10 +80,26 @@ class TorchMLP(nn.Module):
             module for block in blocks for module in (block.linear, block.norm,
                                                       block.activation)
             if module is not None] + [self.output]
+        self.weights = [block.linear.weight for block in blocks] + [self.output.weight]
+        self._activations = {position: index for index, position in enumerate(
+            p for p, leaf in enumerate(self._leaves)
+            if any(leaf is block.activation for block in blocks))}
+        # Per-layer sums (optiplug.training.diagnostics) kept as tensors: no sync per batch.
+        self.stats: LayerStats | None = None
+        self.record_activations = False  # set per epoch; the next training forward reads them
+        self.activation_sums = torch.zeros(len(blocks), 2, dtype=torch.float64)
+        self.activation_count = [0] * len(blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for module in self._leaves:
+        recording = self.stats is not None and self.training and self.record_activations
+        self.record_activations = self.record_activations and not recording
+        for position, module in enumerate(self._leaves):
             x = module(x)
+            if recording and position in self._activations:
+                index = self._activations[position]
+                flat = x.detach().reshape(-1).double()
+                self.activation_sums[index] += torch.stack((flat.sum(), flat.dot(flat)))
+                self.activation_count[index] += flat.numel()
         return x
 
 
@@ -117,6 +134,27 @@ class TorchRunner:
             raise exc.prefixed("optimizer") from None
         self.scheduler = None if recipe.scheduler is None else build(
             recipe.scheduler, backend="torch", optimizer=self.optimizer)
+        if recipe.train.layer_stats:
+            self.model.stats = LayerStats([f"layers.{i}" for i in range(len(self.model.layers))]
+                                          + ["output"])
+        self._grad_sums = torch.zeros(len(self.model.weights), dtype=torch.float64)
+        self._grad_steps = torch.zeros(len(self.model.weights), dtype=torch.int64)
+
+    def layer_stats(self) -> dict[str, dict[str, float | None]] | None:
+        """The per-layer statistics of the epoch just trained (``None`` when off)."""
+        stats = self.model.stats
+        if stats is None:
+            return None
+        sums = self.model.activation_sums.tolist()
+        for index, ((total, total_sq), count) in enumerate(zip(
+                sums, self.model.activation_count, strict=True)):
+            stats.add_activation(index, total, total_sq, count)
+        stats.add_grad_norms(self._grad_sums.tolist(), steps=self._grad_steps.tolist())
+        self.model.activation_sums.zero_()
+        self.model.activation_count = [0] * len(self.model.activation_count)
+        self._grad_sums.zero_()
+        self._grad_steps.zero_()
+        return stats.finish()
 
     def train_epoch(self, order: np.ndarray[Any, Any] | None, batch_size: int,
                     after_batch: Any = None) -> tuple[float, float | None]:
@@ -127,6 +165,8 @@ class TorchRunner:
             each as the model was when it trained on them.
         """
         model, optimizer, loss_fn = self.model, self.optimizer, self.loss
+        recording = model.stats is not None
+        model.record_activations = recording
         x, y = self.x_train, self.y_train
         model.train(True)
         if order is None:
@@ -142,6 +182,13 @@ class TorchRunner:
             output = model(xb)
             loss = loss_fn(output, yb)
             loss.backward()  # type: ignore[no-untyped-call]
+            if recording:
+                norms = torch.stack(torch._foreach_norm(
+                    [w.grad if w.grad is not None else torch.zeros_like(w)
+                     for w in model.weights])).double()
+                finite = norms.isfinite()
+                self._grad_sums += torch.where(finite, norms, 0.0)
+                self._grad_steps += finite
             optimizer.step()
             loss_sum += loss.item() * len(yb)
             if self.classification:

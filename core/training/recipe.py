@@ -173,6 +173,10 @@ class TrainConfig(_Section):
     models train fastest on one thread."""
     scheduler_interval: Literal["epoch", "batch"] = "epoch"
     """Step the scheduler once per epoch or once per batch."""
+    layer_stats: bool = True
+    """Record per-layer weight-gradient norms and activation statistics every epoch
+    (``layers`` in the metrics, ``layers.csv``, ``gradients.png``); reading them does not
+    change training."""
     checkpoint_every: NonNegativeInt = 1
     """Write a checkpoint every this many epochs (and after the last); 0 for none."""
     target_accuracy: Probability = 0.95
@@ -467,7 +471,7 @@ def fingerprint(recipe: Recipe) -> str:
     """A hash of everything that shapes a run's numbers but the number of epochs (and how often
     to checkpoint), so a run may be resumed for longer but not with another model or data."""
     plain = recipe_to_dict(recipe)
-    for key in ("epochs", "checkpoint_every", "target_accuracy", "target_loss"):
+    for key in ("epochs", "checkpoint_every", "target_accuracy", "target_loss", "layer_stats"):
         plain["train"].pop(key, None)
     plain.pop("name", None)
     text = json.dumps(plain, sort_keys=True, default=str)

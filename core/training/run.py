@@ -31,6 +31,7 @@ from typing import Any, Final, TextIO
 
 from ..errors import ConfigError, ConfigIssue
 from .checkpoint import atomic_write, remove_stale_temporaries, write_text_atomic
+from .diagnostics import layers_csv, plot_gradients
 from .lock import RunFolderInUseError, RunFolderLock
 from .loop import METRICS, Progress, Trainer
 from .recipe import Recipe, fingerprint, load_recipe, parse_recipe, recipe_to_dict
@@ -347,6 +348,11 @@ def _train(run_dir: Path, trainer: Trainer, resumed_from: int | None, progress: 
                                title=f"{resolved.name} ({trainer.runner.backend})")
         if skipped:
             notes.append(skipped)
+        if history[-1].get("layers"):
+            write_text_atomic(run_dir / "layers.csv", layers_csv(history))
+            plot_gradients(run_dir / "gradients.png", {resolved.name: history},
+                           title=f"{resolved.name}: weight-gradient norm by layer "
+                                 f"({trainer.runner.backend})")
     return RunResult(run_dir=run_dir, recipe=resolved, history=history,
                      resumed_from=resumed_from, notes=notes)
 
@@ -364,8 +370,11 @@ def _override(recipe: Recipe, backend: str | None, epochs: int | None) -> Recipe
 
 def summary(result: RunResult) -> str:
     """The final metrics table, where the run folder is, and any notes."""
+    plotted = not result.notes
     files = "config.yaml, metrics.csv, metrics.json, checkpoints/" + (
-        "" if result.notes else ", curves.png")
+        ", curves.png" if plotted else "")
+    if result.history and result.history[-1].get("layers"):
+        files += ", layers.csv" + (", gradients.png" if plotted else "")
     lines = [_final_table(result.history), f"\nrun folder: {result.run_dir}  ({files})",
              *(f"note: {note}" for note in result.notes)]
     return "\n".join(lines)

@@ -27,7 +27,7 @@ def test_compare_without_arguments_covers_every_installed_optimizer(
     usable, skipped = installed_optimizers("numpy")
     lines = process.stdout.splitlines()
     assert lines[0].split() == ["variant", "train_loss", "train_acc", "val_loss", "val_acc",
-                                "epochs_to_95%", "time_s"]
+                                "epochs_to_95%", "grad_in/out", "time_s"]
     assert [line.split()[0] for line in lines[2:2 + len(usable)]] == usable
     assert sorted(usable + [s.split()[0] for s in skipped]) == \
         optiplug.registry().names("optimizer")

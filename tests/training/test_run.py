@@ -40,7 +40,8 @@ def test_run_writes_a_complete_run_folder(backend: str, tmp_path: Path, recipe_f
     assert "validation" in captured.out and str(out) in captured.out
     assert "epoch 3/3" in captured.err  # progress, plain lines when not a terminal
     assert sorted(p.name for p in out.iterdir()) == [
-        ".lock", "checkpoints", "config.yaml", "curves.png", "metrics.csv", "metrics.json"]
+        ".lock", "checkpoints", "config.yaml", "curves.png", "gradients.png", "layers.csv",
+        "metrics.csv", "metrics.json"]
     assert (out / ".lock").read_bytes() == b""  # released: no holder named any more
     suffix = ".pt" if backend == "torch" else ".npz"
     assert [p.name for p in (out / "checkpoints").iterdir()] == [f"last{suffix}"]
