@@ -267,12 +267,12 @@ def _resume(run_dir: Path, given: Recipe | None, backend: str | None, epochs: in
             progress: bool, stream: TextIO, kill_after_epoch: int | None) -> RunResult:
     """Continue ``run_dir`` (held by this process) from its checkpoint, or from scratch."""
     _clean(run_dir)
-    if not (run_dir / CONFIG_FILE).is_file():
+    recorded = (run_dir / CONFIG_FILE).is_file()
+    if not recorded:
         if given is None:
             raise ConfigError(f"{run_dir} holds no run yet (no {CONFIG_FILE}: it was stopped "
                               f"before it began); give the recipe to start it there")
         resolved = given
-        write_text_atomic(run_dir / CONFIG_FILE, _yaml_dump(recipe_to_dict(resolved)))
     else:
         resolved = _override(read_run_recipe(run_dir), backend, epochs)
         if given is not None:
@@ -282,6 +282,8 @@ def _resume(run_dir: Path, given: Recipe | None, backend: str | None, epochs: in
                     f"with the run folder alone (--resume {run_dir})"))])
             resolved = given
     trainer = Trainer(resolved)
+    if not recorded:  # written once the recipe builds, as for a new run
+        write_text_atomic(run_dir / CONFIG_FILE, _yaml_dump(recipe_to_dict(resolved)))
     checkpoint = _checkpoint_path(run_dir, trainer)
     resumed_from = None
     if checkpoint.is_file():
@@ -292,8 +294,7 @@ def _resume(run_dir: Path, given: Recipe | None, backend: str | None, epochs: in
     if progress:
         stream.write(f"resuming {run_dir} after epoch {resumed_from}\n" if resumed_from
                      is not None else f"starting {run_dir} again: it has no checkpoint yet\n")
-    result = _train(run_dir, trainer, resumed_from, progress, stream, kill_after_epoch)
-    return result
+    return _train(run_dir, trainer, resumed_from, progress, stream, kill_after_epoch)
 
 
 def _clean(run_dir: Path) -> None:

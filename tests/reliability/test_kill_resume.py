@@ -20,6 +20,7 @@ child starts in milliseconds and the test stays small.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import signal
 import time
@@ -77,8 +78,6 @@ def _whole(folder: Path) -> str:
     if (folder / "config.yaml").exists():
         load_recipe(folder / "config.yaml")
     if (folder / "metrics.json").exists():
-        import json
-
         json.loads((folder / "metrics.json").read_text())
     checkpoint = folder / "checkpoints" / "last.npz"
     if list(folder.glob("checkpoints/.last.npz.*.tmp")):

@@ -264,3 +264,70 @@ def test_a_checkpoint_with_bad_loop_state_restores_nothing(backend: str,
     for name, value in _weights(trainer).items():
         np.testing.assert_array_equal(value, weights[name], err_msg=name)
     assert trainer.order_rng.bit_generator.state == order and trainer.epoch == 1
+
+
+def test_a_temporary_name_taken_by_a_planted_symlink_is_never_followed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import secrets
+
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    folder = tmp_path / "run"
+    folder.mkdir()
+    # The writer's first choice of name is already a symlink: it must pick another.
+    names = iter(["0123456789abcdef", "fedcba9876543210"])
+    monkeypatch.setattr(secrets, "token_hex", lambda size: next(names))
+    (folder / ".last.npz.0123456789abcdef.tmp").symlink_to(victim)
+    save_numpy_checkpoint(folder / "last.npz", {"epoch": 1})
+    monkeypatch.undo()
+    assert victim.read_bytes() == b"precious"
+    assert load_numpy_checkpoint(folder / "last.npz") == {"epoch": 1}
+    assert sorted(os.listdir(folder)) == [".last.npz.0123456789abcdef.tmp", "last.npz"]
+
+
+def test_an_os_error_while_writing_names_the_target_and_keeps_its_type(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    target = tmp_path / "last.npz"
+    save_numpy_checkpoint(target, {"epoch": 1})
+
+    def disk_full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError) as info:
+        save_numpy_checkpoint(target, {"epoch": 2})
+    monkeypatch.undo()
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
+    assert load_numpy_checkpoint(target) == {"epoch": 1}
+    assert os.listdir(tmp_path) == ["last.npz"]
+    (tmp_path / "locked").mkdir(mode=0o500)
+    if os.geteuid() != 0:  # root writes anyway
+        with pytest.raises(PermissionError) as denied:
+            save_numpy_checkpoint(tmp_path / "locked" / "last.npz", {"epoch": 1})
+        assert denied.value.filename == str(tmp_path / "locked" / "last.npz")
+
+
+def test_stale_temporaries_are_removed_and_nothing_else(tmp_path: Path) -> None:
+    from optiplug.training.checkpoint import remove_stale_temporaries
+
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    folder = tmp_path / "run"
+    folder.mkdir()
+    stale = [".last.npz.0123456789abcdef.tmp", ".metrics.csv.00000000000000ff.tmp"]
+    for name in stale:
+        (folder / name).write_bytes(b"half")
+    (folder / ".config.yaml.aaaaaaaaaaaaaaaa.tmp").symlink_to(victim)
+    kept = ["last.npz", "notes.tmp", ".last.npz.tmp", ".x.0123456789ABCDEF.tmp",
+            ".y.0123456789abcde.tmp"]
+    for name in kept:
+        (folder / name).write_bytes(b"mine")
+    (folder / ".z.0123456789abcdef.tmp").mkdir()  # a folder is never removed
+    removed = remove_stale_temporaries(folder)
+    assert sorted(p.name for p in removed) == sorted(
+        [*stale, ".config.yaml.aaaaaaaaaaaaaaaa.tmp"])
+    assert sorted(os.listdir(folder)) == sorted([*kept, ".z.0123456789abcdef.tmp"])
+    assert victim.read_bytes() == b"precious"
+    assert remove_stale_temporaries(tmp_path / "missing") == []
