@@ -38,9 +38,9 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from .errors import ConfigError, ConfigIssue
 from .specs import NonNegativeFloat, OptimizerSpec, PositiveFloat
 
-__all__ = ["GroupRow", "KernelChoiceSpec", "ParamGroupList", "ParamGroupRule", "ParamGroups",
-           "Role", "StandardOptimizerSpec", "dry_run", "holds_params", "named_params",
-           "normalize_params", "param_groups"]
+__all__ = ["ForeachChoiceSpec", "GroupRow", "KernelChoiceSpec", "ParamGroupList",
+           "ParamGroupRule", "ParamGroups", "Role", "StandardOptimizerSpec", "dry_run",
+           "holds_params", "named_params", "normalize_params", "param_groups"]
 
 Role = Literal["bias", "norm", "1d"]
 _SETTINGS = ("lr", "lr_mult", "weight_decay")
@@ -139,33 +139,39 @@ class StandardOptimizerSpec(OptimizerSpec):
         return ParamGroupList(groups, grads=getattr(params, "grads", None))
 
 
-class KernelChoiceSpec(StandardOptimizerSpec):
-    """:class:`StandardOptimizerSpec` plus torch's kernel choice, for techniques whose torch
-    builder returns a ``torch.optim`` class (which has ``fused`` and ``foreach``).
+class ForeachChoiceSpec(StandardOptimizerSpec):
+    """:class:`StandardOptimizerSpec` plus torch's ``foreach`` kernel choice, for techniques
+    whose torch builder returns a ``torch.optim`` class without a fused kernel.
 
     ``None`` (the default) lets optiplug pick the fastest kernel that is correct for every
-    gradient pattern; ``True``/``False`` are passed to torch as given. The NumPy backend has one
-    kernel: there only ``None`` and ``False`` are accepted.
+    gradient pattern; ``True``/``False`` are passed to torch as given. The NumPy backend has
+    one kernel: there only ``None`` and ``False`` are accepted.
     """
+
+    foreach: bool | None = None
+    """torch's multi-tensor kernel: ``True`` use it, ``False`` never, ``None`` optiplug picks."""
+
+    def optimizer_arguments(self) -> dict[str, Any]:
+        """As :meth:`StandardOptimizerSpec.optimizer_arguments`, without unset kernel keys."""
+        arguments = super().optimizer_arguments()
+        for key in ("fused", "foreach"):
+            if key in arguments and arguments[key] is None:
+                del arguments[key]
+        return arguments
+
+
+class KernelChoiceSpec(ForeachChoiceSpec):
+    """:class:`ForeachChoiceSpec` plus torch's ``fused`` kernel choice, for techniques whose
+    torch builder returns a ``torch.optim`` class that has a fused kernel."""
 
     fused: bool | None = None
     """torch's fused kernel: ``True`` use it, ``False`` never, ``None`` optiplug picks."""
-    foreach: bool | None = None
-    """torch's multi-tensor kernel: ``True`` use it, ``False`` never, ``None`` optiplug picks."""
 
     @model_validator(mode="after")
     def _one_kernel(self) -> KernelChoiceSpec:
         if self.fused and self.foreach:
             raise ValueError("fused and foreach cannot both be true: pick one kernel")
         return self
-
-    def optimizer_arguments(self) -> dict[str, Any]:
-        """As :meth:`StandardOptimizerSpec.optimizer_arguments`, without unset kernel keys."""
-        arguments = super().optimizer_arguments()
-        for key in ("fused", "foreach"):
-            if arguments.get(key) is None:
-                arguments.pop(key, None)
-        return arguments
 
 
 class GroupRow(NamedTuple):

@@ -93,6 +93,8 @@ class NamedParamsOptimizer(torch.optim.Optimizer):
         if kwargs.get("fused") and self.fused_unsupported is None:
             raise ConfigError(f"fused: torch has no fused {self.torch_class.__name__} kernel; "
                               f"leave fused unset (or false)")
+        if self.fused_unsupported is None:
+            kwargs.pop("fused", None)
         groups = torch_params(params)
         self._kernel_request = {key: kwargs.get(key) for key in _KERNEL_KEYS}
         self._kernel_requests: list[dict[str, Any]] = []
