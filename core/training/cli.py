@@ -92,4 +92,5 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         print("not compared: " + "; ".join(outcome.skipped))
     print(f"plot and tables: {outcome.out_dir}/curves.png, compare.csv, compare.json",
           file=sys.stdout)
-    return 1 if all(r.error is not None for r in outcome.results) else 0
+    # Any failed variant fails the command (after the whole table is printed and written).
+    return 1 if any(r.error is not None for r in outcome.results) else 0

@@ -6,6 +6,11 @@ that kind: ``optimizer`` and ``scheduler`` the recipe's own, ``initializer`` eve
 (or the data scaler when the technique is one). An item is a name, ``none`` (no scheduler or
 normalizer) or a name with hyperparameters: ``sgd(lr=0.1, momentum=0.9)``. With no ``--vary``
 every installed optimizer is compared with its default hyperparameters.
+
+A variant that fails (a bad hyperparameter, a diverging run, a plugin that raises) is a row
+marked ``failed`` with its reason listed under the table; the other variants still train. The
+CLI then exits with status 1 (the table and files are written all the same), so a script or CI
+job sees that something failed; 0 means every variant trained.
 """
 
 from __future__ import annotations
@@ -68,7 +73,7 @@ class CompareResult:
                  f"epochs_to_{self.target}", "time_s"]]
         for result in self.results:
             if result.error is not None or not result.history:
-                rows.append([result.label, "error", "", "", "", "", ""])
+                rows.append([result.label, "failed", "", "", "", "", ""])
                 continue
             final = result.history[-1]
             rows.append([
@@ -318,8 +323,12 @@ def compare(recipe: Recipe | dict[str, Any] | str | os.PathLike[str] | None = No
             result.seconds = time.perf_counter() - started
             result.history = trainer.history
             result.epochs_to_target = _epochs_to_target(trainer.history, variant.recipe)
-        except (OptiplugError, ArithmeticError, ValueError) as exc:
-            result.error = " ".join(str(exc).split())
+        except Exception as exc:  # one broken variant must not end the rest
+            # Config and numeric failures speak for themselves; anything else (a plugin's bug)
+            # is named by its type, as the CLI's --debug would show it.
+            known = isinstance(exc, (OptiplugError, ArithmeticError, ValueError))
+            message = " ".join(str(exc).split())
+            result.error = message if known else f"{type(exc).__name__}: {message}"
             if bar is not None:
                 bar.close()
             if progress:
