@@ -25,6 +25,7 @@ from .api import (
     scheduler,
     spec,
 )
+from .backends._state import convert_state
 from .config import build, json_schema, load_config, to_spec, validate_config
 from .errors import (
     CheckpointError,
@@ -106,6 +107,7 @@ __all__ = [
     "__version__",
     "activation",
     "build",
+    "convert_state",
     "hookimpl",
     "initializer",
     "json_schema",

@@ -556,11 +556,15 @@ class NumpyOptimizer:
     def state_dict(self) -> dict[str, Any]:
         """A copy of the state keyed by parameter name, and the groups' hyperparameters.
 
-        ``{"optimizer": class name, "state": {name: {"step": n, key: array}},
-        "param_groups": [{hyperparameters..., "param_names": [...]}]}``
+        ``{"optimizer": class name, "technique": registry name (when built by optiplug),
+        "state": {name: {"step": n, key: array}},
+        "param_groups": [{hyperparameters..., "param_names": [...]}]}``. Convert it for the
+        torch backend with :func:`optiplug.convert_state`.
         """
+        technique = getattr(self, "optiplug_technique", None)
         return {
             "optimizer": type(self).__qualname__,
+            **({"technique": technique} if technique is not None else {}),
             "state": {name: {key: value.copy() if isinstance(value, np.ndarray) else value
                              for key, value in state.items()}
                       for name, state in self.state.items()},
@@ -625,6 +629,11 @@ class NumpyOptimizer:
         if kind != type(self).__qualname__:
             return [f"it is the state of {kind or 'an unknown optimizer'}, not of "
                     f"{type(self).__qualname__}"]
+        saved_technique = state_dict.get("technique")
+        own_technique = getattr(self, "optiplug_technique", None)
+        if None not in (saved_technique, own_technique) and saved_technique != own_technique:
+            return [f"it is the state of optimizer {saved_technique!r}, not of "
+                    f"{own_technique!r}"]
         saved_groups, saved_state = state_dict["param_groups"], state_dict["state"]
         if not isinstance(saved_groups, (list, tuple)) or not all(
                 isinstance(group, Mapping) for group in saved_groups):

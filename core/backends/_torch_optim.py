@@ -84,6 +84,9 @@ class NamedParamsOptimizer(torch.optim.Optimizer):
     torch_class: ClassVar[type[torch.optim.Optimizer]]
     fused_unsupported: ClassVar[frozenset[str] | None] = None
     """Device types without this class's fused kernel; ``None``: the class has none."""
+    step_in_state: ClassVar[bool] = True
+    """Whether the torch class keeps a ``step`` count in each parameter's state (SGD does
+    not), for :func:`optiplug.convert_state`."""
 
     def __init__(self, params: Any, *args: Any, nonfinite: str = "ignore",
                  **kwargs: Any) -> None:
@@ -357,6 +360,7 @@ class SGD(NamedParamsOptimizer, torch.optim.SGD):
 
     torch_class = torch.optim.SGD
     fused_unsupported = frozenset()
+    step_in_state = False
 
     def _groups_unsafe_for_fused(self) -> list[dict[str, Any]]:
         unsafe = []
