@@ -72,13 +72,15 @@ def optiplug_optimizers() -> list[Technique]:
 
     What a *builder* receives is always the normalized form, whatever the user passed: a
     :class:`optiplug.param_groups.ParamGroupList`, a list of param-group dicts
-    ``{"params": [(name, param), ...], <setting>: ...}`` (unnamed parameters are named by
-    position, ``"0"``, ``"1"``, ...; groups keep the settings the user gave). Never an
-    ``nn.Module``, a NumPy layer or a generator. Both ``torch.optim.Optimizer`` (named params
-    are torch's own format) and :class:`~optiplug.backends.numpy.NumpyOptimizer` take it as it
-    is; a NumPy layer's ``grads`` dict rides along as ``params.grads``.
-    ``spec.group_params(params)`` applies the spec's ``param_groups`` rules to it and returns
-    the same form.
+    ``{"params": [(name, param), ...], <setting>: ...}`` (groups keep the settings the user
+    gave). Names are kept as the user gave them: when any parameter is named, every one is
+    (the unnamed ones by position, ``"0"``, ``"1"``, ...); when none is, ``params`` holds the
+    bare parameters, as torch keeps them (state by position). Never an ``nn.Module``, a NumPy
+    layer or a generator. Both ``torch.optim.Optimizer`` (named params are torch's own
+    format) and :class:`~optiplug.backends.numpy.NumpyOptimizer` (which names bare arrays by
+    position) take it as it is; a NumPy layer's ``grads`` dict rides along as
+    ``params.grads``. ``spec.group_params(params)`` applies the spec's ``param_groups`` rules
+    to it and returns the same form (named).
 
     The normalization is :func:`optiplug.param_groups.normalize_params`; ``optiplug.build``
     (so the API, config files and the training loop) calls it before every builder, and the

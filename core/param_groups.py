@@ -204,7 +204,8 @@ class ParamGroups(NamedTuple):
 class ParamGroupList(list[dict[str, Any]]):
     """What optimizer builders receive as ``params``: param-group dicts with named parameters.
 
-    Each group is ``{"params": [(name, param), ...], <setting>: ...}``. Made by
+    Each group is ``{"params": [(name, param), ...], <setting>: ...}`` (bare parameters when
+    the user named none). Made by
     :func:`normalize_params`. ``grads`` is the ``{name: array}`` gradient dict of a NumPy layer
     the params came from (``None`` otherwise), which a NumPy optimizer adopts.
     """
@@ -258,8 +259,9 @@ def normalize_params(params: Any, backend: str | None = None, *, start: int = 0
             continues its own count).
 
     Returns:
-        A :class:`ParamGroupList`. Unnamed parameters are named by their position (``"0"``,
-        ``"1"``, ...) across groups, as the NumPy optimizers name them.
+        A :class:`ParamGroupList`. Names are kept as given: parameters are ``(name, param)``
+        pairs when any parameter was named (the unnamed ones then named by position, ``"0"``,
+        ``"1"``, ... across groups), and bare parameters when none was (as torch keeps them).
 
     Raises:
         ConfigError: the same array or tensor listed twice (in one group or two); a group
@@ -288,28 +290,39 @@ def normalize_params(params: Any, backend: str | None = None, *, start: int = 0
             raw_groups = [{"params": listed}]
     counter = start
     owners: dict[int, str] = {}
-    groups = ParamGroupList(grads=grads if isinstance(grads, dict) else None)
+    collected: list[tuple[dict[str, Any], list[tuple[str | None, Any]], int]] = []
     for index, group in enumerate(raw_groups):
         if "params" not in group:
             raise ConfigError(f"param group {index} has no 'params' key (a param group is "
                               f"{{'params': [...], 'lr': ...}})")
+        first = counter
         named, counter = _named_items(group["params"], group.get("param_names"), counter)
-        for name, param in named:
+        for position, (name, param) in enumerate(named, start=first):
+            label = name if name is not None else str(position)
             if id(param) in owners:
-                raise ConfigError(f"parameter {name!r} is the same {type(param).__name__} as "
+                raise ConfigError(f"parameter {label!r} is the same {type(param).__name__} as "
                                   f"parameter {owners[id(param)]!r}: list each parameter once")
-            owners[id(param)] = name
-            _check_torch_param(name, param)
+            owners[id(param)] = label
+            _check_torch_param(label, param)
         settings = {key: value for key, value in group.items()
                     if key not in ("params", "param_names")}
-        groups.append({"params": named, **settings})
+        collected.append((settings, named, first))
+    # Names as the user gave them; where some are named, the rest are named by position
+    # (torch takes all named or none); where none are, none (torch's positional state).
+    any_named = any(name is not None for _, named, _ in collected for name, _ in named)
+    groups = ParamGroupList(grads=grads if isinstance(grads, dict) else None)
+    for settings, named, first in collected:
+        params = [(name if name is not None else str(position), param) if any_named else param
+                  for position, (name, param) in enumerate(named, start=first)]
+        groups.append({"params": params, **settings})
     return groups
 
 
 def _named_items(params: Any, names: Sequence[str] | None, counter: int
-                 ) -> tuple[list[tuple[str, Any]], int]:
+                 ) -> tuple[list[tuple[str | None, Any]], int]:
+    items: list[tuple[str | None, Any]]
     if hasattr(params, "named_parameters"):
-        items: list[tuple[str, Any]] = list(params.named_parameters())
+        items = list(params.named_parameters())
         return items, counter + len(items)
     if isinstance(getattr(params, "params", None), Mapping):
         params = params.params
@@ -322,11 +335,8 @@ def _named_items(params: Any, names: Sequence[str] | None, counter: int
             raise ConfigError("param_names and params differ in length")
         return [(str(name), value) for name, value in zip(names, listed, strict=True)], \
             counter + len(listed)
-    items = []
-    for item in listed:
-        items.append(item if _is_named(item) else (str(counter), item))
-        counter += 1
-    return items, counter
+    items = [item if _is_named(item) else (None, item) for item in listed]
+    return items, counter + len(items)
 
 
 def _check_torch_param(name: str, param: Any) -> None:
@@ -376,7 +386,9 @@ def named_params(params: Any) -> tuple[list[tuple[str, Any]], dict[str, str]]:
                    if isinstance(item, Mapping)):
                 raise ConfigError("param-group rules need a flat set of parameters, not "
                                   "param-group dicts with their own settings")
-            items = [item for group in normalize_params(listed) for item in group["params"]]
+            flat = [item for group in normalize_params(listed) for item in group["params"]]
+            items = [item if _is_named(item) else (str(index), item)
+                     for index, item in enumerate(flat)]
         else:
             items = [item if _is_named(item) else (str(index), item)  # type: ignore[misc]
                      for index, item in enumerate(listed)]

@@ -125,8 +125,10 @@ class NamedParamsOptimizer(torch.optim.Optimizer):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """torch's ``add_param_group``, taking every params form (see the module docstring).
 
-        Unnamed parameters are named by their position among all parameters, so a group of
-        ``head.parameters()`` joins an optimizer built from ``named_parameters()``.
+        A group follows the optimizer's naming: in an optimizer built from named parameters,
+        unnamed ones are named by their position among all parameters (so a group of
+        ``head.parameters()`` joins an optimizer built from ``named_parameters()``); in one
+        built from bare tensors, a named group's names are dropped.
 
         Raises:
             ConfigError: a parameter already optimized or listed twice, an integer, boolean
@@ -134,16 +136,25 @@ class NamedParamsOptimizer(torch.optim.Optimizer):
         """
         if not isinstance(param_group, Mapping):
             raise TypeError(f"param_group must be a dict, but got {type(param_group)}")
-        existing = [(name, param) for group in self.param_groups
-                    for name, param in zip(group["param_names"], group["params"],
-                                           strict=True)]
+        existing: list[tuple[str, Any]] = []
+        for own in self.param_groups:
+            names = own.get("param_names")
+            for i, param in enumerate(own["params"]):
+                existing.append((names[i] if names else str(len(existing)), param))
         [group] = torch_params(param_group, start=len(existing))
+        named = bool(self.param_groups) and "param_names" in self.param_groups[0]
+        items = [item if isinstance(item, tuple) else (str(len(existing) + i), item)
+                 for i, item in enumerate(group["params"])]
         ids = {id(param): name for name, param in existing}
-        for name, param in group["params"]:
+        for name, param in items:
             if id(param) in ids:
                 raise ConfigError(f"parameter {name!r} is already optimized (as "
                                   f"{ids[id(param)]!r} in another param group): list each "
                                   f"parameter once")
+        # torch takes groups all named or all unnamed: follow the optimizer's first groups
+        # (a group of head.parameters() joins a named optimizer under positional names).
+        if self.param_groups:
+            group["params"] = items if named else [param for _, param in items]
         request = getattr(self, "_kernel_request", {})
         super().add_param_group(group)
         self._kernel_requests.append({key: param_group.get(key, request.get(key))
