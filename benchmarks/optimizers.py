@@ -17,6 +17,15 @@ peak extra <= 16 MiB.
     python benchmarks/optimizers.py                 # 10M params in 100 and in 1000 tensors
     python benchmarks/optimizers.py --quick         # 1M params in 10 and 100 tensors
     python benchmarks/optimizers.py --optimizers adam adamw --repeats 20
+    python benchmarks/optimizers.py --kernel-choice --quick    # cost of the kernel choice
+
+``--kernel-choice`` prints what optiplug's torch kernel choice costs for SGD with momentum,
+where torch's fused kernel fails when a parameter's first gradient arrives after others have
+momentum buffers: optiplug stays fused and runs only such a step with torch's default kernel,
+checking the buffers before each step until every parameter has one. Rows: every parameter
+with a gradient (the check retires after the first step), and one tensor frozen (``grad`` is
+``None``: the check runs every step), each against raw ``torch.optim.SGD(fused=True)`` on the
+same pattern, and what the alternative, always foreach, would cost (``foreach/fused``).
 """
 
 from __future__ import annotations
@@ -153,8 +162,7 @@ def measure(name: str, total: int, tensors: int, repeats: int) -> dict[str, floa
         return params
 
     torch_cls = getattr(torch.optim, TORCH_CLASS[name])
-    torch_kwargs = {k: v for k, v in optiplug.spec("optimizer", name, **hyper)
-                    .hyperparameters().items() if k not in ("param_groups", "nonfinite")}
+    torch_kwargs = torch_arguments(name, hyper)
     if name == "nesterov":
         torch_kwargs["nesterov"] = True
     variants = {"for-loop": {"foreach": False}, "foreach": {"foreach": True}}
@@ -184,6 +192,52 @@ def measure(name: str, total: int, tensors: int, repeats: int) -> dict[str, floa
             "fastest": min(variants, key=lambda label: times[f"torch {label}"])}
 
 
+def torch_arguments(name: str, hyper: dict[str, Any]) -> dict[str, Any]:
+    """torch.optim keyword arguments for optiplug's spec of ``name`` (no kernel choice)."""
+    return {k: v for k, v in optiplug.spec("optimizer", name, **hyper).hyperparameters().items()
+            if k not in ("param_groups", "nonfinite", "fused", "foreach")}
+
+
+def measure_kernel_choice(name: str, total: int, tensors: int, repeats: int
+                          ) -> dict[str, float]:
+    """Step times (ms) of optiplug's torch optimizer and raw torch.optim kernels, with every
+    tensor having a gradient and with the first tensor frozen (its grad ``None``)."""
+    sizes = [total // tensors] * tensors
+    hyper = HYPER[name]
+    rng = np.random.default_rng(0)
+    start = [rng.standard_normal(n, dtype=np.float32) for n in sizes]
+    grads = [(1e-3 * rng.standard_normal(n)).astype(np.float32) for n in sizes]
+    kwargs = torch_arguments(name, hyper) | ({"nesterov": True} if name == "nesterov" else {})
+    torch_cls = getattr(torch.optim, TORCH_CLASS[name])
+    results: dict[str, float] = {}
+    for frozen in (False, True):
+        def params(frozen: bool = frozen) -> list[torch.nn.Parameter]:
+            made = [torch.nn.Parameter(torch.from_numpy(a.copy())) for a in start]
+            for index, (p, g) in enumerate(zip(made, grads, strict=True)):
+                p.grad = None if frozen and index == 0 else torch.from_numpy(g)
+            return made
+
+        steps = {label: torch_cls(params(), **kwargs, **extra).step for label, extra in
+                 (("fused", {"fused": True}), ("foreach", {"foreach": True}),
+                  ("for-loop", {"foreach": False}))}
+        steps["optiplug"] = optiplug.optimizer(
+            name, [(str(i), p) for i, p in enumerate(params())], **hyper).step
+        times = interleaved_medians(steps, repeats)
+        suffix = " frozen" if frozen else ""
+        results.update({f"{label}{suffix}": value * 1e3 for label, value in times.items()})
+    return results
+
+
+def print_kernel_rows(name: str, tensors: int, r: dict[str, float]) -> None:
+    for suffix, pattern in (("", "all grads"), (" frozen", "one frozen")):
+        print(f"{name:<9} {tensors:>7} {pattern:>10} | "
+              f"{r['optiplug' + suffix] / r['fused' + suffix]:>14.2f} | "
+              f"{r['foreach' + suffix] / r['fused' + suffix]:>12.2f} | "
+              f"{r['for-loop' + suffix] / r['fused' + suffix]:>13.2f} | "
+              f"{r['fused' + suffix]:.2f} {r['optiplug' + suffix]:.2f} "
+              f"{r['foreach' + suffix]:.2f} {r['for-loop' + suffix]:.2f}", flush=True)
+
+
 def print_row(name: str, tensors: int, r: dict[str, Any]) -> None:
     fastest_ms = r[f"torch {r['fastest']}"]
     print(f"{name:<9} {tensors:>7} | {r['torch/fastest']:>13.2f} {r['fastest']:>9} | "
@@ -206,6 +260,8 @@ def main() -> None:
                              "default: each library's own default")
     parser.add_argument("--row", action="store_true",
                         help="measure in this process and print JSON (used internally)")
+    parser.add_argument("--kernel-choice", action="store_true",
+                        help="the cost of optiplug's torch kernel choice for SGD momentum")
     args = parser.parse_args()
     total = args.params or (1_000_000 if args.quick else 10_000_000)
     splits = args.splits or ([10, 100] if args.quick else [100, 1000])
@@ -214,7 +270,31 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         NumpyOptimizer.default_threads = args.threads
     if args.row:
-        print(json.dumps(measure(args.optimizers[0], total, splits[0], repeats)))
+        measured = (measure_kernel_choice if args.kernel_choice else measure)(
+            args.optimizers[0], total, splits[0], repeats)
+        print(json.dumps(measured))
+        return
+    if args.kernel_choice:
+        print(f"{total / 1e6:g}M float32 params, CPU, torch {torch.__version__} "
+              f"({torch.get_num_threads()} threads), median of {repeats}")
+        header = (f"{'optimizer':<9} {'tensors':>7} {'pattern':>10} | {'optiplug/fused':>14} | "
+                  f"{'foreach/fused':>12} | {'for-loop/fused':>13} | "
+                  f"ms: fused optiplug foreach for-loop")
+        print(header)
+        print("-" * len(header))
+        names = [n for n in args.optimizers if n in ("momentum", "nesterov")] or ["momentum"]
+        for tensors in splits:
+            for name in names:
+                command = [sys.executable, __file__, "--row", "--kernel-choice", "--optimizers",
+                           name, "--splits", str(tensors), "--params", str(total),
+                           "--repeats", str(repeats)]
+                if args.threads is not None:
+                    command += ["--threads", str(args.threads)]
+                done = subprocess.run(command, capture_output=True, text=True)
+                if done.returncode != 0:
+                    print(f"{name:<9} {tensors:>7} | failed: {done.stderr.strip()[-300:]}")
+                    continue
+                print_kernel_rows(name, tensors, json.loads(done.stdout.strip().splitlines()[-1]))
         return
     print(f"{total / 1e6:g}M float32 params, CPU, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), numpy {np.__version__}, median of {repeats}; "

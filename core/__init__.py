@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from . import testing as testing
     from . import training as training
     from . import transforms
+    from .backends._state import convert_state as convert_state
 
 __version__ = "0.1.0"
 
@@ -71,6 +72,11 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         return importlib.import_module(f"{__name__}.{name}")
+    if name == "convert_state":
+        # Loaded on first use: ``import optiplug`` imports no backend module.
+        from .backends._state import convert_state
+
+        return convert_state
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
@@ -107,6 +113,7 @@ __all__ = [
     "__version__",
     "activation",
     "build",
+    "convert_state",
     "hookimpl",
     "initializer",
     "json_schema",

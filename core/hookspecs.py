@@ -46,10 +46,51 @@ hookimpl: Final = pluggy.HookimplMarker(PROJECT)
 def optiplug_optimizers() -> list[Technique]:
     """Contribute optimizer techniques.
 
+    **The builder contract.** A builder is called as ``builder(spec, params=params)`` with the
+    validated spec, and returns the optimizer: a ``torch.optim.Optimizer`` for the torch
+    backend, an :class:`optiplug.backends.numpy.NumpyOptimizer` (or an object with its
+    ``step``/``zero_grad``/``state_dict``/``load_state_dict``/``param_groups``) for NumPy.
+
+    What a *user* may pass as params (to ``optiplug.optimizer``, ``optiplug.build`` or a
+    recipe), per backend:
+
+    =========================  ===============================  ===============================
+    form                       torch                            NumPy
+    =========================  ===============================  ===============================
+    one parameter              a tensor / ``nn.Parameter``      an ``ndarray``
+    a list of them             ``model.parameters()``           ``[w, b]``
+    named                      ``model.named_parameters()``,    ``{name: array}``,
+                               ``{name: tensor}``, pairs        ``(name, array)`` pairs
+    a model                    an ``nn.Module``                 a NumPy layer or model (an
+                                                                object with ``params`` and
+                                                                ``grads`` dicts, or with
+                                                                ``named_parameters()``)
+    param groups               ``[{"params": <any form above>, "lr": ..., ...}, ...]``,
+                               optionally with ``param_names``
+    rules applied              what ``optiplug.param_groups(params, rules)`` returns
+    =========================  ===============================  ===============================
+
+    What a *builder* receives is always the normalized form, whatever the user passed: a
+    :class:`optiplug.param_groups.ParamGroupList`, a list of param-group dicts
+    ``{"params": [(name, param), ...], <setting>: ...}`` (groups keep the settings the user
+    gave). Names are kept as the user gave them: when any parameter is named, every one is
+    (the unnamed ones by position, ``"0"``, ``"1"``, ...); when none is, ``params`` holds the
+    bare parameters, as torch keeps them (state by position). Never an ``nn.Module``, a NumPy
+    layer or a generator. Both ``torch.optim.Optimizer`` (named params are torch's own
+    format) and :class:`~optiplug.backends.numpy.NumpyOptimizer` (which names bare arrays by
+    position) take it as it is; a NumPy layer's ``grads`` dict rides along as
+    ``params.grads``. ``spec.group_params(params)`` applies the spec's ``param_groups`` rules
+    to it and returns the same form (named).
+
+    The normalization is :func:`optiplug.param_groups.normalize_params`; ``optiplug.build``
+    (so the API, config files and the training loop) calls it before every builder, and the
+    torch base class :class:`optiplug.backends.torch.TorchOptimizer` calls it in ``__init__``
+    and ``add_param_group``, so an optimizer class used directly accepts every form too. It
+    refuses, with a :class:`~optiplug.ConfigError` naming the parameter: the same parameter
+    listed twice, and for torch integer/boolean or ``meta`` tensors.
+
     Returns:
-        A list of :class:`optiplug.Technique` with ``kind="optimizer"``. Builders receive
-        ``(spec, params=...)`` and return an optimizer: a ``torch.optim.Optimizer`` for the
-        torch backend, an :class:`optiplug.backends.numpy.NumpyOptimizer` for NumPy.
+        A list of :class:`optiplug.Technique` with ``kind="optimizer"``.
     """
     raise NotImplementedError
 

@@ -362,6 +362,13 @@ class Registry:
                 f"{spec.kind} {spec.name!r} has no {backend!r} backend; "
                 f"it has: {', '.join(technique.backends)}"))])
         self._require_backend(backend)
+        if spec.kind == "optimizer" and runtime.get("params") is not None:
+            from .param_groups import holds_params, normalize_params
+
+            # The builder contract (hookspecs.optiplug_optimizers): one form of params. A value
+            # holding no array, tensor or model is left to the builder to refuse in its words.
+            if holds_params(runtime["params"]):
+                runtime["params"] = normalize_params(runtime["params"], backend)
         obj = builder(spec, **runtime)
         self._after_build(technique, spec, backend, obj)
         return obj

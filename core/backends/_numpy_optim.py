@@ -113,6 +113,8 @@ class NumpyOptimizer:
         block_size: Elements per block of the blocked update (a cache-sized chunk).
         threads: Worker threads for large steps (NumPy ufuncs release the GIL); ``None``:
             one per CPU core, up to 4. ``1`` runs everything in the calling thread.
+        fused, foreach: torch's kernel choice, accepted so one config serves both backends:
+            ``None`` or ``False`` only (NumPy has one kernel).
 
     Attributes:
         param_groups: One dict per group: ``params`` (arrays), ``param_names`` and every
@@ -139,10 +141,15 @@ class NumpyOptimizer:
 
     def __init__(self, params: Any, defaults: Mapping[str, Any], *,
                  nonfinite: Nonfinite = "ignore", block_size: int | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, fused: bool | None = None,
+                 foreach: bool | None = None) -> None:
         if nonfinite not in _NONFINITE:
             raise ConfigError(f"nonfinite must be one of {', '.join(_NONFINITE)}, "
                               f"got {nonfinite!r}")
+        for key, value in (("fused", fused), ("foreach", foreach)):
+            if value:
+                raise ConfigError(f"{key}=True selects a torch kernel; the NumPy backend has "
+                                  f"one kernel: leave {key} unset (or false) here")
         if block_size is not None:
             if block_size < 1024:
                 raise ValueError(f"block_size must be at least 1024, got {block_size}")
@@ -163,11 +170,13 @@ class NumpyOptimizer:
         self._buckets: dict[str, _Bucket] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._next_index = 0
+        # A NumPy layer's grads dict, given directly or carried by normalized params
+        # (optiplug.param_groups.ParamGroupList), becomes this optimizer's.
         module_grads = getattr(params, "grads", None)
+        if isinstance(module_grads, dict):
+            self.grads = module_grads
         if isinstance(getattr(params, "params", None), Mapping):
             params = params.params
-            if isinstance(module_grads, dict):
-                self.grads = module_grads
         for group in _as_groups(params):
             self.add_param_group(group)
         if not self.param_groups:
@@ -547,11 +556,15 @@ class NumpyOptimizer:
     def state_dict(self) -> dict[str, Any]:
         """A copy of the state keyed by parameter name, and the groups' hyperparameters.
 
-        ``{"optimizer": class name, "state": {name: {"step": n, key: array}},
-        "param_groups": [{hyperparameters..., "param_names": [...]}]}``
+        ``{"optimizer": class name, "technique": registry name (when built by optiplug),
+        "state": {name: {"step": n, key: array}},
+        "param_groups": [{hyperparameters..., "param_names": [...]}]}``. Convert it for the
+        torch backend with :func:`optiplug.convert_state`.
         """
+        technique = getattr(self, "optiplug_technique", None)
         return {
             "optimizer": type(self).__qualname__,
+            **({"technique": technique} if technique is not None else {}),
             "state": {name: {key: value.copy() if isinstance(value, np.ndarray) else value
                              for key, value in state.items()}
                       for name, state in self.state.items()},
@@ -616,6 +629,11 @@ class NumpyOptimizer:
         if kind != type(self).__qualname__:
             return [f"it is the state of {kind or 'an unknown optimizer'}, not of "
                     f"{type(self).__qualname__}"]
+        saved_technique = state_dict.get("technique")
+        own_technique = getattr(self, "optiplug_technique", None)
+        if None not in (saved_technique, own_technique) and saved_technique != own_technique:
+            return [f"it is the state of optimizer {saved_technique!r}, not of "
+                    f"{own_technique!r}"]
         saved_groups, saved_state = state_dict["param_groups"], state_dict["state"]
         if not isinstance(saved_groups, (list, tuple)) or not all(
                 isinstance(group, Mapping) for group in saved_groups):

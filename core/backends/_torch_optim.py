@@ -5,11 +5,18 @@ same name with :class:`NamedParamsOptimizer` mixed in, so it is a ``torch.optim.
 (schedulers, ``GradScaler``, ``ZeroRedundancyOptimizer(params, optimizer_class=cls)`` work) that
 also:
 
-- takes named params in every form: an ``nn.Module``, ``named_parameters()``, a
-  ``{name: tensor}`` dict, ``(name, tensor)`` pairs, or param-group dicts holding any of these
-  (torch then keeps ``param_names`` in each group);
-- uses torch's fastest kernel for the device and dtype: ``fused=True`` where the class has a
-  fused kernel for every parameter, else torch's own choice (foreach on accelerators);
+- takes params in every form of the builder contract (see ``optiplug_optimizers`` in
+  :mod:`optiplug.hookspecs`): an ``nn.Module``, ``named_parameters()``, a ``{name: tensor}``
+  dict, plain tensors (named by position), param-group dicts holding any of these, or what
+  ``optiplug.param_groups`` returns; ``add_param_group`` takes the same forms, so a group of
+  ``new_head.parameters()`` joins an optimizer built from ``named_parameters()``;
+- refuses, with a :class:`~optiplug.ConfigError` naming the parameter, a parameter listed twice,
+  integer or boolean tensors and ``meta`` tensors;
+- picks torch's fastest kernel that is correct for every gradient pattern when the user leaves
+  ``fused`` and ``foreach`` unset (``None``): ``fused=True`` where the class has a fused kernel
+  for every parameter, else torch's own choice. Given ``True``/``False``, torch gets them as
+  they are. The state dict records what the user asked for, not the kernel picked, so plain
+  ``torch.optim`` loading it keeps its own default;
 - loads state by parameter name when both sides carry names, so a checkpoint loads correctly
   after the parameters are reordered, and rejects a mismatch (missing or extra parameter,
   wrong shape, another optimizer's state) with a :class:`~optiplug.ConfigError` before
@@ -28,6 +35,7 @@ import torch
 from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
 from ..errors import ConfigError
+from ..param_groups import normalize_params
 from ._numpy_optim import SCHEDULER_GROUP_KEYS, NonfiniteGradientError
 
 __all__ = ["SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "NamedParamsOptimizer", "RMSprop",
@@ -40,41 +48,21 @@ _ALGORITHM_KEYS: Final = ("amsgrad", "nesterov", "centered", "decoupled_weight_d
 _NONFINITE: Final = ("raise", "skip", "ignore")
 
 
-def torch_params(params: Any) -> list[Any]:
-    """Normalize params-like input to what ``torch.optim.Optimizer`` takes, keeping names.
+def torch_params(params: Any, *, start: int = 0) -> list[dict[str, Any]]:
+    """Normalize params-like input to param groups of ``(name, tensor)`` pairs.
 
-    An ``nn.Module`` and a ``{name: tensor}`` mapping become ``(name, tensor)`` pairs; inside
-    param-group dicts too. Iterators are consumed into lists.
+    :func:`optiplug.param_groups.normalize_params` for the torch backend: the form every
+    optimizer builder receives, which ``torch.optim.Optimizer`` takes as it is.
+
+    Raises:
+        ConfigError: a parameter listed twice, an integer, boolean or ``meta`` tensor.
     """
-    if isinstance(params, torch.nn.Module):
-        return list(params.named_parameters())
-    if isinstance(params, torch.Tensor):
-        return [params]
-    if isinstance(params, Mapping):
-        if "params" in params:
-            return [_group(params)]
-        return [(str(name), value) for name, value in params.items()]
-    listed = list(params)
-    return [_group(item) if isinstance(item, Mapping) else item for item in listed]
-
-
-def _group(group: Mapping[str, Any]) -> dict[str, Any]:
-    normalized = dict(group)
-    inner = normalized["params"]
-    if isinstance(inner, torch.nn.Module):
-        normalized["params"] = list(inner.named_parameters())
-    elif isinstance(inner, Mapping):
-        normalized["params"] = [(str(name), value) for name, value in inner.items()]
-    elif isinstance(inner, torch.Tensor):
-        normalized["params"] = [inner]
-    else:
-        normalized["params"] = list(inner)
-    return normalized
+    return normalize_params(params, "torch", start=start)
 
 
 def _tensors(params: list[Any]) -> Iterable[Any]:
     for item in params:
-        if isinstance(item, dict):
+        if isinstance(item, Mapping):
             yield from _tensors(item["params"])
         elif isinstance(item, tuple):
             yield item[1]
@@ -96,29 +84,89 @@ class NamedParamsOptimizer(torch.optim.Optimizer):
     torch_class: ClassVar[type[torch.optim.Optimizer]]
     fused_unsupported: ClassVar[frozenset[str] | None] = None
     """Device types without this class's fused kernel; ``None``: the class has none."""
+    step_in_state: ClassVar[bool] = True
+    """Whether the torch class keeps a ``step`` count in each parameter's state (SGD does
+    not), for :func:`optiplug.convert_state`."""
 
     def __init__(self, params: Any, *args: Any, nonfinite: str = "ignore",
                  **kwargs: Any) -> None:
         if nonfinite not in _NONFINITE:
             raise ConfigError(f"nonfinite must be one of {', '.join(_NONFINITE)}, "
                               f"got {nonfinite!r}")
-        params = torch_params(params)
-        if (self.fused_unsupported is not None and kwargs.get("fused") is None
-                and kwargs.get("foreach") is None and not kwargs.get("differentiable")):
-            devices = set(_get_fused_kernels_supported_devices()) - self.fused_unsupported
-            tensors = list(_tensors(params))
-            if tensors and all(type(p) in (torch.Tensor, torch.nn.Parameter)
-                               and p.device.type in devices and torch.is_floating_point(p)
-                               and not p.is_sparse for p in tensors):
-                kwargs["fused"] = True
+        if kwargs.get("fused") and self.fused_unsupported is None:
+            raise ConfigError(f"fused: torch has no fused {self.torch_class.__name__} kernel; "
+                              f"leave fused unset (or false)")
+        if self.fused_unsupported is None:
+            kwargs.pop("fused", None)
+        groups = torch_params(params)
+        self._kernel_request = {key: kwargs.get(key) for key in _KERNEL_KEYS}
+        self._kernel_requests: list[dict[str, Any]] = []
+        self._complete_groups: set[int] = set()
+        kwargs.update(self._kernel_choice(groups, kwargs))
         self.nonfinite = nonfinite
         self.skipped_steps = 0
-        super().__init__(params, *args, **kwargs)
+        super().__init__(groups, *args, **kwargs)
+
+    def _kernel_choice(self, groups: list[dict[str, Any]], kwargs: Mapping[str, Any]
+                       ) -> dict[str, Any]:
+        """The kernel keys to add when the user left both unset: fused where every parameter
+        can take it (``fused_unsupported`` names the device types that cannot)."""
+        if (self.fused_unsupported is None or kwargs.get("fused") is not None
+                or kwargs.get("foreach") is not None or kwargs.get("differentiable")):
+            return {}
+        devices = set(_get_fused_kernels_supported_devices()) - self.fused_unsupported
+        tensors = list(_tensors(groups))
+        if tensors and all(type(p) in (torch.Tensor, torch.nn.Parameter)
+                           and p.device.type in devices and torch.is_floating_point(p)
+                           and not p.is_sparse for p in tensors):
+            return {"fused": True}
+        return {}
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """torch's ``add_param_group``, taking every params form (see the module docstring).
+
+        A group follows the optimizer's naming: in an optimizer built from named parameters,
+        unnamed ones are named by their position among all parameters (so a group of
+        ``head.parameters()`` joins an optimizer built from ``named_parameters()``); in one
+        built from bare tensors, a named group's names are dropped.
+
+        Raises:
+            ConfigError: a parameter already optimized or listed twice, an integer, boolean
+                or ``meta`` tensor.
+        """
+        if not isinstance(param_group, Mapping):
+            raise TypeError(f"param_group must be a dict, but got {type(param_group)}")
+        existing: list[tuple[str, Any]] = []
+        for own in self.param_groups:
+            names = own.get("param_names")
+            for i, param in enumerate(own["params"]):
+                existing.append((names[i] if names else str(len(existing)), param))
+        [group] = torch_params(param_group, start=len(existing))
+        named = bool(self.param_groups) and "param_names" in self.param_groups[0]
+        items = [item if isinstance(item, tuple) else (str(len(existing) + i), item)
+                 for i, item in enumerate(group["params"])]
+        ids = {id(param): name for name, param in existing}
+        for name, param in items:
+            if id(param) in ids:
+                raise ConfigError(f"parameter {name!r} is already optimized (as "
+                                  f"{ids[id(param)]!r} in another param group): list each "
+                                  f"parameter once")
+        # torch takes groups all named or all unnamed: follow the optimizer's first groups
+        # (a group of head.parameters() joins a named optimizer under positional names).
+        if self.param_groups:
+            group["params"] = items if named else [param for _, param in items]
+        request = getattr(self, "_kernel_request", {})
+        super().add_param_group(group)
+        self._kernel_requests.append({key: param_group.get(key, request.get(key))
+                                      for key in _KERNEL_KEYS})
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state["nonfinite"] = getattr(self, "nonfinite", "ignore")
         state["skipped_steps"] = getattr(self, "skipped_steps", 0)
+        state["_kernel_request"] = getattr(self, "_kernel_request", {})
+        state["_kernel_requests"] = getattr(self, "_kernel_requests", [])
+        state["_complete_groups"] = set()
         return state
 
     def step(self, closure: Callable[[], float] | None = None) -> Any:
@@ -127,17 +175,28 @@ class NamedParamsOptimizer(torch.optim.Optimizer):
         # The class's step is wrapped with the hook runner once; hooks already ran around us.
         if getattr(inner, "hooked", False):
             inner = inner.__wrapped__  # type: ignore[attr-defined]
-        if getattr(self, "nonfinite", "ignore") == "ignore":
-            return inner(self, closure)
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        if not self._grads_finite():
-            self.skipped_steps += 1
+        unsafe = self._groups_unsafe_for_fused()
+        for group in unsafe:
+            group["fused"] = False
+        try:
+            if getattr(self, "nonfinite", "ignore") == "ignore":
+                return inner(self, closure)
+            loss = None
+            if closure is not None:
+                with torch.enable_grad():
+                    loss = closure()
+            if not self._grads_finite():
+                self.skipped_steps += 1
+                return loss
+            inner(self)
             return loss
-        inner(self)
-        return loss
+        finally:
+            for group in unsafe:
+                group["fused"] = True
+
+    def _groups_unsafe_for_fused(self) -> list[dict[str, Any]]:
+        """Fused groups whose fused kernel would be wrong this step (none but in ``SGD``)."""
+        return []
 
     def _grads_finite(self) -> bool:
         named = [(names[i] if names else f"group {g}, param {i}", p.grad)
@@ -158,8 +217,16 @@ class NamedParamsOptimizer(torch.optim.Optimizer):
     def state_dict(self) -> dict[str, Any]:
         """torch's state dict, plus ``"optimizer"`` (the torch class name) and ``"technique"``
         (the registry name, e.g. ``momentum``; several techniques share ``torch.optim.SGD``),
-        both checked on load."""
+        both checked on load. ``fused``/``foreach`` hold what the user asked for (``None``
+        when optiplug picked the kernel)."""
         state = super().state_dict()
+        # What the user asked for, not what optiplug picked: plain torch.optim loading this
+        # state then keeps its own default kernel instead of being switched to fused.
+        requests = getattr(self, "_kernel_requests", [])
+        for group, request in zip(state["param_groups"], requests, strict=False):
+            for key, value in request.items():
+                if key in group:
+                    group[key] = value
         state["optimizer"] = self.torch_class.__name__
         technique = getattr(self, "optiplug_technique", None)
         if technique is not None:
@@ -182,6 +249,7 @@ class NamedParamsOptimizer(torch.optim.Optimizer):
         super().load_state_dict(remapped)
         for group, own in zip(self.param_groups, kernels, strict=True):
             group.update(own)
+        self._complete_groups = set()
 
     def _checked_state_dict(self, state_dict: Mapping[str, Any]) -> dict[str, Any]:
         def fail(message: str) -> ConfigError:
@@ -209,7 +277,10 @@ class NamedParamsOptimizer(torch.optim.Optimizer):
             raise fail("'state' must map each parameter to a dict of its state")
         saved_groups = [dict(group) for group in raw_groups]
         named = all("param_names" in g for g in saved_groups) and all(
-            "param_names" in g for g in self.param_groups)
+            "param_names" in g for g in self.param_groups) and all(
+            len(set(names)) == len(names) for names in (
+                [n for g in saved_groups for n in g["param_names"]],
+                [n for g in self.param_groups for n in g["param_names"]]))
         if named:
             saved_groups, saved_state = self._by_name(saved_groups, saved_state, fail)
         elif len(saved_groups) != len(self.param_groups) or any(
@@ -289,10 +360,39 @@ class NamedParamsOptimizer(torch.optim.Optimizer):
 
 
 class SGD(NamedParamsOptimizer, torch.optim.SGD):
-    """``torch.optim.SGD`` with named params and state (fused where available)."""
+    """``torch.optim.SGD`` with named params and state (fused where available).
+
+    torch's fused SGD kernel creates momentum buffers only when no parameter has one yet: a
+    step where one parameter gets its first gradient after others already have buffers (a
+    branch unused at first, a layer unfrozen later, alternating updates) fails inside it. Such
+    a step runs with torch's default kernel instead (the one ``torch.optim.SGD`` uses, exact
+    for every pattern); every other step stays fused.
+    """
 
     torch_class = torch.optim.SGD
     fused_unsupported = frozenset()
+    step_in_state = False
+
+    def _groups_unsafe_for_fused(self) -> list[dict[str, Any]]:
+        unsafe = []
+        complete = self._complete_groups
+        state = self.state
+        for index, group in enumerate(self.param_groups):
+            if not group.get("fused") or group["momentum"] == 0 or index in complete:
+                continue
+            with_buffer = without_buffer = False
+            all_buffers = True
+            for param in group["params"]:
+                has = param in state and "momentum_buffer" in state[param]
+                all_buffers = all_buffers and has
+                if param.grad is not None:
+                    with_buffer = with_buffer or has
+                    without_buffer = without_buffer or not has
+            if all_buffers:
+                complete.add(index)
+            elif with_buffer and without_buffer:
+                unsafe.append(group)
+        return unsafe
 
 
 class Adagrad(NamedParamsOptimizer, torch.optim.Adagrad):

@@ -360,6 +360,11 @@ def _build(technique: Technique, spec: Spec, backend: str, *, dtype: Any = np.fl
     builder = technique.builders[backend]
     if technique.kind == "normalizer":
         runtime = {**_normalizer_runtime(builder, backend, dtype), **runtime}
+    if technique.kind == "optimizer" and "params" in runtime:
+        from ..param_groups import normalize_params
+
+        # Builders get params as optiplug.build hands them over (the builder contract).
+        runtime = {**runtime, "params": normalize_params(runtime["params"], backend)}
     try:
         return builder(spec, **runtime)
     except CheckSkipped:

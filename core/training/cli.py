@@ -138,9 +138,14 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         print(f"\nbest: {best.label} ({score})")
     if outcome.skipped:
         print("not compared: " + "; ".join(outcome.skipped))
-    print(f"plot and tables: {outcome.out_dir}/curves.png, compare.csv, compare.json",
-          file=sys.stdout)
-    return 1 if all(r.error is not None for r in outcome.results) else 0
+    files = ["compare.csv", "compare.json"]
+    if not outcome.notes:
+        files[:0] = ["curves.png", "gradients.png"]
+    print(f"plot and tables: {outcome.out_dir}/" + ", ".join(files))
+    for note in outcome.notes:
+        print(f"note: {note}")
+    # Any failed variant fails the command (after the whole table is printed and written).
+    return 1 if any(r.error is not None for r in outcome.results) else 0
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:

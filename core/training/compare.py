@@ -6,6 +6,11 @@ that kind: ``optimizer`` and ``scheduler`` the recipe's own, ``initializer`` eve
 (or the data scaler when the technique is one). An item is a name, ``none`` (no scheduler or
 normalizer) or a name with hyperparameters: ``sgd(lr=0.1, momentum=0.9)``. With no ``--vary``
 every installed optimizer is compared with its default hyperparameters.
+
+A variant that fails (a bad hyperparameter, a diverging run, a plugin that raises) is a row
+marked ``failed`` with its reason listed under the table; the other variants still train. The
+CLI then exits with status 1 (the table and files are written all the same), so a script or CI
+job sees that something failed; 0 means every variant trained.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from .data import Dataset, load_dataset
 from .diagnostics import gradient_ratio, plot_gradients
 from .loop import Progress, Trainer
 from .recipe import Recipe, load_recipe, parse_recipe, recipe_to_dict, with_technique
-from .run import _yaml_dump, default_run_dir, format_table, plot_curves
+from .run import _yaml_dump, default_run_dir, format_table, plot_or_skip
 
 __all__ = ["CompareResult", "Variant", "VariantResult", "compare", "installed_optimizers",
            "parse_vary", "variants"]
@@ -62,6 +67,8 @@ class CompareResult:
     results: list[VariantResult]
     target: str
     skipped: list[str]
+    notes: list[str] = field(default_factory=list)
+    """What was skipped and why (a plot without matplotlib)."""
 
     def table(self) -> str:
         """The comparison table (one row per variant)."""
@@ -69,7 +76,7 @@ class CompareResult:
                  f"epochs_to_{self.target}", "grad_in/out", "time_s"]]
         for result in self.results:
             if result.error is not None or not result.history:
-                rows.append([result.label, "error", "", "", "", "", "", ""])
+                rows.append([result.label, "failed", "", "", "", "", "", ""])
                 continue
             final = result.history[-1]
             ratio = gradient_ratio(result.history[0])
@@ -320,8 +327,12 @@ def compare(recipe: Recipe | dict[str, Any] | str | os.PathLike[str] | None = No
             result.seconds = time.perf_counter() - started
             result.history = trainer.history
             result.epochs_to_target = _epochs_to_target(trainer.history, variant.recipe)
-        except (OptiplugError, ArithmeticError, ValueError) as exc:
-            result.error = " ".join(str(exc).split())
+        except Exception as exc:  # one broken variant must not end the rest
+            # Config and numeric failures speak for themselves; anything else (a plugin's bug)
+            # is named by its type, as the CLI's --debug would show it.
+            known = isinstance(exc, (OptiplugError, ArithmeticError, ValueError))
+            message = " ".join(str(exc).split())
+            result.error = message if known else f"{type(exc).__name__}: {message}"
             if bar is not None:
                 bar.close()
             if progress:
@@ -357,9 +368,12 @@ def _write(outcome: CompareResult, base: Recipe) -> None:
     write_text_atomic(outcome.out_dir / "compare.json", json.dumps(document, indent=2) + "\n")
     series = {r.label: r.history for r in outcome.results if r.history}
     if series:
-        plot_curves(outcome.out_dir / "curves.png", series, overlay=True,
-                    title=f"{base.name}: validation (solid) and train (dotted) per variant "
-                          f"({base.train.backend})")
+        note = plot_or_skip(outcome.out_dir / "curves.png", series, overlay=True,
+                            title=f"{base.name}: validation (solid) and train (dotted) per "
+                                  f"variant ({base.train.backend})")
+        if note is not None:
+            outcome.notes.append(note)
+            return
         plot_gradients(outcome.out_dir / "gradients.png", series,
                        title=f"{base.name}: weight-gradient norm by layer per variant "
                              f"({base.train.backend})")

@@ -20,10 +20,10 @@ from numpy.typing import NDArray
 
 import optiplug
 from optiplug.backends.numpy import NumpyOptimizer, effective_grad
-from optiplug.param_groups import StandardOptimizerSpec
+from optiplug.param_groups import ForeachChoiceSpec
 
 
-class AdadeltaSpec(StandardOptimizerSpec):
+class AdadeltaSpec(ForeachChoiceSpec):
     """Adadelta (torch.optim.Adadelta's defaults)."""
 
     name: Literal["adadelta"] = "adadelta"

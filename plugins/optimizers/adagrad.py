@@ -21,10 +21,10 @@ from numpy.typing import NDArray
 
 import optiplug
 from optiplug.backends.numpy import NumpyOptimizer, effective_grad
-from optiplug.param_groups import StandardOptimizerSpec
+from optiplug.param_groups import KernelChoiceSpec
 
 
-class AdagradSpec(StandardOptimizerSpec):
+class AdagradSpec(KernelChoiceSpec):
     """Adagrad (torch.optim.Adagrad's defaults)."""
 
     name: Literal["adagrad"] = "adagrad"

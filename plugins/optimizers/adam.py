@@ -22,10 +22,10 @@ from numpy.typing import NDArray
 
 import optiplug
 from optiplug.backends.numpy import NumpyOptimizer, effective_grad
-from optiplug.param_groups import StandardOptimizerSpec
+from optiplug.param_groups import KernelChoiceSpec
 
 
-class AdamSpec(StandardOptimizerSpec):
+class AdamSpec(KernelChoiceSpec):
     """Adam (torch.optim.Adam's defaults)."""
 
     name: Literal["adam"] = "adam"

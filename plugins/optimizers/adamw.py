@@ -14,11 +14,11 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import optiplug
-from optiplug.param_groups import StandardOptimizerSpec
+from optiplug.param_groups import KernelChoiceSpec
 from optiplug.plugins.optimizers.adam import NumpyAdam
 
 
-class AdamWSpec(StandardOptimizerSpec):
+class AdamWSpec(KernelChoiceSpec):
     """AdamW (torch.optim.AdamW's defaults)."""
 
     name: Literal["adamw"] = "adamw"

@@ -21,10 +21,10 @@ from pydantic import Field
 
 import optiplug
 from optiplug.backends.numpy import NumpyOptimizer, effective_grad
-from optiplug.param_groups import StandardOptimizerSpec
+from optiplug.param_groups import KernelChoiceSpec
 
 
-class MomentumSpec(StandardOptimizerSpec):
+class MomentumSpec(KernelChoiceSpec):
     """SGD with heavy-ball momentum (torch.optim.SGD with ``momentum > 0``)."""
 
     name: Literal["momentum"] = "momentum"

@@ -23,10 +23,10 @@ from pydantic import Field
 
 import optiplug
 from optiplug.backends.numpy import NumpyOptimizer, effective_grad
-from optiplug.param_groups import StandardOptimizerSpec
+from optiplug.param_groups import KernelChoiceSpec
 
 
-class NesterovSpec(StandardOptimizerSpec):
+class NesterovSpec(KernelChoiceSpec):
     """SGD with Nesterov momentum (torch.optim.SGD with ``nesterov=True``)."""
 
     name: Literal["nesterov"] = "nesterov"

@@ -23,10 +23,10 @@ from numpy.typing import NDArray
 
 import optiplug
 from optiplug.backends.numpy import NumpyOptimizer, effective_grad
-from optiplug.param_groups import StandardOptimizerSpec
+from optiplug.param_groups import ForeachChoiceSpec
 
 
-class RMSpropSpec(StandardOptimizerSpec):
+class RMSpropSpec(ForeachChoiceSpec):
     """RMSprop (torch.optim.RMSprop's defaults)."""
 
     name: Literal["rmsprop"] = "rmsprop"
