@@ -33,9 +33,8 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError, core_schema
 
 from ..errors import ConfigError, ConfigIssue
-from ..param_groups import StandardOptimizerSpec
 from ..registry import Registry, default_registry
-from ..specs import PositiveFloat
+from ..specs import OptimizerSpec, PositiveFloat
 from ..technique import Technique
 from . import _blocks
 from ._base import (
@@ -172,7 +171,7 @@ def _check_labels(transforms: Any, labels: Mapping[str, str]) -> None:
                          f"{sorted(transforms)}")
 
 
-class ChainSpecBase(StandardOptimizerSpec):
+class ChainSpecBase(OptimizerSpec):
     """Fields of a chain optimizer config (the ``chain`` technique's spec subclasses it)."""
 
     transforms: ChainTransforms
@@ -192,7 +191,7 @@ class ChainSpecBase(StandardOptimizerSpec):
         return _make(self.transforms, self.labels)
 
 
-class NamedChainSpec(StandardOptimizerSpec):
+class NamedChainSpec(OptimizerSpec):
     """Base of the specs :func:`register_chain` makes: the chain is fixed, ``lr`` is not."""
 
     chain_transform: ClassVar[Chain | MultiTransform]

@@ -20,10 +20,9 @@ from numpy.typing import NDArray
 
 import optiplug
 from optiplug.backends.numpy import NumpyOptimizer, effective_grad
-from optiplug.param_groups import StandardOptimizerSpec
 
 
-class AdadeltaSpec(StandardOptimizerSpec):
+class AdadeltaSpec(optiplug.OptimizerSpec):
     """Adadelta (torch.optim.Adadelta's defaults)."""
 
     name: Literal["adadelta"] = "adadelta"

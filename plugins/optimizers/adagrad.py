@@ -21,10 +21,9 @@ from numpy.typing import NDArray
 
 import optiplug
 from optiplug.backends.numpy import NumpyOptimizer, effective_grad
-from optiplug.param_groups import StandardOptimizerSpec
 
 
-class AdagradSpec(StandardOptimizerSpec):
+class AdagradSpec(optiplug.OptimizerSpec):
     """Adagrad (torch.optim.Adagrad's defaults)."""
 
     name: Literal["adagrad"] = "adagrad"

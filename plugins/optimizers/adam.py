@@ -22,10 +22,9 @@ from numpy.typing import NDArray
 
 import optiplug
 from optiplug.backends.numpy import NumpyOptimizer, effective_grad
-from optiplug.param_groups import StandardOptimizerSpec
 
 
-class AdamSpec(StandardOptimizerSpec):
+class AdamSpec(optiplug.OptimizerSpec):
     """Adam (torch.optim.Adam's defaults)."""
 
     name: Literal["adam"] = "adam"

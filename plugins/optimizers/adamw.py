@@ -14,11 +14,10 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import optiplug
-from optiplug.param_groups import StandardOptimizerSpec
 from optiplug.plugins.optimizers.adam import NumpyAdam
 
 
-class AdamWSpec(StandardOptimizerSpec):
+class AdamWSpec(optiplug.OptimizerSpec):
     """AdamW (torch.optim.AdamW's defaults)."""
 
     name: Literal["adamw"] = "adamw"

@@ -21,10 +21,9 @@ from pydantic import Field
 
 import optiplug
 from optiplug.backends.numpy import NumpyOptimizer, effective_grad
-from optiplug.param_groups import StandardOptimizerSpec
 
 
-class MomentumSpec(StandardOptimizerSpec):
+class MomentumSpec(optiplug.OptimizerSpec):
     """SGD with heavy-ball momentum (torch.optim.SGD with ``momentum > 0``)."""
 
     name: Literal["momentum"] = "momentum"

@@ -23,10 +23,9 @@ from pydantic import Field
 
 import optiplug
 from optiplug.backends.numpy import NumpyOptimizer, effective_grad
-from optiplug.param_groups import StandardOptimizerSpec
 
 
-class NesterovSpec(StandardOptimizerSpec):
+class NesterovSpec(optiplug.OptimizerSpec):
     """SGD with Nesterov momentum (torch.optim.SGD with ``nesterov=True``)."""
 
     name: Literal["nesterov"] = "nesterov"

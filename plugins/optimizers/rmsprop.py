@@ -23,10 +23,9 @@ from numpy.typing import NDArray
 
 import optiplug
 from optiplug.backends.numpy import NumpyOptimizer, effective_grad
-from optiplug.param_groups import StandardOptimizerSpec
 
 
-class RMSpropSpec(StandardOptimizerSpec):
+class RMSpropSpec(optiplug.OptimizerSpec):
     """RMSprop (torch.optim.RMSprop's defaults)."""
 
     name: Literal["rmsprop"] = "rmsprop"

@@ -20,10 +20,9 @@ from numpy.typing import NDArray
 
 import optiplug
 from optiplug.backends.numpy import NumpyOptimizer, effective_grad
-from optiplug.param_groups import StandardOptimizerSpec
 
 
-class SGDSpec(StandardOptimizerSpec):
+class SGDSpec(optiplug.OptimizerSpec):
     """Plain gradient descent (torch.optim.SGD without momentum)."""
 
     name: Literal["sgd"] = "sgd"
