@@ -77,8 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("show", help="explain one technique and its hyperparameters")
-    p.add_argument("kind")
-    p.add_argument("name")
+    p.add_argument("kind", help="optimizer, initializer, activation, normalizer or scheduler")
+    p.add_argument("name", help="the technique's name (see `optiplug list`)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_show)
 
@@ -88,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_schema)
 
     p = sub.add_parser("validate", help="check a YAML/TOML/JSON config without building it")
-    p.add_argument("file")
+    p.add_argument("file", help="the config file to check (.yaml, .yml, .toml or .json)")
     p.add_argument("--param-groups", metavar="SHAPES",
                    help="dry run of the optimizer's param-group rules over the parameters in "
                         "SHAPES (a YAML/TOML/JSON file mapping names to shapes): print which "
