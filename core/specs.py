@@ -76,6 +76,9 @@ class Spec(BaseModel):
     name: str
 
     spec_kind: ClassVar[Kind]
+    policy_fields: ClassVar[frozenset[str]] = frozenset()
+    """Fields that choose a policy around the computation rather than its numbers: the
+    conformance kit does not require that moving them changes a result."""
 
     @model_validator(mode="before")
     @classmethod
@@ -235,6 +238,11 @@ class InitializerSpec(Spec):
         """Variance of the elements drawn for ``shape``; ``None`` when not declared."""
         return None
 
+    def example_shapes(self) -> tuple[tuple[int, ...], ...]:
+        """Weight shapes the conformance kit draws with (``(out, in, *kernel)``): a linear and
+        a convolution weight. An initializer that takes only 2-D weights returns 2-D ones."""
+        return ((256, 512), (64, 32, 3, 3))
+
 
 class ActivationSpec(Spec):
     """Base of activation-function specs."""
@@ -248,6 +256,11 @@ class NormalizerSpec(Spec):
 
     spec_kind: ClassVar[Kind] = "normalizer"
     kind: Literal["normalizer"] = "normalizer"
+
+    def example_input_shape(self, batch: int, num_features: int) -> tuple[int, ...]:
+        """The input shape the conformance kit feeds a layer of this spec: ``(batch,
+        num_features)``; a normalizer over N-D inputs returns its layout (``(N, C, L)``)."""
+        return (batch, num_features)
 
 
 class SchedulerSpec(Spec):
