@@ -194,9 +194,23 @@ def check_optimizer_trains(technique: Technique, backend: str) -> None:
     _need(technique, backend)
     clause = f"trains in optiplug.training[{backend}]"
     registry = default_registry()
+    added = False
     if not _registered(technique, registry):
-        raise CheckSkipped("the training loop builds by name from the process-wide registry, "
-                           "where this technique is not registered")
+        # The loop builds by name from the process-wide registry: register the technique there
+        # for the check (unless its name is taken by another one).
+        if technique.name in registry.names(technique.kind):
+            raise CheckSkipped("another technique of this name is in the process-wide "
+                               "registry the training loop builds from")
+        registry.register(technique)
+        added = True
+    try:
+        _train(technique, backend, clause)
+    finally:
+        if added:
+            registry.unregister(f"{technique.kind}.{technique.name}")
+
+
+def _train(technique: Technique, backend: str, clause: str) -> None:
     from ..training.loop import Trainer
     from ..training.recipe import load_recipe
 
