@@ -81,6 +81,11 @@ def test_sdist_installs_offline_and_its_own_tests_pass(installed: tuple[FreshVen
     assert "site-packages" in where, where
     listed = {f"{row['kind']}.{row['name']}" for row in environment.optiplug_list()}
     assert {"optimizer.adam", "normalizer.batch_norm", "scheduler.cosine"} <= listed
+    # The scaffold's templates are package data of the installed (not editable) package.
+    environment.run(environment.bin / "optiplug", "new", "optimizer", "from_sdist", "--dir",
+                    environment.root / "skeleton")
+    assert (environment.root / "skeleton" / "src" / "optiplug_from_sdist" /
+            "_torch_from_sdist.py").is_file()
     run = environment.run(environment.python, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                           "tests/core/test_param_groups.py", "tests/core/test_builtin_specs.py",
                           "tests/plugins/optimizers/test_optimizer_state.py", cwd=tree, check=False)
