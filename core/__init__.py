@@ -36,20 +36,23 @@ from .errors import (
     PluginError,
 )
 from .hookspecs import hookimpl
-from .param_groups import ParamGroupRule, param_groups
+from .param_groups import param_groups
 from .registry import ENTRY_POINT_GROUP, BrokenPlugin, Conflict, Registry
 from .specs import (
     KINDS,
     ActivationSpec,
     Beta,
     InitializerSpec,
+    Nonfinite,
     NonNegativeFloat,
     NonNegativeInt,
     NormalizerSpec,
     OptimizerSpec,
+    ParamGroupRule,
     PositiveFloat,
     PositiveInt,
     Probability,
+    Role,
     SchedulerSpec,
     Spec,
 )
@@ -96,6 +99,7 @@ __all__ = [
     "NonNegativeFloat",
     "NonNegativeInt",
     "NonfiniteGradientError",
+    "Nonfinite",
     "NormalizerSpec",
     "OptimizerSpec",
     "OptiplugError",
@@ -107,6 +111,7 @@ __all__ = [
     "PositiveInt",
     "Probability",
     "Registry",
+    "Role",
     "SchedulerSpec",
     "Spec",
     "Technique",

@@ -104,8 +104,8 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("show", help="explain one technique and its hyperparameters")
-    p.add_argument("kind")
-    p.add_argument("name")
+    p.add_argument("kind", help="optimizer, initializer, activation, normalizer or scheduler")
+    p.add_argument("name", help="the technique's name (see `optiplug list`)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_show)
 
@@ -119,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Check a file without building anything: one technique, a sectioned "
                     "config (optimizer:, scheduler:, ...) or a training recipe (what 'optiplug "
                     "run' takes). Exit 0 valid, 1 invalid (one line per bad path), 2 usage.")
-    p.add_argument("file", help="YAML, TOML or JSON file")
+    p.add_argument("file", help="the file to check (.yaml, .yml, .toml or .json)")
     add_overrides_argument(p)
     p.add_argument("--param-groups", metavar="SHAPES",
                    help="dry run of the optimizer's param-group rules over the parameters in "

@@ -28,119 +28,30 @@ gets, for ``optiplug.param_groups(...)`` and the CLI.
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import model_validator
 
 from .errors import ConfigError, ConfigIssue
-from .specs import NonNegativeFloat, OptimizerSpec, PositiveFloat
+from .specs import OptimizerSpec, ParamGroupRule, Role
 
 __all__ = ["ForeachChoiceSpec", "GroupRow", "KernelChoiceSpec", "ParamGroupList",
            "ParamGroupRule", "ParamGroups", "Role", "StandardOptimizerSpec", "dry_run",
            "holds_params", "named_params", "normalize_params", "param_groups"]
 
-Role = Literal["bias", "norm", "1d"]
-_SETTINGS = ("lr", "lr_mult", "weight_decay")
 _NORM_COMPONENT = re.compile(r"(norm|^bn\d*$|^ln(_\w+)?\d*$|^gn\d*$)", re.IGNORECASE)
 _NORM_WEIGHT_NAMES = frozenset({"weight", "gamma", "scale"})
 
 
-class ParamGroupRule(BaseModel):
-    """One param-group rule: which parameters (all selectors given must hold) get which settings.
-
-    ``{"role": "bias", "weight_decay": 0.0}`` or ``{"match": "encoder.*", "lr_mult": 0.1}``.
-    """
-
-    # Field descriptions: attribute docstrings, read lazily by optiplug.specs.describe_fields.
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, defer_build=True)
-
-    match: str | None = None
-    """``fnmatch`` pattern the whole parameter name must match (``"encoder.*"``)."""
-    regex: str | None = None
-    """Regular expression searched in the parameter name (``"\\.bias$"``)."""
-    role: Role | None = None
-    """``bias``, ``norm`` (normalization-layer weight) or ``1d`` (at most one dimension)."""
-    lr: PositiveFloat | None = None
-    """Learning rate of the selected parameters."""
-    lr_mult: PositiveFloat | None = None
-    """Multiplier of the optimizer's learning rate for the selected parameters."""
-    weight_decay: NonNegativeFloat | None = None
-    """Weight decay of the selected parameters (``0.0``: no decay)."""
-
-    @model_validator(mode="after")
-    def _complete(self) -> ParamGroupRule:
-        if self.match is None and self.regex is None and self.role is None:
-            raise ValueError("a rule needs at least one of 'match', 'regex' or 'role'")
-        if self.lr is None and self.lr_mult is None and self.weight_decay is None:
-            raise ValueError("a rule must set at least one of 'lr', 'lr_mult' or "
-                             "'weight_decay'")
-        if self.lr is not None and self.lr_mult is not None:
-            raise ValueError("give 'lr' or 'lr_mult', not both")
-        if self.regex is not None:
-            try:
-                re.compile(self.regex)
-            except re.error as exc:
-                raise ValueError(f"invalid regex {self.regex!r}: {exc}") from None
-        return self
-
-    def selects(self, name: str, roles: frozenset[str]) -> bool:
-        """Whether this rule selects the parameter ``name`` having ``roles``."""
-        if self.match is not None and not fnmatch.fnmatchcase(name, self.match):
-            return False
-        if self.regex is not None and re.search(self.regex, name) is None:
-            return False
-        return self.role is None or self.role in roles
-
-    def describe(self) -> str:
-        """``match='head.*', role=bias`` for messages and the dry-run table."""
-        parts = [f"{key}={value!r}" for key in ("match", "regex", "role")
-                 if (value := getattr(self, key)) is not None]
-        return ", ".join(parts)
-
-    def settings(self) -> dict[str, float]:
-        """The settings this rule makes (``lr``, ``lr_mult``, ``weight_decay``)."""
-        return {key: value for key in _SETTINGS if (value := getattr(self, key)) is not None}
+StandardOptimizerSpec = OptimizerSpec
+"""Former name of :class:`optiplug.OptimizerSpec` (which now holds ``param_groups`` and
+``nonfinite``); kept as an alias."""
 
 
-class StandardOptimizerSpec(OptimizerSpec):
-    """Optimizer spec with the options every builtin optimizer shares.
-
-    Fields: ``param_groups`` (rules, see :mod:`optiplug.param_groups`) and ``nonfinite`` (what a
-    step does when a gradient holds NaN or infinity).
-    """
-
-    param_groups: tuple[ParamGroupRule, ...] = ()
-    """Param-group rules by name pattern and role setting lr, lr_mult and weight_decay."""
-    nonfinite: Literal["raise", "skip", "ignore"] = "ignore"
-    """On a NaN/inf gradient: ``raise`` (naming the parameter), ``skip`` the whole step
-    (params and state untouched), or ``ignore`` (apply it, like torch)."""
-
-    def optimizer_arguments(self) -> dict[str, Any]:
-        """Keyword arguments for the optimizer classes: every hyperparameter but the rules."""
-        return {key: value for key, value in self.hyperparameters().items()
-                if key != "param_groups"}
-
-    def group_params(self, params: Any) -> Any:
-        """``params`` split into groups by :attr:`param_groups` (unchanged without rules).
-
-        Raises:
-            ConfigError: a rule matches nothing, or two rules conflict on a parameter.
-        """
-        if not self.param_groups:
-            return params
-        defaults = {"lr": self.lr, "weight_decay": getattr(self, "weight_decay", 0.0)}
-        try:
-            groups = param_groups(params, self.param_groups, **defaults).groups
-        except ConfigError as exc:
-            raise exc.prefixed("param_groups") from None
-        return ParamGroupList(groups, grads=getattr(params, "grads", None))
-
-
-class ForeachChoiceSpec(StandardOptimizerSpec):
-    """:class:`StandardOptimizerSpec` plus torch's ``foreach`` kernel choice, for techniques
+class ForeachChoiceSpec(OptimizerSpec):
+    """:class:`optiplug.OptimizerSpec` plus torch's ``foreach`` kernel choice, for techniques
     whose torch builder returns a ``torch.optim`` class without a fused kernel.
 
     ``None`` (the default) lets optiplug pick the fastest kernel that is correct for every
@@ -148,11 +59,13 @@ class ForeachChoiceSpec(StandardOptimizerSpec):
     one kernel: there only ``None`` and ``False`` are accepted.
     """
 
+    policy_fields: ClassVar[frozenset[str]] = OptimizerSpec.policy_fields | {"foreach"}
+
     foreach: bool | None = None
     """torch's multi-tensor kernel: ``True`` use it, ``False`` never, ``None`` optiplug picks."""
 
     def optimizer_arguments(self) -> dict[str, Any]:
-        """As :meth:`StandardOptimizerSpec.optimizer_arguments`, without unset kernel keys."""
+        """As :meth:`optiplug.OptimizerSpec.optimizer_arguments`, without unset kernel keys."""
         arguments = super().optimizer_arguments()
         for key in ("fused", "foreach"):
             if key in arguments and arguments[key] is None:
@@ -163,6 +76,8 @@ class ForeachChoiceSpec(StandardOptimizerSpec):
 class KernelChoiceSpec(ForeachChoiceSpec):
     """:class:`ForeachChoiceSpec` plus torch's ``fused`` kernel choice, for techniques whose
     torch builder returns a ``torch.optim`` class that has a fused kernel."""
+
+    policy_fields: ClassVar[frozenset[str]] = ForeachChoiceSpec.policy_fields | {"fused"}
 
     fused: bool | None = None
     """torch's fused kernel: ``True`` use it, ``False`` never, ``None`` optiplug picks."""

@@ -8,9 +8,11 @@ read when the registry first loads:
 ``OPTIPLUG_DISABLE_PLUGIN_AUTOLOAD=1``
     Load no entry point except those named by ``OPTIPLUG_PLUGINS``.
 ``OPTIPLUG_PLUGINS=a,b``
-    Allow-list: load only these entry points or distributions (``fnmatch`` patterns allowed).
+    Allow-list: load only these entry points or distributions (``fnmatch`` patterns allowed);
+    ``distribution:entry point`` names one entry point of one distribution.
 ``OPTIPLUG_DISABLED_PLUGINS=x,y``
-    Deny-list, with the same names.
+    Deny-list, with the same names (``optiplug-extras:optimizer.lion`` disables that entry
+    point of that distribution only, where another distribution has one of the same name).
 ``OPTIPLUG_STRICT_PLUGINS=1``
     Raise :class:`~optiplug.PluginError` for a broken plugin instead of recording it.
 ``OPTIPLUG_PREFER=optimizer.adam=dist,...``
@@ -89,7 +91,7 @@ class Conflict:
         return (f"{self.kind} {self.name!r} is provided by {len(self.techniques)} plugins: {who}. "
                 f"Choose one with OPTIPLUG_PREFER='{self.kind}.{self.name}=<distribution>' "
                 f"(or Registry.prefer), or disable one with "
-                f"OPTIPLUG_DISABLED_PLUGINS=<entry point or distribution>")
+                f"OPTIPLUG_DISABLED_PLUGINS=<distribution>:<entry point>")
 
 
 def _normalize(name: str) -> str:
@@ -491,6 +493,12 @@ class Registry:
 
         def matches(pattern: str, ep: metadata.EntryPoint) -> bool:
             dist = ep.dist.name if ep.dist else ""
+            if ":" in pattern:
+                # distribution:entry point, both parts patterns.
+                dist_pattern, _, ep_pattern = pattern.partition(":")
+                return (bool(dist) and fnmatch.fnmatchcase(_normalize(dist),
+                                                           _normalize(dist_pattern))
+                        and fnmatch.fnmatchcase(ep.name, ep_pattern.strip()))
             # Distribution names compare normalized (PEP 503), patterns included.
             return (fnmatch.fnmatchcase(ep.name, pattern)
                     or (bool(dist) and fnmatch.fnmatchcase(_normalize(dist),

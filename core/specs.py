@@ -10,6 +10,8 @@ infinity is never a valid hyperparameter. ``type(spec)(**spec.model_dump())`` an
 
 from __future__ import annotations
 
+import fnmatch
+import re
 import threading
 import typing
 from typing import Annotated, Any, ClassVar, Final, Literal
@@ -24,11 +26,14 @@ __all__ = [
     "Kind",
     "NonNegativeFloat",
     "NonNegativeInt",
+    "Nonfinite",
     "NormalizerSpec",
     "OptimizerSpec",
+    "ParamGroupRule",
     "PositiveFloat",
     "PositiveInt",
     "Probability",
+    "Role",
     "SchedulerSpec",
     "Spec",
     "describe_fields",
@@ -71,6 +76,9 @@ class Spec(BaseModel):
     name: str
 
     spec_kind: ClassVar[Kind]
+    policy_fields: ClassVar[frozenset[str]] = frozenset()
+    """Fields that choose a policy around the computation rather than its numbers: the
+    conformance kit does not require that moving them changes a result."""
 
     @model_validator(mode="before")
     @classmethod
@@ -99,13 +107,117 @@ class Spec(BaseModel):
         return {k: v for k, v in self.model_dump().items() if k not in ("kind", "name")}
 
 
+Role = Literal["bias", "norm", "1d"]
+"""Parameter roles a param-group rule may select (see :mod:`optiplug.param_groups`)."""
+Nonfinite = Literal["raise", "skip", "ignore"]
+"""What an optimizer step does with a NaN/inf gradient."""
+_SETTINGS: Final = ("lr", "lr_mult", "weight_decay")
+
+
+class ParamGroupRule(BaseModel):
+    """One param-group rule: which parameters (all selectors given must hold) get which settings.
+
+    ``{"role": "bias", "weight_decay": 0.0}`` or ``{"match": "encoder.*", "lr_mult": 0.1}``.
+    """
+
+    # Field descriptions: attribute docstrings, read lazily by optiplug.specs.describe_fields.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, defer_build=True)
+
+    match: str | None = None
+    """``fnmatch`` pattern the whole parameter name must match (``"encoder.*"``)."""
+    regex: str | None = None
+    """Regular expression searched in the parameter name (``"\\.bias$"``)."""
+    role: Role | None = None
+    """``bias``, ``norm`` (normalization-layer weight) or ``1d`` (at most one dimension)."""
+    lr: PositiveFloat | None = None
+    """Learning rate of the selected parameters."""
+    lr_mult: PositiveFloat | None = None
+    """Multiplier of the optimizer's learning rate for the selected parameters."""
+    weight_decay: NonNegativeFloat | None = None
+    """Weight decay of the selected parameters (``0.0``: no decay)."""
+
+    @model_validator(mode="after")
+    def _complete(self) -> ParamGroupRule:
+        if self.match is None and self.regex is None and self.role is None:
+            raise ValueError("a rule needs at least one of 'match', 'regex' or 'role'")
+        if self.lr is None and self.lr_mult is None and self.weight_decay is None:
+            raise ValueError("a rule must set at least one of 'lr', 'lr_mult' or "
+                             "'weight_decay'")
+        if self.lr is not None and self.lr_mult is not None:
+            raise ValueError("give 'lr' or 'lr_mult', not both")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(f"invalid regex {self.regex!r}: {exc}") from None
+        return self
+
+    def selects(self, name: str, roles: frozenset[str]) -> bool:
+        """Whether this rule selects the parameter ``name`` having ``roles``."""
+        if self.match is not None and not fnmatch.fnmatchcase(name, self.match):
+            return False
+        if self.regex is not None and re.search(self.regex, name) is None:
+            return False
+        return self.role is None or self.role in roles
+
+    def describe(self) -> str:
+        """``match='head.*', role=bias`` for messages and the dry-run table."""
+        parts = [f"{key}={value!r}" for key in ("match", "regex", "role")
+                 if (value := getattr(self, key)) is not None]
+        return ", ".join(parts)
+
+    def settings(self) -> dict[str, float]:
+        """The settings this rule makes (``lr``, ``lr_mult``, ``weight_decay``)."""
+        return {key: value for key in _SETTINGS if (value := getattr(self, key)) is not None}
+
+
 class OptimizerSpec(Spec):
-    """Base of optimizer specs: every optimizer has a learning rate."""
+    """Base of optimizer specs: a learning rate, param-group rules and the nonfinite policy.
+
+    Every optimizer, builtin or third-party, subclasses this. A builder passes
+    :meth:`group_params` (the params split by the rules) and :meth:`optimizer_arguments` (every
+    hyperparameter, ``nonfinite`` included) to its optimizer class: a subclass of
+    ``optiplug.backends.numpy.NumpyOptimizer`` or of a ``torch.optim.Optimizer`` with
+    ``optiplug.backends.torch.TorchOptimizer`` mixed in, which apply the policy and key the
+    state by parameter name.
+    """
 
     spec_kind: ClassVar[Kind] = "optimizer"
+    policy_fields: ClassVar[frozenset[str]] = frozenset({"nonfinite", "param_groups"})
+    """Fields that choose what happens around the update (policy), not the update itself: the
+    conformance kit does not require that changing them changes a finite step's result."""
+
     kind: Literal["optimizer"] = "optimizer"
     lr: PositiveFloat = 1e-3
     """Learning rate (step size), > 0."""
+    param_groups: tuple[ParamGroupRule, ...] = ()
+    """Param-group rules by name pattern and role setting lr, lr_mult and weight_decay."""
+    nonfinite: Nonfinite = "ignore"
+    """On a NaN/inf gradient: ``raise`` (naming the parameter), ``skip`` the whole step
+    (params and state untouched), or ``ignore`` (apply it, like torch)."""
+
+    def optimizer_arguments(self) -> dict[str, Any]:
+        """Keyword arguments for the optimizer classes: every hyperparameter but the rules."""
+        return {key: value for key, value in self.hyperparameters().items()
+                if key != "param_groups"}
+
+    def group_params(self, params: Any) -> Any:
+        """``params`` split into groups by :attr:`param_groups` (unchanged without rules).
+
+        Raises:
+            ConfigError: a rule matches nothing, or two rules conflict on a parameter.
+        """
+        if not self.param_groups:
+            return params
+        from .errors import ConfigError
+        from .param_groups import ParamGroupList, param_groups
+
+        defaults = {"lr": self.lr, "weight_decay": getattr(self, "weight_decay", 0.0)}
+        try:
+            groups = param_groups(params, self.param_groups, **defaults).groups
+        except ConfigError as exc:
+            raise exc.prefixed("param_groups") from None
+        return ParamGroupList(groups, grads=getattr(params, "grads", None))
 
 
 class InitializerSpec(Spec):
@@ -127,6 +239,11 @@ class InitializerSpec(Spec):
         """Variance of the elements drawn for ``shape``; ``None`` when not declared."""
         return None
 
+    def example_shapes(self) -> tuple[tuple[int, ...], ...]:
+        """Weight shapes the conformance kit draws with (``(out, in, *kernel)``): a linear and
+        a convolution weight. An initializer that takes only 2-D weights returns 2-D ones."""
+        return ((256, 512), (64, 32, 3, 3))
+
 
 class ActivationSpec(Spec):
     """Base of activation-function specs."""
@@ -140,6 +257,11 @@ class NormalizerSpec(Spec):
 
     spec_kind: ClassVar[Kind] = "normalizer"
     kind: Literal["normalizer"] = "normalizer"
+
+    def example_input_shape(self, batch: int, num_features: int) -> tuple[int, ...]:
+        """The input shape the conformance kit feeds a layer of this spec: ``(batch,
+        num_features)``; a normalizer over N-D inputs returns its layout (``(N, C, L)``)."""
+        return (batch, num_features)
 
 
 class SchedulerSpec(Spec):

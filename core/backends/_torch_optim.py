@@ -82,11 +82,25 @@ class NamedParamsOptimizer(torch.optim.Optimizer):
     """
 
     torch_class: ClassVar[type[torch.optim.Optimizer]]
+    """The ``torch.optim.Optimizer`` whose ``step`` does the math; when a subclass does not set
+    it, the first such class after the mixin in the MRO (``class Lion(TorchOptimizer,
+    LionAlgorithm)`` gets ``LionAlgorithm``)."""
     fused_unsupported: ClassVar[frozenset[str] | None] = None
     """Device types without this class's fused kernel; ``None``: the class has none."""
     step_in_state: ClassVar[bool] = True
     """Whether the torch class keeps a ``step`` count in each parameter's state (SGD does
     not), for :func:`optiplug.convert_state`."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "torch_class" in cls.__dict__:
+            return
+        mro = cls.__mro__
+        algorithm = next((klass for klass in mro[mro.index(NamedParamsOptimizer) + 1:]
+                          if issubclass(klass, torch.optim.Optimizer)
+                          and klass is not torch.optim.Optimizer), None)
+        if algorithm is not None:
+            cls.torch_class = algorithm
 
     def __init__(self, params: Any, *args: Any, nonfinite: str = "ignore",
                  **kwargs: Any) -> None:

@@ -25,8 +25,10 @@ not import torch (in a fresh interpreter); an optimizer's ``state_dict`` round-t
 continues identically, its steps read ``lr`` from ``param_groups`` and it fires the step
 hooks; a scheduler's ``state_dict`` round-trips; an initializer's samples have the variance
 its spec declares (``expected_variance(shape)``); an activation's or normalizer layer's NumPy
-``backward`` matches a numerical gradient; NumPy and torch agree. Torch checks are skipped
-when torch is not installed.
+``backward`` matches a numerical gradient; NumPy and torch agree; an optimizer trains a few
+epochs in :mod:`optiplug.training`'s own loop and handles gradients that are ``None`` on some
+steps; moving any hyperparameter changes the result. Torch checks are skipped when torch is not
+installed.
 
 Importing this package is cheap: the checks load on first use.
 """
@@ -45,12 +47,15 @@ if TYPE_CHECKING:
         Report,
         check_backends_agree,
         check_build,
+        check_hyperparameters_matter,
         check_initializer_variance,
         check_numerical_gradient,
         check_numpy_without_torch,
         check_optimizer_lr_from_param_groups,
+        check_optimizer_missing_gradients,
         check_optimizer_state_dict,
         check_optimizer_step_hooks,
+        check_optimizer_trains,
         check_scheduler_state_dict,
         check_schema,
         check_spec,
@@ -71,6 +76,9 @@ __all__ = [
     "check_backends_agree",
     "check_build",
     "check_initializer_variance",
+    "check_optimizer_trains",
+    "check_optimizer_missing_gradients",
+    "check_hyperparameters_matter",
     "check_numerical_gradient",
     "check_numpy_without_torch",
     "check_optimizer_lr_from_param_groups",

@@ -224,7 +224,17 @@ def installed_optimizers(backend: str) -> tuple[list[str], list[str]]:
 
     registry = default_registry()
     usable, skipped = [], []
+    conflicted = {c.name for c in registry.conflicts() if c.kind == "optimizer"}
     for name in registry.names("optimizer"):
+        if name in conflicted:
+            try:
+                registry.get("optimizer", name)      # OPTIPLUG_PREFER may resolve it
+            except OptiplugError:
+                skipped.append(f"{name} (provided by more than one plugin: choose one with "
+                               f"OPTIPLUG_PREFER='optimizer.{name}=<distribution>' or disable "
+                               f"one with OPTIPLUG_DISABLED_PLUGINS=<distribution>:<entry "
+                               f"point>; `optiplug doctor` lists them)")
+                continue
         try:
             technique = registry.get("optimizer", name)
             to_spec({"name": name}, kind="optimizer", registry=registry)

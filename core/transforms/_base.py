@@ -20,6 +20,11 @@ Two kinds of transforms exist:
   never touch the arrays for it: the factor is carried along and folded into the next kernel
   that can absorb it (``add_decayed_weights``) or into the final ``p += factor * u``. Its
   ``factor`` may read the global L2 norm of the incoming update (``clip_by_global_norm``).
+- :class:`PerTensorTransform`: multiplies each tensor's update by a factor computed from that
+  tensor's statistics, the L2 norms of the parameter and of its incoming update
+  (``scale_by_trust_ratio`` as in LAMB and LARS). Executors compute the norms of whole tensors,
+  however the NumPy backend blocks and packs them, and call
+  :meth:`PerTensorTransform.tensor_factor` once per tensor.
 """
 
 from __future__ import annotations
@@ -30,10 +35,10 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-__all__ = ["ArrayOps", "Arrays", "Chain", "ChainLike", "Labeler", "MultiTransform", "Ratio",
-           "ScalarTransform", "StepContext", "Transform", "as_chain", "label_params",
-           "register_transform", "run_transform", "settle", "transform_class",
-           "transform_names"]
+__all__ = ["ArrayOps", "Arrays", "Chain", "ChainLike", "Labeler", "MultiTransform",
+           "PerTensorTransform", "Ratio", "ScalarTransform", "StepContext", "Transform",
+           "as_chain", "label_params", "register_transform", "run_transform", "settle",
+           "transform_class", "transform_names"]
 
 Arrays = Any
 """One operand of :class:`ArrayOps`: a NumPy block (``ndarray``) or a list of torch tensors."""
@@ -293,6 +298,30 @@ class ScalarTransform(Transform):
         raise TypeError("a ScalarTransform is applied through factor(), never update()")
 
 
+class PerTensorTransform(Transform):
+    """A transform that multiplies each tensor's update by a factor of its own.
+
+    The public per-tensor hook: a subclass implements :meth:`tensor_factor` from the L2 norm of
+    the parameter tensor and of the update arriving at this transform (every factor before it
+    applied). Executors take both norms over whole tensors (in float64 on NumPy) and never
+    hand a kernel a part of a tensor for it, so a per-tensor rule needs no backend code.
+    """
+
+    def tensor_factor(self, ctx: StepContext, param_norm: float, update_norm: float) -> float:
+        """The factor of one tensor's update this step.
+
+        Args:
+            ctx: Step number and param group (``ctx.params`` is unset).
+            param_norm: L2 norm of the parameter tensor.
+            update_norm: L2 norm of the incoming update of that tensor.
+        """
+        raise NotImplementedError
+
+    def update(self, xp: ArrayOps, u: Arrays, state: Sequence[Arrays],
+               ctx: StepContext) -> Arrays:
+        raise TypeError("a PerTensorTransform is applied through tensor_factor(), never update()")
+
+
 class Chain:
     """Transforms applied in order; the optimizer adds the result to the parameters.
 
@@ -327,16 +356,21 @@ class Chain:
         return tuple(key for keys in self.state_keys for key in keys)
 
     def stages(self) -> list[tuple[int, int]]:
-        """``(start, stop)`` index ranges split before each transform that needs the norm."""
+        """``(start, stop)`` index ranges split before each transform that needs a norm (the
+        global one, or per-tensor ones)."""
         cuts = [0] + [i for i, t in enumerate(self.transforms)
-                      if i > 0 and isinstance(t, ScalarTransform) and t.needs_norm]
+                      if i > 0 and (isinstance(t, PerTensorTransform)
+                                    or (isinstance(t, ScalarTransform) and t.needs_norm))]
         return [(start, stop) for start, stop in zip(cuts, [*cuts[1:], len(self.transforms)],
                                                      strict=True)]
 
     def needs_staging(self) -> bool:
-        """Whether a norm is taken after an array kernel (so updates must be materialized)."""
+        """Whether a norm is taken after an array kernel, or per tensor (so updates must be
+        materialized)."""
         seen_kernel = False
         for transform in self.transforms:
+            if isinstance(transform, PerTensorTransform):
+                return True
             if isinstance(transform, ScalarTransform):
                 if transform.needs_norm and seen_kernel:
                     return True

@@ -21,6 +21,7 @@ from ._base import (
     Arrays,
     Chain,
     ChainLike,
+    PerTensorTransform,
     ScalarTransform,
     StepContext,
     Transform,
@@ -28,10 +29,11 @@ from ._base import (
     register_transform,
 )
 
-__all__ = ["AddDecayedWeights", "Clip", "ClipByGlobalNorm", "Scale", "ScaleByAdam",
-           "ScaleByLearningRate", "ScaleByMomentum", "ScaleByRms", "add_decayed_weights",
-           "chain", "clip", "clip_by_global_norm", "scale", "scale_by_adam",
-           "scale_by_learning_rate", "scale_by_momentum", "scale_by_rms"]
+__all__ = ["AddDecayedWeights", "Clip", "ClipByGlobalNorm", "ClipByTensorNorm", "Scale",
+           "ScaleByAdam", "ScaleByLearningRate", "ScaleByMomentum", "ScaleByRms",
+           "ScaleByTrustRatio", "add_decayed_weights", "chain", "clip", "clip_by_global_norm",
+           "clip_by_tensor_norm", "scale", "scale_by_adam", "scale_by_learning_rate",
+           "scale_by_momentum", "scale_by_rms", "scale_by_trust_ratio"]
 
 
 @register_transform
@@ -227,6 +229,58 @@ class Scale(ScalarTransform):
 
     def factor(self, ctx: StepContext, norm: float) -> float:
         return self.step_size
+
+
+@register_transform
+class ScaleByTrustRatio(PerTensorTransform):
+    """Per-tensor trust ratio (LAMB, LARS): ``u * c ||p|| / (||u|| + eps)`` for each tensor.
+
+    Both norms are of the whole tensor, floored at ``min_norm``; where either is zero the
+    ratio is 1 (a fresh zero-initialized layer still moves). After ``scale_by_adam`` and
+    ``add_decayed_weights`` and before ``scale_by_learning_rate`` it makes LAMB.
+
+    References: You et al., "Large Batch Optimization for Deep Learning: Training BERT in 76
+    minutes" (LAMB), ICLR 2020; You et al., "Large Batch Training of Convolutional Networks"
+    (LARS), 2017.
+    """
+
+    name: Literal["scale_by_trust_ratio"] = "scale_by_trust_ratio"
+    min_norm: NonNegativeFloat = 0.0
+    """Floor of both norms."""
+    trust_coefficient: PositiveFloat = 1.0
+    """Multiplier ``c`` of the ratio (LARS' trust coefficient)."""
+    eps: NonNegativeFloat = 0.0
+    """Added to the update norm in the denominator."""
+
+    def tensor_factor(self, ctx: StepContext, param_norm: float, update_norm: float) -> float:
+        param_norm = max(param_norm, self.min_norm)
+        update_norm = max(update_norm, self.min_norm)
+        if param_norm == 0.0 or update_norm == 0.0:
+            return 1.0
+        return self.trust_coefficient * param_norm / (update_norm + self.eps)
+
+
+@register_transform
+class ClipByTensorNorm(PerTensorTransform):
+    """Rescales each tensor's update so its L2 norm is at most ``max_norm``."""
+
+    name: Literal["clip_by_tensor_norm"] = "clip_by_tensor_norm"
+    max_norm: PositiveFloat
+    """Largest L2 norm one tensor's update may have."""
+
+    def tensor_factor(self, ctx: StepContext, param_norm: float, update_norm: float) -> float:
+        return 1.0 if update_norm <= self.max_norm else self.max_norm / update_norm
+
+
+def scale_by_trust_ratio(min_norm: float = 0.0, trust_coefficient: float = 1.0,
+                         eps: float = 0.0) -> ScaleByTrustRatio:
+    """Per-tensor trust ratio of LAMB and LARS (see :class:`ScaleByTrustRatio`)."""
+    return ScaleByTrustRatio(min_norm=min_norm, trust_coefficient=trust_coefficient, eps=eps)
+
+
+def clip_by_tensor_norm(max_norm: float) -> ClipByTensorNorm:
+    """Per-tensor norm clipping (see :class:`ClipByTensorNorm`)."""
+    return ClipByTensorNorm(max_norm=max_norm)
 
 
 def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> ScaleByAdam:

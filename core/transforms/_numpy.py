@@ -6,7 +6,9 @@ base. Its kernel runs the whole chain on one block of one parameter at a time, s
 temporary is a scratch block that stays in cache and a step allocates nothing that grows with
 the parameters. A global norm (``clip_by_global_norm``) taken before any array kernel is a
 read-only pre-pass over the gradients; one taken after an array kernel splits the chain into
-stages, and the updates between stages are kept in one buffer per parameter.
+stages, and the updates between stages are kept in one buffer per parameter. A per-tensor
+transform (``scale_by_trust_ratio``) also starts a stage: the norms of each whole parameter and
+of its update so far are taken before its factor is applied.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from ..errors import ConfigError
 from ._base import (
     Chain,
     MultiTransform,
+    PerTensorTransform,
     Ratio,
     ScalarTransform,
     StepContext,
@@ -200,7 +203,7 @@ class NumpyChainOptimizer(NumpyOptimizer):
             initial: dict[str, float] = {}
             for item, keys in zip(chain.transforms, chain.state_keys, strict=True):
                 entries.append((item, position, position + len(keys),
-                                isinstance(item, ScalarTransform)))
+                                isinstance(item, (ScalarTransform, PerTensorTransform))))
                 position += len(keys)
                 for key, state_name in zip(keys, item.state_names, strict=True):
                     initial[key] = item.initial_value(state_name)
@@ -254,11 +257,15 @@ class NumpyChainOptimizer(NumpyOptimizer):
             group
 
     def _factors(self, label: str, entries: list[Entry], group: Mapping[str, Any],
-                 step: int) -> tuple[float, ...]:
+                 step: int, tensor_norms: Mapping[int, tuple[float, float]] | None = None
+                 ) -> tuple[float, ...]:
         ctx = StepContext(None, step, group)
         factors = []
         for index, (item, _, _, scalar) in enumerate(entries):
-            if scalar:
+            if isinstance(item, PerTensorTransform):
+                norms = (tensor_norms or {}).get(index)
+                factors.append(1.0 if norms is None else item.tensor_factor(ctx, *norms))
+            elif scalar:
                 assert isinstance(item, ScalarTransform)
                 factors.append(item.factor(ctx, self._norms.get((label, index), _NAN)))
             else:
@@ -336,7 +343,12 @@ class NumpyChainOptimizer(NumpyOptimizer):
                         _sum_of_squares(task[3], size) for task in mine))
                 for task in mine:
                     group, name, flat_p, source, arrays, entries, step = task
-                    factors = self._factors(label, entries, group, step)
+                    tensor_norms = None
+                    if isinstance(head, PerTensorTransform):
+                        tensor_norms = {start: (
+                            math.sqrt(_sum_of_squares(flat_p, size)),
+                            math.sqrt(_sum_of_squares(source, size)))}
+                    factors = self._factors(label, entries, group, step, tensor_norms)
                     sink = None if last else self._carry_for(name, flat_p)
                     scratch = self._stage_scratch_for(flat_p.dtype)
                     for begin in range(0, flat_p.size, size):

@@ -33,9 +33,8 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError, core_schema
 
 from ..errors import ConfigError, ConfigIssue
-from ..param_groups import StandardOptimizerSpec
 from ..registry import Registry, default_registry
-from ..specs import PositiveFloat
+from ..specs import OptimizerSpec, PositiveFloat
 from ..technique import Technique
 from . import _blocks
 from ._base import (
@@ -54,7 +53,8 @@ __all__ = ["ChainSpecBase", "ChainTransforms", "NamedChainSpec", "TransformEntry
 
 _BUILTIN_BLOCKS = (_blocks.ScaleByAdam, _blocks.ScaleByMomentum, _blocks.ScaleByRms,
                    _blocks.AddDecayedWeights, _blocks.Clip, _blocks.ClipByGlobalNorm,
-                   _blocks.ScaleByLearningRate, _blocks.Scale)
+                   _blocks.ScaleByLearningRate, _blocks.Scale, _blocks.ScaleByTrustRatio,
+                   _blocks.ClipByTensorNorm)
 _BuiltinEntry = Annotated[Union[_BUILTIN_BLOCKS], Field(discriminator="name")]  # type: ignore[valid-type]  # noqa: UP007
 
 
@@ -172,7 +172,7 @@ def _check_labels(transforms: Any, labels: Mapping[str, str]) -> None:
                          f"{sorted(transforms)}")
 
 
-class ChainSpecBase(StandardOptimizerSpec):
+class ChainSpecBase(OptimizerSpec):
     """Fields of a chain optimizer config (the ``chain`` technique's spec subclasses it)."""
 
     transforms: ChainTransforms
@@ -192,14 +192,131 @@ class ChainSpecBase(StandardOptimizerSpec):
         return _make(self.transforms, self.labels)
 
 
-class NamedChainSpec(StandardOptimizerSpec):
-    """Base of the specs :func:`register_chain` makes: the chain is fixed, ``lr`` is not."""
+Target = tuple[str | None, int, str]
+"""Where a chain hyperparameter goes: (label or ``None``, transform index, field name)."""
+
+
+class NamedChainSpec(OptimizerSpec):
+    """Base of the specs :func:`register_chain` makes: ``lr`` and the hyperparameters the chain
+    declares are spec fields; the rest of the chain is fixed."""
 
     chain_transform: ClassVar[Chain | MultiTransform]
+    chain_hyperparameters: ClassVar[Mapping[str, tuple[Target, ...]]] = {}
+    """Spec field name to the transform fields it sets."""
 
     def to_transform(self) -> Chain | MultiTransform:
-        """The registered chain."""
-        return self.chain_transform
+        """The registered chain with this spec's hyperparameters put into its transforms."""
+        if not self.chain_hyperparameters:
+            return self.chain_transform
+        chains: dict[str | None, list[Transform]] = (
+            {label: list(chain.transforms)
+             for label, chain in self.chain_transform.chains.items()}
+            if isinstance(self.chain_transform, MultiTransform)
+            else {None: list(self.chain_transform.transforms)})
+        for field_name, targets in self.chain_hyperparameters.items():
+            value = getattr(self, field_name)
+            for label, index, transform_field in targets:
+                current = chains[label][index]
+                chains[label][index] = type(current).model_validate(
+                    {**current.model_dump(), transform_field: value})
+        if isinstance(self.chain_transform, MultiTransform):
+            return MultiTransform({str(k): Chain(v) for k, v in chains.items()},
+                                  labels=self.chain_transform.labels,
+                                  default=self.chain_transform.default)
+        return Chain(chains[None])
+
+
+def _resolve_target(transform: Chain | MultiTransform, path: str) -> Target:
+    """``[label/]transform[#n].field`` to a :data:`Target`.
+
+    Raises:
+        ValueError: the path names no transform field of the chain.
+    """
+    label: str | None = None
+    rest = path
+    if isinstance(transform, MultiTransform):
+        label, slash, rest = path.partition("/")
+        if not slash or label not in transform.chains:
+            raise ValueError(f"{path!r}: with labelled chains write 'label/transform.field', "
+                             f"label one of {sorted(transform.chains)}")
+        chain = transform.chains[label]
+    else:
+        chain = transform
+    name, dot, field_name = rest.partition(".")
+    if not dot:
+        raise ValueError(f"{path!r}: write 'transform.field' (e.g. 'scale_by_adam.b1')")
+    name, _, repeat = name.partition("#")
+    wanted = int(repeat) if repeat.isdigit() else 1
+    seen = 0
+    for index, item in enumerate(chain.transforms):
+        if item.name == name:
+            seen += 1
+            if seen == wanted:
+                if field_name == "name" or field_name not in type(item).model_fields:
+                    fields = [f for f in type(item).model_fields if f != "name"]
+                    raise ValueError(f"{path!r}: {name} has no field {field_name!r}; its "
+                                     f"fields are {fields}")
+                return label, index, field_name
+    names = [item.name for item in chain.transforms]
+    raise ValueError(f"{path!r}: the chain has no transform {rest.partition('.')[0]!r}; it has "
+                     f"{names}")
+
+
+def _hyperparameter_fields(transform: Chain | MultiTransform,
+                           hyperparameters: Mapping[str, str | Sequence[str]]
+                           ) -> tuple[dict[str, Any], dict[str, tuple[Target, ...]]]:
+    """Spec fields (typed, constrained, described as in the transform) and their targets.
+
+    Raises:
+        ConfigError: a path names nothing, a name is taken by the optimizer spec itself, or
+            one hyperparameter's targets disagree on type or default.
+    """
+    from ..specs import describe_fields
+
+    issues: list[ConfigIssue] = []
+    fields: dict[str, Any] = {}
+    targets: dict[str, tuple[Target, ...]] = {}
+    reserved = set(OptimizerSpec.model_fields)
+    for field_name, paths in hyperparameters.items():
+        where = f"hyperparameters.{field_name}"
+        if not field_name.isidentifier() or field_name in reserved:
+            issues.append(ConfigIssue(where, f"{field_name!r} cannot be a hyperparameter name "
+                                             f"(reserved: {sorted(reserved)})"))
+            continue
+        listed = [paths] if isinstance(paths, str) else list(paths)
+        resolved: list[Target] = []
+        for path in listed:
+            try:
+                resolved.append(_resolve_target(transform, path))
+            except ValueError as exc:
+                issues.append(ConfigIssue(where, str(exc)))
+        if not resolved or len(resolved) != len(listed):
+            if not listed:
+                issues.append(ConfigIssue(where, "give at least one 'transform.field' path"))
+            continue
+        infos = []
+        for label, index, transform_field in resolved:
+            owner = (transform.chains[label] if isinstance(transform, MultiTransform)
+                     and label is not None else transform)
+            assert isinstance(owner, Chain)
+            item = owner.transforms[index]
+            describe_fields(type(item))
+            infos.append((type(item).model_fields[transform_field],
+                          getattr(item, transform_field)))
+        (info, default), *others = infos
+        if any(other.annotation != info.annotation or other.metadata != info.metadata
+               or value != default for other, value in others):
+            issues.append(ConfigIssue(where, "its transform fields differ in type, constraints "
+                                             "or current value"))
+            continue
+        annotation = (Annotated[(info.annotation, *info.metadata)]
+                      if info.metadata else info.annotation)
+        description = info.description or f"Sets {', '.join(listed)}."
+        fields[field_name] = (annotation, Field(default=default, description=description))
+        targets[field_name] = tuple(resolved)
+    if issues:
+        raise ConfigError(issues)
+    return fields, targets
 
 
 ChainSpecLike = ChainSpecBase | NamedChainSpec
@@ -232,7 +349,9 @@ def _config_error(exc: ValidationError, prefix: str = "") -> ConfigError:
 def chain_technique(name: str,
                     transforms: ChainLike | Mapping[str, ChainLike] | Sequence[Any], *,
                     summary: str, lr: float = 1e-3, labels: Mapping[str, str] | None = None,
-                    reference: str = "") -> Technique:
+                    reference: str = "",
+                    hyperparameters: Mapping[str, str | Sequence[str]] | None = None
+                    ) -> Technique:
     """The optimizer :class:`~optiplug.Technique` of a chain, ready to register or to return
     from a plugin's ``optiplug_optimizers()`` hook.
 
@@ -244,9 +363,15 @@ def chain_technique(name: str,
         lr: Default learning rate of the new optimizer's spec.
         labels: Parameter-name patterns to labels, when ``transforms`` is a mapping.
         reference: Paper or documentation the rule follows.
+        hyperparameters: Spec fields of the new optimizer, each naming the transform fields it
+            sets: ``{"b1": "scale_by_adam.b1", "weight_decay":
+            "add_decayed_weights.weight_decay"}`` (``transform#2.field`` for a repeated
+            transform, ``label/transform.field`` with labelled chains, a list to set several).
+            Each field gets the transform field's type, constraints and description, and the
+            value in ``transforms`` as its default.
 
     Raises:
-        ConfigError: an invalid transform (with its path) or label.
+        ConfigError: an invalid transform (with its path), label or hyperparameter.
     """
     try:
         validated = _validate_transforms(transforms)
@@ -256,12 +381,16 @@ def chain_technique(name: str,
         _check_labels(validated, labels or {})
     except ValueError as exc:
         raise ConfigError([ConfigIssue("labels", str(exc))]) from None
+    made = _make(validated, labels or {})
+    fields, targets = _hyperparameter_fields(made, hyperparameters or {})
     spec = create_model(
         "".join(part.title() for part in name.replace("-", "_").split("_")) + "Spec",
         __base__=NamedChainSpec, __doc__=summary, __module__=__name__,
         name=(Literal[name], name),  # type: ignore[arg-type]
-        lr=(PositiveFloat, Field(default=lr, description="Learning rate.")))
-    spec.chain_transform = _make(validated, labels or {})
+        lr=(PositiveFloat, Field(default=lr, description="Learning rate.")),
+        **fields)
+    spec.chain_transform = made
+    spec.chain_hyperparameters = targets
     return Technique(kind="optimizer", name=name, spec=spec,
                      builders={"numpy": build_numpy, "torch": build_torch},
                      summary=summary, reference=reference)
@@ -269,8 +398,9 @@ def chain_technique(name: str,
 
 def register_chain(name: str, transforms: ChainLike | Mapping[str, ChainLike] | Sequence[Any],
                    *, summary: str, lr: float = 1e-3, labels: Mapping[str, str] | None = None,
-                   reference: str = "", registry: Registry | None = None,
-                   override: bool = False) -> Technique:
+                   reference: str = "",
+                   hyperparameters: Mapping[str, str | Sequence[str]] | None = None,
+                   registry: Registry | None = None, override: bool = False) -> Technique:
     """Register a chain in-process as an optimizer of its own, built by name like any other.
 
     Takes the arguments of :func:`chain_technique`, plus:
@@ -287,7 +417,7 @@ def register_chain(name: str, transforms: ChainLike | Mapping[str, ChainLike] | 
         PluginError: ``name`` is taken and ``override`` is false.
     """
     technique = chain_technique(name, transforms, summary=summary, lr=lr, labels=labels,
-                                reference=reference)
+                                reference=reference, hyperparameters=hyperparameters)
     (registry or default_registry()).register(technique, override=override)
     return technique
 
@@ -301,6 +431,7 @@ class _NamedChainConfig(BaseModel):
     lr: PositiveFloat = 1e-3
     transforms: ChainTransforms
     labels: Labels = FrozenDict({})
+    hyperparameters: dict[str, str | tuple[str, ...]] = {}
 
 
 def register_chain_config(config: Mapping[str, Any] | str | os.PathLike[str], *,
@@ -316,6 +447,7 @@ def register_chain_config(config: Mapping[str, Any] | str | os.PathLike[str], *,
           - {name: scale_by_adam}
           - {name: add_decayed_weights, weight_decay: 0.01}
           - {name: scale_by_learning_rate}
+        hyperparameters: {weight_decay: add_decayed_weights.weight_decay}
 
     Raises:
         ConfigError: every bad path of the file.
@@ -335,7 +467,8 @@ def register_chain_config(config: Mapping[str, Any] | str | os.PathLike[str], *,
     try:
         return register_chain(parsed.name, parsed.transforms, summary=parsed.summary,
                               lr=parsed.lr, labels=parsed.labels, reference=parsed.reference,
-                              registry=registry, override=override)
+                              hyperparameters=parsed.hyperparameters, registry=registry,
+                              override=override)
     except ConfigError as exc:
         raise ConfigError(exc.issues, source=source) from None
 

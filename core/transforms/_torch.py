@@ -21,6 +21,7 @@ from ..errors import ConfigError
 from ._base import (
     Chain,
     MultiTransform,
+    PerTensorTransform,
     Ratio,
     ScalarTransform,
     StepContext,
@@ -262,6 +263,10 @@ class ChainOptimizer(torch.optim.Optimizer):
 
 def _run(entries: Sequence[tuple[Transform, int, int, bool]], buckets: list[_Bucket]) -> None:
     for item, low, high, scalar in entries:
+        if isinstance(item, PerTensorTransform):
+            for bucket in buckets:
+                _scale_per_tensor(item, bucket)
+            continue
         if scalar:
             assert isinstance(item, ScalarTransform)
             norm = _NAN
@@ -278,6 +283,22 @@ def _run(entries: Sequence[tuple[Transform, int, int, bool]], buckets: list[_Buc
                                      bucket.ctx)
     for bucket in buckets:
         _apply_update(bucket.params, bucket.u, bucket.ctx)
+
+
+def _scale_per_tensor(item: PerTensorTransform, bucket: _Bucket) -> None:
+    """Multiply each tensor's update by ``item``'s factor from its own norms (one sync)."""
+    u = settle(bucket.xp, bucket.u, bucket.ctx)
+    if not u:
+        return
+    norms = torch.stack([n.double().cpu() for n in (*torch._foreach_norm(bucket.params),
+                                                    *torch._foreach_norm(u))]).tolist()
+    count = len(bucket.params)
+    ctx = StepContext(None, bucket.ctx.step, bucket.ctx.group)
+    factors = [item.tensor_factor(ctx, param_norm, update_norm)
+               for param_norm, update_norm in zip(norms[:count], norms[count:], strict=True)]
+    u = bucket.xp.writable(u)
+    torch._foreach_mul_(u, factors)
+    bucket.u = u
 
 
 def _apply_update(params: list[torch.Tensor], u: Any, ctx: StepContext) -> None:

@@ -43,6 +43,9 @@ class BatchNormSpec(optiplug.NormalizerSpec):
     dims: Literal[1, 2, 3] = 1
     """Input layout: 1 for (N, C) or (N, C, L), 2 for (N, C, H, W), 3 for (N, C, D, H, W)."""
 
+    def example_input_shape(self, batch: int, num_features: int) -> tuple[int, ...]:
+        return (batch, num_features, *(3,) * self.dims)    # (N, C, L), (N, C, H, W), ...
+
 
 class NumpyBatchNorm(NumpyNormLayer):
     """Batch norm on channel axis 1; buffers ``running_mean``, ``running_var``,

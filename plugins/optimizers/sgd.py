@@ -26,10 +26,9 @@ from pydantic import Field, ValidationInfo, field_validator
 
 import optiplug
 from optiplug.backends.numpy import NumpyOptimizer, effective_grad
-from optiplug.param_groups import StandardOptimizerSpec
 
 
-class SGDSpec(StandardOptimizerSpec):
+class SGDSpec(optiplug.OptimizerSpec):
     """Gradient descent with torch.optim.SGD's options (plain by default)."""
 
     name: Literal["sgd"] = "sgd"

@@ -43,6 +43,9 @@ class ReduceOnPlateauSpec(optiplug.SchedulerSpec):
     eps: optiplug.NonNegativeFloat = 1e-8
     """A reduction smaller than this is skipped, >= 0."""
 
+    # eps only guards against reductions below float resolution: no workload shows it.
+    policy_fields = frozenset({"eps"})
+
 
 class NumpyReduceLROnPlateau(NumpyScheduler):
     """NumPy ``ReduceLROnPlateau``: ``step(metric)`` after each evaluation."""

@@ -62,8 +62,10 @@ def test_model_dump_builds_the_same_spec_again(registry):
     assert optiplug.to_spec(json.loads(spec.model_dump_json()), registry=registry) == spec
     rebuilt, _ = optiplug.build(spec.model_dump(), registry=registry)
     assert rebuilt == spec
+    # param_groups and nonfinite: every optimizer spec has them from optiplug.OptimizerSpec.
     assert spec.hyperparameters() == {"lr": 0.3, "betas": (0.5, 0.6), "eps": 1e-8,
-                                      "milestones": (), "amsgrad": False}
+                                      "milestones": (), "amsgrad": False, "param_groups": (),
+                                      "nonfinite": "ignore"}
 
 
 def test_every_bad_path_is_reported_in_one_config_error(registry):

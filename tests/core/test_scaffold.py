@@ -136,3 +136,98 @@ def test_new_skeletons_pip_install_and_pass_their_own_tests(tmp_path: Path) -> N
     summary = done.stdout.strip().splitlines()[-1]
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "skipped" not in summary and "failed" not in summary
+
+
+# ------------------------------------------------------------ templates, names, --into
+def test_templates_are_package_files_that_render_to_valid_python() -> None:
+    import ast
+    import string
+    from importlib.resources import files
+
+    from optiplug.scaffold import template
+
+    folder = files("optiplug").joinpath("scaffold_templates")
+    assert sorted(entry.name for entry in folder.iterdir()) == sorted(["common", *KINDS])
+    values = {"kind": "optimizer", "name": "probe", "dist": "optiplug-probe",
+              "package": "optiplug_probe", "cls": "Probe", "title": "Probe",
+              "optiplug_version": "0.1"}
+    for kind in KINDS:
+        for file_name in ("technique.py", "test_technique.py", "torch_helper.py"):
+            text = template(kind, file_name)
+            if text is None:
+                assert file_name == "torch_helper.py"
+                continue
+            tree = ast.parse(string.Template(text).substitute({**values, "kind": kind}))
+            imported = {alias.name for node in ast.walk(tree)
+                        if isinstance(node, (ast.Import, ast.ImportFrom))
+                        for alias in node.names} | {
+                node.module for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and node.module}
+            private = [name for name in imported if name and (name == "optiplug" or
+                                                              name.startswith("optiplug."))
+                       and any(part.startswith("_") for part in name.split("."))]
+            assert not private, (kind, file_name, private)
+    rendered = string.Template(template("common", "pyproject.toml") or "").substitute(values)
+    import tomllib
+
+    assert tomllib.loads(rendered)["project"]["entry-points"]["optiplug.plugins"] == {
+        "optimizer.probe": "optiplug_probe.probe"}
+
+
+def test_new_refuses_the_name_of_an_installed_technique_unless_forced(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "adam"
+    assert main(["new", "optimizer", "adam", "--dir", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert "optimizer 'adam' is already installed (optiplug 0.1.0" in err
+    assert "--force" in err
+    assert not target.exists()
+    assert main(["new", "optimizer", "adam", "--dir", str(target), "--force"]) == 0
+    assert (target / "src" / "optiplug_adam" / "adam.py").is_file()
+
+
+def test_new_into_adds_a_technique_to_an_existing_distribution(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_modules: None) -> None:
+    import tomllib
+
+    project = tmp_path / "project"
+    assert main(["new", "activation", "into_act", "--dir", str(project)]) == 0
+    assert main(["new", "optimizer", "into_opt", "--into", str(project)]) == 0
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
+    assert pyproject["project"]["entry-points"]["optiplug.plugins"] == {
+        "activation.into_act": "optiplug_into_act.into_act",
+        "optimizer.into_opt": "optiplug_into_act.into_opt"}
+    package = project / "src" / "optiplug_into_act"
+    assert (package / "into_opt.py").is_file() and (package / "_torch_into_opt.py").is_file()
+    assert (project / "tests" / "test_into_opt.py").is_file()
+    # A second time: the entry point exists, nothing is written.
+    before = (project / "pyproject.toml").read_text(encoding="utf-8")
+    with pytest.raises(ValueError, match=r"already has the entry point 'optimizer\.into_opt'"):
+        from optiplug.scaffold import add_to_distribution
+
+        add_to_distribution("optimizer", "into_opt", project)
+    assert (project / "pyproject.toml").read_text(encoding="utf-8") == before
+    # Both techniques load from the one distribution and pass the kit.
+    src = project / "src"
+    info = src / "optiplug_into_act-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: optiplug-into-act\n"
+                                   "Version: 0.1.0\n", encoding="utf-8")
+    (info / "entry_points.txt").write_text(
+        "[optiplug.plugins]\nactivation.into_act = optiplug_into_act.into_act\n"
+        "optimizer.into_opt = optiplug_into_act.into_opt\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(src))
+    importlib.invalidate_caches()
+    registry = optiplug.Registry()
+    checks = conformance_checks("optiplug-into-act", registry=registry)
+    assert {check.subject for check in checks} == {"activation.into_act", "optimizer.into_opt"}
+    passed, skipped = _run_all(checks)
+    assert len(passed) == len(checks), skipped
+
+
+def test_new_into_refuses_a_folder_that_is_not_a_distribution(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]
+                                                              ) -> None:
+    assert main(["new", "optimizer", "lost", "--into", str(tmp_path)]) == 2
+    assert "has no pyproject.toml" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -571,3 +571,154 @@ def test_a_plugin_can_contribute_a_named_chain() -> None:
     assert_close_to_scale(values(params), {n: before[n] - 0.5 * grads[n] for n in grads}, 1e-15)
     with pytest.raises(optiplug.ConfigError):
         optiplug.registry().get("optimizer", "test_plugin_sgd")
+
+
+# ------------------------------------------------------- per-tensor transforms and LAMB
+LAMB_SHAPES = {"big": (700, 500), "w": (31, 17), "b": (17,), "zero": (4, 3), "conv": (5, 4, 3)}
+
+
+def lamb_reference(start: dict[str, np.ndarray], grads: list[dict[str, np.ndarray]], *,
+                   lr: float, b1: float, b2: float, eps: float, weight_decay: float
+                   ) -> list[dict[str, np.ndarray]]:
+    """LAMB (You et al. 2020, Algorithm 2 with phi = identity) written out; every step."""
+    p = {n: a.copy() for n, a in start.items()}
+    m = {n: np.zeros_like(a) for n, a in start.items()}
+    v = {n: np.zeros_like(a) for n, a in start.items()}
+    history = []
+    for t, g in enumerate(grads, start=1):
+        for n in p:
+            m[n] = b1 * m[n] + (1 - b1) * g[n]
+            v[n] = b2 * v[n] + (1 - b2) * g[n] ** 2
+            m_hat, v_hat = m[n] / (1 - b1**t), v[n] / (1 - b2**t)
+            r = m_hat / (np.sqrt(v_hat) + eps) + weight_decay * p[n]
+            p_norm, r_norm = np.linalg.norm(p[n]), np.linalg.norm(r)
+            trust = p_norm / r_norm if p_norm > 0 and r_norm > 0 else 1.0
+            p[n] = p[n] - lr * trust * r
+        history.append({n: a.copy() for n, a in p.items()})
+    return history
+
+
+def lamb_start_and_grads(steps: int) -> tuple[dict[str, np.ndarray], list[dict[str, np.ndarray]]]:
+    rng = np.random.default_rng(7)
+    start = {n: rng.standard_normal(s) for n, s in LAMB_SHAPES.items()}
+    start["zero"][...] = 0.0           # a zero tensor: the trust ratio is 1
+    grads = [{n: rng.standard_normal(s) * (0.0 if n == "b" and k == 0 else 1.0)
+              for n, s in LAMB_SHAPES.items()} for k in range(steps)]
+    return start, grads
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lamb_as_a_chain_matches_the_formula_every_step(backend: str) -> None:
+    lamb = ot.chain(ot.scale_by_adam(b1=0.9, b2=0.999, eps=1e-6), ot.add_decayed_weights(0.01),
+                    ot.scale_by_trust_ratio(), ot.scale_by_learning_rate())
+    start, grads = lamb_start_and_grads(6)
+    expected = lamb_reference(start, grads, lr=0.02, b1=0.9, b2=0.999, eps=1e-6,
+                              weight_decay=0.01)
+    params: Params = ({n: a.copy() for n, a in start.items()} if backend == "numpy" else
+                      {n: torch.nn.Parameter(torch.tensor(a)) for n, a in start.items()})
+    opt = ot.chain_optimizer(lamb, params, lr=0.02)
+    for g, want in zip(grads, expected, strict=True):
+        step(opt, params, g)
+        got = values(params)
+        for name in LAMB_SHAPES:
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-12, atol=1e-12,
+                                       err_msg=name)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_clip_by_tensor_norm_clips_each_tensor_on_its_own(backend: str) -> None:
+    params = make_params(backend, np.float64)
+    before = values(params)
+    (grads,) = gradient_stream(1, np.float64)
+    opt = ot.chain_optimizer(ot.chain(ot.clip_by_tensor_norm(2.0), ot.scale_by_learning_rate()),
+                             params, lr=0.1)
+    step(opt, params, grads)
+    for name, g in grads.items():
+        norm = np.linalg.norm(g)
+        expected = before[name] - 0.1 * g * min(1.0, 2.0 / norm)
+        np.testing.assert_allclose(values(params)[name], expected, rtol=1e-13, atol=1e-15)
+
+
+def test_a_plugin_per_tensor_rule_gets_whole_tensor_norms_however_numpy_blocks() -> None:
+    seen: list[tuple[float, float]] = []
+
+    class Record(ot.PerTensorTransform):
+        name: Literal["test_record_norms"] = "test_record_norms"
+
+        def tensor_factor(self, ctx: ot.StepContext, param_norm: float,
+                          update_norm: float) -> float:
+            seen.append((param_norm, update_norm))
+            return 1.0
+
+    rng = np.random.default_rng(3)
+    params = {"big": rng.standard_normal(400_000), "small": rng.standard_normal(7)}
+    grads = {"big": rng.standard_normal(400_000), "small": rng.standard_normal(7)}
+    opt = ot.chain_optimizer(ot.chain(ot.scale(2.0), Record(), ot.scale_by_learning_rate()),
+                             {n: a.copy() for n, a in params.items()}, lr=0.1)
+    opt.step(grads)
+    expected = sorted((float(np.linalg.norm(params[n])), 2 * float(np.linalg.norm(grads[n])))
+                      for n in params)
+    np.testing.assert_allclose(sorted(seen), expected, rtol=1e-13)
+
+
+# ------------------------------------------------------- chains with hyperparameters
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_registered_chain_exposes_its_hyperparameters_in_the_spec(
+        registered: list[str], backend: str) -> None:
+    ot.register_chain(
+        "test_lamb", [ot.scale_by_adam(eps=1e-6), ot.add_decayed_weights(0.01),
+                      ot.scale_by_trust_ratio(), ot.scale_by_learning_rate()],
+        summary="LAMB as a chain.", lr=1e-3,
+        hyperparameters={"b1": "scale_by_adam.b1", "b2": "scale_by_adam.b2",
+                         "eps": "scale_by_adam.eps",
+                         "weight_decay": "add_decayed_weights.weight_decay"})
+    registered.append("test_lamb")
+    spec = optiplug.to_spec({"kind": "optimizer", "name": "test_lamb", "lr": 0.02, "b1": 0.8})
+    assert (spec.b1, spec.b2, spec.eps, spec.weight_decay) == (0.8, 0.999, 1e-6, 0.01)
+    schema = type(spec).model_json_schema()["properties"]
+    assert schema["b1"]["exclusiveMaximum"] == 1 and "first-moment" in schema["b1"]["description"]
+    start, grads = lamb_start_and_grads(4)
+    expected = lamb_reference(start, grads, lr=0.02, b1=0.8, b2=0.999, eps=1e-6,
+                              weight_decay=0.01)[-1]
+    params: Params = ({n: a.copy() for n, a in start.items()} if backend == "numpy" else
+                      {n: torch.nn.Parameter(torch.tensor(a)) for n, a in start.items()})
+    opt = optiplug.build({"name": "test_lamb", "kind": "optimizer", "lr": 0.02, "b1": 0.8},
+                         params=params)
+    for g in grads:
+        step(opt, params, g)
+    for name, got in values(params).items():
+        np.testing.assert_allclose(got, expected[name], rtol=1e-12, atol=1e-12)
+    with pytest.raises(optiplug.ConfigError, match=r"b1"):
+        optiplug.to_spec({"kind": "optimizer", "name": "test_lamb", "b1": 1.0})
+
+
+def test_chain_hyperparameters_are_checked_when_registered() -> None:
+    chain = [ot.scale_by_adam(), ot.scale_by_learning_rate()]
+    for hyperparameters, message in (({"b1": "scale_by_rms.decay"}, "no transform"),
+                                     ({"b1": "scale_by_adam.beta"}, "no field 'beta'"),
+                                     ({"lr": "scale_by_adam.b1"}, "cannot be a hyperparameter"),
+                                     ({"b1": "b1"}, "transform.field")):
+        with pytest.raises(optiplug.ConfigError, match=message):
+            ot.chain_technique("test_bad_hp", chain, summary="x",
+                               hyperparameters=hyperparameters)
+
+
+def test_chain_hyperparameters_reach_repeated_and_labelled_transforms(
+        registered: list[str]) -> None:
+    ot.register_chain("test_two_clips", [ot.clip(1.0), ot.clip(1.0), ot.scale_by_learning_rate()],
+                      summary="x", hyperparameters={"second": "clip#2.max_delta"})
+    registered.append("test_two_clips")
+    spec = optiplug.spec("optimizer", "test_two_clips", second=0.25)
+    assert [t.max_delta for t in spec.to_transform().transforms[:2]] == [1.0, 0.25]
+    ot.register_chain("test_labelled", {"default": [ot.add_decayed_weights(0.1),
+                                                    ot.scale_by_learning_rate()],
+                                        "head": [ot.scale_by_learning_rate()]},
+                      labels={"head.*": "head"}, summary="x",
+                      hyperparameters={"weight_decay": "default/add_decayed_weights."
+                                                       "weight_decay"})
+    registered.append("test_labelled")
+    params = {"body.w": np.ones(3), "head.w": np.ones(2)}
+    opt = optiplug.optimizer("test_labelled", params, lr=0.5, weight_decay=0.2)
+    opt.step({"body.w": np.zeros(3), "head.w": np.zeros(2)})
+    np.testing.assert_allclose(params["body.w"], 1 - 0.5 * 0.2, rtol=1e-15)
+    np.testing.assert_array_equal(params["head.w"], 1.0)

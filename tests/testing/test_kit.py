@@ -23,11 +23,14 @@ from optiplug.testing import (
     CheckSkipped,
     ConformanceError,
     check_backends_agree,
+    check_hyperparameters_matter,
     check_initializer_variance,
     check_numerical_gradient,
     check_numpy_without_torch,
     check_optimizer_lr_from_param_groups,
+    check_optimizer_missing_gradients,
     check_optimizer_state_dict,
+    check_optimizer_trains,
     check_spec,
     check_technique,
     conformance_checks,
@@ -35,6 +38,7 @@ from optiplug.testing import (
     example_spec,
     select,
 )
+from optiplug.testing._hyperparameter_checks import variants
 
 
 # ------------------------------------------------------------------ a correct technique
@@ -362,3 +366,98 @@ def test_pytest_plugin_is_inert_without_the_option(tmp_path: Path) -> None:
     done = _pytest([], tmp_path)
     assert done.returncode == 0, done.stdout[-2000:]
     assert done.stdout.strip().splitlines()[-1].startswith("1 passed")
+
+
+# ---------------------------------------------- hyperparameters, None gradients, training
+class MomentumSpec(optiplug.OptimizerSpec):
+    """Momentum SGD whose momentum is a hyperparameter, for kit tests."""
+
+    name: Literal["kit_momentum"] = "kit_momentum"
+    momentum: optiplug.Beta = 0.5
+    """Decay of the buffer."""
+
+
+def _momentum(ignore_momentum: bool = False) -> optiplug.Technique:
+    def build(spec: MomentumSpec, params: Any) -> PlainSGD:
+        return PlainSGD(params, spec.lr, 0.5 if ignore_momentum else spec.momentum)
+
+    return optiplug.Technique(kind="optimizer", name="kit_momentum", spec=MomentumSpec,
+                              builders={"numpy": build}, summary="Momentum SGD.")
+
+
+def test_kit_passes_an_optimizer_that_uses_every_hyperparameter() -> None:
+    check_hyperparameters_matter(_momentum(), "numpy")
+
+
+def test_kit_catches_a_builder_that_ignores_a_hyperparameter() -> None:
+    with pytest.raises(ConformanceError, match=r"every hyperparameter matters\[numpy\]: moving "
+                                               r"momentum \(0.5 -> 0.75\) did not change"):
+        check_hyperparameters_matter(_momentum(ignore_momentum=True), "numpy")
+
+
+def test_hyperparameter_variants_stay_in_bounds_and_skip_policy_fields() -> None:
+    spec = optiplug.spec("optimizer", "adam")
+    moved = dict(variants(spec))
+    assert {"lr", "betas[0]", "betas[1]", "eps", "weight_decay", "amsgrad",
+            "maximize"} <= set(moved)
+    assert "nonfinite" not in moved and "param_groups" not in moved
+    assert moved["betas[1]"].betas == (0.9, 0.4995)       # 0.999 * 1.5 is out of [0, 1)
+    assert moved["amsgrad"].amsgrad is True
+
+
+class ZeroGradSGD(PlainSGD):
+    """Treats a missing gradient as zero, so momentum keeps moving the parameter."""
+
+    def step(self, grads: Any = None) -> None:
+        names = [n for group in self.param_groups for n in group["param_names"]]
+        full = {n: np.zeros_like(p) for group in self.param_groups
+                for n, p in zip(group["param_names"], group["params"], strict=True)}
+        full.update(grads or {})
+        super().step({n: full[n] for n in names})
+
+
+def test_kit_catches_an_optimizer_that_moves_parameters_without_gradients() -> None:
+    good = _sgd()
+    check_optimizer_missing_gradients(good, "numpy")
+    bad = optiplug.Technique(
+        kind="optimizer", name="kit_sgd", spec=PlainSpec,
+        builders={"numpy": lambda spec, params: ZeroGradSGD(params, spec.lr)},
+        summary="Momentum SGD that steps parameters without gradients.")
+    with pytest.raises(ConformanceError, match=r"step 4 changed 'v', whose gradient was None"):
+        check_optimizer_missing_gradients(bad, "numpy")
+
+
+def test_kit_trains_in_the_real_loop_and_catches_a_builder_refusing_a_module() -> None:
+    pytest.importorskip("torch")
+    registry = optiplug.registry()
+    adam = registry.get("optimizer", "adam")
+    check_optimizer_trains(adam, "torch")
+
+    def only_tensors(spec: Any, params: Any) -> Any:
+        import torch
+
+        return torch.optim.Adam(params, lr=spec.lr)   # an nn.Module is not iterable
+
+    refusing = optiplug.Technique(kind="optimizer", name="kit_refusing", spec=RefusingSpec,
+                                  builders={"torch": only_tensors}, summary="x")
+    registry.register(refusing)
+    try:
+        with pytest.raises(ConformanceError, match=r"trains in optiplug.training\[torch\]: "
+                                                   r"training raised TypeError"):
+            check_optimizer_trains(refusing, "torch")
+    finally:
+        registry.unregister("optimizer.kit_refusing")
+
+
+class RefusingSpec(optiplug.OptimizerSpec):
+    """Adam built from a bare list of tensors only, for kit tests."""
+
+    name: Literal["kit_refusing"] = "kit_refusing"
+
+
+def test_normalizers_choose_their_input_shape_and_initializers_their_weights() -> None:
+    spec = optiplug.spec("normalizer", "batch_norm", dims=2)
+    assert spec.example_input_shape(8, 12) == (8, 12, 3, 3)
+    assert optiplug.spec("normalizer", "layer_norm").example_input_shape(8, 12) == (8, 12)
+    assert optiplug.spec("initializer", "he_normal").example_shapes()[0] == (256, 512)
+    check_backends_agree(optiplug.registry().get("normalizer", "batch_norm"))

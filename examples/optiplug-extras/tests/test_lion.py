@@ -82,3 +82,84 @@ def test_lion_rejects_a_beta_of_one_in_config() -> None:
     with pytest.raises(optiplug.ConfigError, match=r"betas\.0"):
         optiplug.build({"kind": "optimizer", "name": "lion", "betas": [1.0, 0.99]},
                        params=[np.zeros(2)])
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_lion_gets_param_group_rules_from_the_public_spec_base(backend: str) -> None:
+    grads = gradients(6, 5)
+    start = np.linspace(-1, 1, 5)
+    params, step = _named(backend, {"w": start[:3], "b": start[3:]})
+    opt = optiplug.build({"kind": "optimizer", "name": "lion", "lr": 0.01,
+                          "weight_decay": 0.5,
+                          "param_groups": [{"match": "b", "lr": 0.1, "weight_decay": 0.0}]},
+                         params=params)
+    for g in grads:
+        step(opt, {"w": g[:3], "b": g[3:]})
+    got = _values(params)
+    w = reference_lion(list(start[:3]), grads[:, :3].tolist(), 0.01, 0.9, 0.99, 0.5)
+    b = reference_lion(list(start[3:]), grads[:, 3:].tolist(), 0.1, 0.9, 0.99, 0.0)
+    np.testing.assert_allclose(got["w"], w, rtol=1e-12)
+    np.testing.assert_allclose(got["b"], b, rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_lion_skips_a_nonfinite_step_by_the_public_policy(backend: str) -> None:
+    start = np.linspace(-1, 1, 4)
+    params, step = _named(backend, {"w": start})
+    opt = optiplug.build({"kind": "optimizer", "name": "lion", "lr": 0.1, "nonfinite": "skip"},
+                         params=params)
+    step(opt, {"w": np.array([1.0, np.nan, 1.0, 1.0])})
+    np.testing.assert_array_equal(_values(params)["w"], start)
+    assert opt.skipped_steps == 1
+    step(opt, {"w": np.ones(4)})
+    np.testing.assert_allclose(_values(params)["w"], start - 0.1, rtol=1e-15)
+    raising = optiplug.build({"kind": "optimizer", "name": "lion", "nonfinite": "raise"},
+                             params=params)
+    with pytest.raises(optiplug.NonfiniteGradientError, match="'w'"):
+        step(raising, {"w": np.array([np.inf, 0.0, 0.0, 0.0])})
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_lion_state_loads_by_parameter_name_after_reordering(backend: str) -> None:
+    grads = gradients(4, 5)
+    start = np.linspace(-1, 1, 5)
+    params, step = _named(backend, {"w": start[:3], "b": start[3:]})
+    opt = optiplug.optimizer("lion", params, lr=0.01)
+    for g in grads[:2]:
+        step(opt, {"w": g[:3], "b": g[3:]})
+    saved = opt.state_dict()
+    current = _values(params)
+    copies, step_copies = _named(backend, {"b": current["b"], "w": current["w"]})
+    again = optiplug.optimizer("lion", copies, lr=0.01)
+    again.load_state_dict(saved)
+    for g in grads[2:]:
+        step_copies(again, {"w": g[:3], "b": g[3:]})
+    expected = reference_lion(list(start), grads.tolist(), 0.01, 0.9, 0.99, 0.0)
+    resumed = _values(copies)
+    np.testing.assert_allclose(np.concatenate([resumed["w"], resumed["b"]]), expected,
+                               rtol=1e-12)
+
+
+def _named(backend: str, values: dict[str, np.ndarray]) -> tuple[dict[str, object], object]:
+    """Float64 parameters by name on ``backend`` and a ``step(opt, grads)`` for them."""
+    if backend == "numpy":
+        params = {name: value.copy() for name, value in values.items()}
+
+        def step_numpy(opt: object, grads: dict[str, np.ndarray]) -> None:
+            opt.step(dict(grads))  # type: ignore[attr-defined]
+
+        return params, step_numpy
+    torch = pytest.importorskip("torch")
+    tensors = {name: torch.nn.Parameter(torch.tensor(value)) for name, value in values.items()}
+
+    def step_torch(opt: object, grads: dict[str, np.ndarray]) -> None:
+        for name, grad in grads.items():
+            tensors[name].grad = torch.tensor(grad)
+        opt.step()  # type: ignore[attr-defined]
+
+    return tensors, step_torch
+
+
+def _values(params: dict[str, object]) -> dict[str, np.ndarray]:
+    return {name: value.detach().numpy().copy() if hasattr(value, "detach") else value.copy()
+            for name, value in params.items()}

@@ -1,6 +1,9 @@
 """Lion as a ``torch.optim.Optimizer`` with multi-tensor (foreach) updates.
 
 Imported only by the torch builder of :mod:`optiplug_extras.lion`: it imports torch.
+:class:`Lion` is the algorithm, a plain ``torch.optim.Optimizer``; :class:`NamedLion` mixes in
+optiplug's public :class:`~optiplug.backends.torch.TorchOptimizer` for named params, state
+loaded by parameter name and the ``nonfinite`` policy.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
+from optiplug.backends.torch import TorchOptimizer
 
 
 class Lion(torch.optim.Optimizer):
@@ -74,3 +78,7 @@ class Lion(torch.optim.Optimizer):
             torch._foreach_mul_(exp_avgs, beta2)
             torch._foreach_add_(exp_avgs, grads, alpha=1 - beta2)
         return loss
+
+
+class NamedLion(TorchOptimizer, Lion):
+    """:class:`Lion` with named params, name-keyed state and the ``nonfinite`` policy."""

@@ -23,7 +23,7 @@ from optiplug.backends.numpy import NumpyOptimizer
 
 
 class LionSpec(optiplug.OptimizerSpec):
-    """Lion (the paper's defaults)."""
+    """Lion (the paper's defaults); ``param_groups`` and ``nonfinite`` come from the base."""
 
     name: Literal["lion"] = "lion"
     lr: optiplug.PositiveFloat = 1e-4
@@ -68,13 +68,13 @@ class NumpyLion(NumpyOptimizer):
 
 
 def build_numpy(spec: LionSpec, params: Any) -> NumpyLion:
-    return NumpyLion(params, lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay)
+    return NumpyLion(spec.group_params(params), **spec.optimizer_arguments())
 
 
 def build_torch(spec: LionSpec, params: Any) -> Any:
-    from optiplug_extras._torch_lion import Lion
+    from optiplug_extras._torch_lion import NamedLion
 
-    return Lion(params, lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay)
+    return NamedLion(spec.group_params(params), **spec.optimizer_arguments())
 
 
 @optiplug.hookimpl
