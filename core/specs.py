@@ -12,15 +12,24 @@ from __future__ import annotations
 
 import threading
 import typing
+from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    SerializeAsAny,
+    model_validator,
+)
 
 __all__ = [
     "KINDS",
     "ActivationSpec",
     "Beta",
     "InitializerSpec",
+    "Interval",
     "Kind",
     "NonNegativeFloat",
     "NonNegativeInt",
@@ -29,6 +38,7 @@ __all__ = [
     "PositiveFloat",
     "PositiveInt",
     "Probability",
+    "SchedulerConfig",
     "SchedulerSpec",
     "Spec",
     "describe_fields",
@@ -142,11 +152,75 @@ class NormalizerSpec(Spec):
     kind: Literal["normalizer"] = "normalizer"
 
 
+Interval = Literal["batch", "epoch"]
+"""When a training loop steps a scheduler: after every batch, or once per epoch."""
+
+
 class SchedulerSpec(Spec):
-    """Base of learning-rate scheduler specs."""
+    """Base of learning-rate scheduler specs.
+
+    A scheduler declares in :attr:`interval` whether it is meant to step after every batch
+    (warm-ups, cycles, anything counted in optimizer steps) or once per epoch (after the
+    validation pass); the training loop, ``optiplug show`` and the framework helpers read it.
+    :attr:`steps_on_metric` marks schedulers whose ``step`` takes the monitored metric.
+    """
 
     spec_kind: ClassVar[Kind] = "scheduler"
     kind: Literal["scheduler"] = "scheduler"
+
+    interval: ClassVar[Interval] = "epoch"
+    """The declared stepping interval of the technique (a recipe may override it)."""
+    steps_on_metric: ClassVar[bool] = False
+    """Whether ``step`` takes the monitored metric (then it can only step per epoch)."""
+
+    def step_interval(self) -> Interval:
+        """The interval this configured scheduler steps at: :attr:`interval` by default.
+
+        Schedulers made of other schedulers override it to derive theirs from the children.
+        """
+        return self.interval
+
+
+def _nested_scheduler(value: Any) -> SchedulerSpec:
+    """Validate one nested scheduler config (a mapping or a spec) into its spec.
+
+    Errors keep their place: a bad ``T_max`` in the second child of ``schedulers`` is reported
+    at ``schedulers.1.T_max``.
+    """
+    from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
+
+    from .errors import ConfigError
+    from .registry import default_registry
+
+    if isinstance(value, SchedulerSpec):
+        return value
+
+    def fail(issues: list[tuple[tuple[str, ...], str, Any]]) -> ValidationError:
+        return ValidationError.from_exception_data("scheduler", [
+            InitErrorDetails(type=PydanticCustomError("nested_scheduler", message),
+                             loc=loc, input=given) for loc, message, given in issues])
+
+    if not isinstance(value, Mapping):
+        raise fail([((), f"must be a scheduler config, a mapping with 'name', not a "
+                         f"{type(value).__name__}", value)])
+    kind, name = value.get("kind", "scheduler"), value.get("name")
+    if kind != "scheduler":
+        raise fail([(("kind",), "a nested scheduler must be a scheduler", kind)])
+    if not isinstance(name, str):
+        raise fail([(("name",), "missing or not a string: which scheduler to use", name)])
+    try:
+        technique = default_registry().get("scheduler", name)
+    except ConfigError as exc:
+        raise fail([((issue.path,), issue.message, name) for issue in exc.issues]) from None
+    spec = technique.spec.model_validate({**value, "kind": "scheduler"})
+    assert isinstance(spec, SchedulerSpec)
+    return spec
+
+
+SchedulerConfig = Annotated[SchedulerSpec, PlainValidator(
+    _nested_scheduler, json_schema_input_type=dict[str, Any]), SerializeAsAny()]
+"""A field type holding another registered scheduler, given as a nested config
+(``{name: cosine, T_max: 10}``) or a spec; errors are reported at the nested path."""
 
 
 _described: set[type[BaseModel]] = set()

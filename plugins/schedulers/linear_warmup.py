@@ -11,7 +11,7 @@ PyTorch ``LinearLR``.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -21,6 +21,8 @@ from optiplug.backends.numpy import NumpyScheduler
 
 class LinearWarmupSpec(optiplug.SchedulerSpec):
     """``lr_t = base_lr * (start_factor + (1 - start_factor) * min(t, W) / W)``."""
+
+    interval: ClassVar[optiplug.Interval] = "batch"
 
     name: Literal["linear_warmup"] = "linear_warmup"
     warmup_steps: optiplug.NonNegativeInt = 5
