@@ -171,8 +171,9 @@ class TrainConfig(_Section):
     """Threads of the math library while training (torch's intra-op threads; BLAS threads
     through ``threadpoolctl`` when installed); ``null`` keeps the library's default. Small
     models train fastest on one thread."""
-    scheduler_interval: Literal["epoch", "batch"] = "epoch"
-    """Step the scheduler once per epoch or once per batch."""
+    scheduler_interval: Literal["epoch", "batch"] | None = None
+    """Step the scheduler once per ``epoch`` (after validation) or once per ``batch``;
+    ``null``: as the scheduler declares (``optiplug show scheduler NAME``)."""
     checkpoint_every: NonNegativeInt = 1
     """Write a checkpoint every this many epochs (and after the last); 0 for none."""
     target_accuracy: Probability = 0.95

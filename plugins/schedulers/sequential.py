@@ -38,7 +38,7 @@ class SequentialSpec(optiplug.SchedulerSpec):
     name: Literal["sequential"] = "sequential"
     schedulers: Annotated[tuple[Child, ...], Field(min_length=1)]
     """The schedulers, in order, each a nested config (``{name: cosine, T_max: 90}``)."""
-    milestones: tuple[optiplug.PositiveInt, ...] = ()
+    milestones: Annotated[tuple[optiplug.PositiveInt, ...], Field(validate_default=True)] = ()
     """Steps at which the next scheduler takes over: one fewer than ``schedulers``, increasing."""
 
     @field_validator("schedulers")
