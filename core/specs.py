@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     PlainValidator,
     SerializeAsAny,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -217,8 +218,11 @@ def _nested_scheduler(value: Any) -> SchedulerSpec:
     return spec
 
 
-SchedulerConfig = Annotated[SchedulerSpec, PlainValidator(
-    _nested_scheduler, json_schema_input_type=dict[str, Any]), SerializeAsAny()]
+SchedulerConfig = Annotated[SchedulerSpec, PlainValidator(_nested_scheduler), SerializeAsAny(),
+                            WithJsonSchema({
+                                "type": "object", "required": ["name"],
+                                "properties": {"name": {"type": "string"}},
+                                "description": "A registered scheduler's config."})]
 """A field type holding another registered scheduler, given as a nested config
 (``{name: cosine, T_max: 10}``) or a spec; errors are reported at the nested path."""
 

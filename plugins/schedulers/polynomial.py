@@ -64,6 +64,6 @@ def optiplug_schedulers() -> list[optiplug.Technique]:
     return [optiplug.Technique(
         kind="scheduler", name="polynomial", spec=PolynomialSpec,
         builders={"numpy": build_numpy, "torch": build_torch},
-        summary="Polynomial decay to 0 over total_iters steps, (1 - t/T) ** power; the 'poly' "
+        summary="Polynomial decay to 0 over total_iters steps, (1 - t/T)^power; the 'poly' "
                 "schedule of segmentation models.",
         reference="Chen et al. 2017 (DeepLab); PyTorch PolynomialLR")]
