@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, ConfigDict, Field
 
 import optiplug
 from optiplug.backends.numpy import NumpyChainedScheduler
@@ -31,6 +31,10 @@ Child = Annotated[optiplug.SchedulerConfig, AfterValidator(_steps_without_metric
 
 class ChainedSpec(optiplug.SchedulerSpec):
     """Every step, each child steps on the lr the previous one set."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "schedulers": [{"name": "exponential", "gamma": 0.99},
+                       {"name": "step", "step_size": 30, "gamma": 0.5}]}]})
 
     name: Literal["chained"] = "chained"
     schedulers: Annotated[tuple[Child, ...], Field(min_length=1)]

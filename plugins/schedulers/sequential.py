@@ -14,7 +14,7 @@ from __future__ import annotations
 from itertools import pairwise
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, ConfigDict, Field, ValidationInfo, field_validator
 
 import optiplug
 from optiplug.backends.numpy import NumpySequentialScheduler
@@ -34,6 +34,10 @@ Child = Annotated[optiplug.SchedulerConfig, AfterValidator(_steps_without_metric
 
 class SequentialSpec(optiplug.SchedulerSpec):
     """Child ``i`` runs from ``milestones[i - 1]`` (restarted at its step 0) to the next."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "schedulers": [{"name": "linear_warmup", "warmup_steps": 5},
+                       {"name": "cosine", "T_max": 95}], "milestones": [5]}]})
 
     name: Literal["sequential"] = "sequential"
     schedulers: Annotated[tuple[Child, ...], Field(min_length=1)]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar, Literal
 
-from pydantic import model_validator
+from pydantic import ConfigDict, model_validator
 
 import optiplug
 from optiplug.backends.numpy import NumpyLambdaScheduler
@@ -30,6 +30,9 @@ Shape = Literal["linear", "cosine", "sqrt"]
 class WarmupStableDecaySpec(optiplug.SchedulerSpec):
     """``lr_t = base_lr * f(t)``: warm-up from ``min_lr_ratio`` to 1, plateau, decay back."""
 
+    # No default config validates (the phase lengths are required): show one that does.
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"warmup_steps": 100, "stable_steps": 800, "decay_steps": 100}]})
     interval: ClassVar[optiplug.Interval] = "batch"
 
     name: Literal["warmup_stable_decay"] = "warmup_stable_decay"

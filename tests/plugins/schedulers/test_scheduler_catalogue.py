@@ -339,3 +339,13 @@ def test_lambda_scheduler_equals_torch_lambda_lr_and_saves_factor_objects() -> N
         resumed.load_state_dict({**state, "lr_lambdas": [None]})
     with pytest.raises(ValueError, match="expected 3 lr_lambdas, got 2"):
         NumpyLambdaScheduler(BareOptimizer(), factors[:2])
+
+
+# --------------------------------------------------------------------- conformance kit
+@pytest.mark.parametrize("name", sorted(DECLARED))
+def test_every_builtin_scheduler_passes_the_conformance_kit(name: str) -> None:
+    from optiplug.testing import check_technique
+
+    report = check_technique(optiplug.registry().get("scheduler", name))
+    assert f"scheduler.{name}::numpy vs torch" in report.passed
+    assert f"scheduler.{name}::state_dict[numpy]" in report.passed
