@@ -205,7 +205,7 @@ def _nested_scheduler(value: Any) -> SchedulerSpec:
         raise fail([((), f"must be a scheduler config, a mapping with 'name', not a "
                          f"{type(value).__name__}", value)])
     kind, name = value.get("kind", "scheduler"), value.get("name")
-    if kind != "scheduler":
+    if not (isinstance(kind, str) and kind == "scheduler"):  # an array's != is not a bool
         raise fail([(("kind",), "a nested scheduler must be a scheduler", kind)])
     if not isinstance(name, str):
         raise fail([(("name",), "missing or not a string: which scheduler to use", name)])

@@ -3,7 +3,7 @@
 ``lr_t = base_lr * (s + (1 - s) * min(t, W) / W)`` with start factor ``s`` and ``W`` warm-up
 steps. Large learning rates and large batches diverge in the first steps while Adam's moment
 estimates and the batch-norm statistics settle; a short ramp avoids it. ``W = 0`` is a constant
-learning rate.
+learning rate. Declared to step per batch (the ramp counts optimizer steps).
 
 Reference: Goyal et al., "Accurate, Large Minibatch SGD: Training ImageNet in 1 Hour", 2017;
 PyTorch ``LinearLR``.

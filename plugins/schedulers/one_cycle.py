@@ -9,7 +9,7 @@ cycles inversely between ``max_momentum`` and ``base_momentum``; it is off by de
 default is on) so that the scheduler changes only ``lr`` and never switches momentum on in
 plain SGD, and turning it on needs an optimizer with a non-zero ``momentum`` or ``betas``.
 Trains in few epochs with large learning rates ("super-convergence"); needs the training
-length in advance.
+length in advance. Declared to step per batch.
 
 Reference: Smith & Topin, "Super-Convergence: Very Fast Training of Neural Networks Using
 Large Learning Rates", 2017; PyTorch ``OneCycleLR`` (fastai's two-phase default).

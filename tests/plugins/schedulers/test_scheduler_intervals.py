@@ -167,3 +167,27 @@ def test_a_bad_interval_in_the_recipe_is_a_config_error_with_its_path() -> None:
     with pytest.raises(optiplug.ConfigError) as caught:
         recipe("numpy", {"name": "cosine", "T_max": 3}, interval="step")
     assert [issue.path for issue in caught.value.issues] == ["train.scheduler_interval"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("scheduler", [
+    {"name": "sequential", "milestones": [10], "schedulers": [
+        {"name": "linear_warmup", "warmup_steps": 10},
+        {"name": "cosine_restarts", "T_0": 7, "T_mult": 2}]},
+    {"name": "cyclic", "max_lr": 0.05, "step_size_up": 5, "mode": "exp_range", "gamma": 0.99},
+    {"name": "warmup_stable_decay", "warmup_steps": 5, "stable_steps": 10, "decay_steps": 12},
+], ids=["sequential", "cyclic", "warmup_stable_decay"])
+def test_a_resumed_run_continues_a_per_batch_schedule_exactly(
+        tmp_path: Any, backend: str, scheduler: dict[str, Any]) -> None:
+    from optiplug.training.run import run
+
+    data = recipe(backend, scheduler).model_dump(mode="python")
+    run(data, out=tmp_path / "part", progress=False, epochs=2)
+    resumed = run(None, resume=tmp_path / "part", epochs=EPOCHS, progress=False)
+    whole = run(data, out=tmp_path / "whole", progress=False)
+
+    def lrs(history: list[dict[str, Any]]) -> list[Any]:
+        return [(record["lr"], record["val_loss"]) for record in history]
+
+    assert lrs(resumed.history) == lrs(whole.history)
+    assert len({record["lr"] for record in whole.history}) == EPOCHS
