@@ -186,7 +186,8 @@ def _nested_scheduler(value: Any) -> SchedulerSpec:
     """Validate one nested scheduler config (a mapping or a spec) into its spec.
 
     Errors keep their place: a bad ``T_max`` in the second child of ``schedulers`` is reported
-    at ``schedulers.1.T_max``.
+    at ``schedulers.1.T_max``. Names resolve in the process-wide registry (where builders
+    build the children too), which holds every installed plugin and in-process registrations.
     """
     from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
