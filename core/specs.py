@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, ClassVar, Final, Literal
 
 from pydantic import (
@@ -182,48 +182,55 @@ class SchedulerSpec(Spec):
         return self.interval
 
 
-def _nested_scheduler(value: Any) -> SchedulerSpec:
-    """Validate one nested scheduler config (a mapping or a spec) into its spec.
+def _nested_validator(kind: Kind, base: type[Spec]) -> Callable[[Any], Spec]:
+    """The validator of one nested technique config of ``kind`` (a mapping or a spec).
 
     Errors keep their place: a bad ``T_max`` in the second child of ``schedulers`` is reported
     at ``schedulers.1.T_max``. Names resolve in the process-wide registry (where builders
     build the children too), which holds every installed plugin and in-process registrations.
     """
-    from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
-    from .errors import ConfigError
-    from .registry import default_registry
+    def validate(value: Any) -> Spec:
+        from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
-    if isinstance(value, SchedulerSpec):
-        return value
+        from .errors import ConfigError
+        from .registry import default_registry
 
-    def fail(issues: list[tuple[tuple[str, ...], str, Any]]) -> ValidationError:
-        return ValidationError.from_exception_data("scheduler", [
-            InitErrorDetails(type=PydanticCustomError("nested_scheduler", message),
-                             loc=loc, input=given) for loc, message, given in issues])
+        if isinstance(value, base):
+            return value
 
-    if not isinstance(value, Mapping):
-        raise fail([((), f"must be a scheduler config, a mapping with 'name', not a "
-                         f"{type(value).__name__}", value)])
-    kind, name = value.get("kind", "scheduler"), value.get("name")
-    if not (isinstance(kind, str) and kind == "scheduler"):  # an array's != is not a bool
-        raise fail([(("kind",), "a nested scheduler must be a scheduler", kind)])
-    if not isinstance(name, str):
-        raise fail([(("name",), "missing or not a string: which scheduler to use", name)])
-    try:
-        technique = default_registry().get("scheduler", name)
-    except ConfigError as exc:
-        raise fail([((issue.path,), issue.message, name) for issue in exc.issues]) from None
-    spec = technique.spec.model_validate({**value, "kind": "scheduler"})
-    assert isinstance(spec, SchedulerSpec)
-    return spec
+        def fail(issues: list[tuple[tuple[str, ...], str, Any]]) -> ValidationError:
+            return ValidationError.from_exception_data(kind, [
+                InitErrorDetails(type=PydanticCustomError(f"nested_{kind}", message),
+                                 loc=loc, input=given) for loc, message, given in issues])
+
+        if not isinstance(value, Mapping):
+            raise fail([((), f"must be a {kind} config, a mapping with 'name', not a "
+                             f"{type(value).__name__}", value)])
+        given_kind, name = value.get("kind", kind), value.get("name")
+        if not (isinstance(given_kind, str) and given_kind == kind):  # an array's == is no bool
+            raise fail([(("kind",), f"a nested {kind} must be a {kind}", given_kind)])
+        if not isinstance(name, str):
+            raise fail([(("name",), f"missing or not a string: which {kind} to use", name)])
+        try:
+            technique = default_registry().get(kind, name)
+        except ConfigError as exc:
+            raise fail([((issue.path,), issue.message, name) for issue in exc.issues]) from None
+        spec = technique.spec.model_validate({**value, "kind": kind})
+        assert isinstance(spec, base)
+        return spec
+
+    return validate
 
 
-SchedulerConfig = Annotated[SchedulerSpec, PlainValidator(_nested_scheduler), SerializeAsAny(),
-                            WithJsonSchema({
-                                "type": "object", "required": ["name"],
-                                "properties": {"name": {"type": "string"}},
-                                "description": "A registered scheduler's config."})]
+def _nested_schema(kind: Kind) -> WithJsonSchema:
+    return WithJsonSchema({"type": "object", "required": ["name"],
+                           "properties": {"name": {"type": "string"}},
+                           "description": f"A registered {kind}'s config."})
+
+
+SchedulerConfig = Annotated[SchedulerSpec, PlainValidator(_nested_validator(
+    "scheduler", SchedulerSpec)), SerializeAsAny(), _nested_schema("scheduler")]
 """A field type holding another registered scheduler, given as a nested config
 (``{name: cosine, T_max: 10}``) or a spec; errors are reported at the nested path."""
 
