@@ -273,10 +273,13 @@ def _cmd_show(args: argparse.Namespace) -> int:
                        "default": prop.get("default"), "constraint": _constraint(prop),
                        "description": " ".join(prop.get("description", "").split())})
     origin = technique.origin
+    interval = _interval(technique.spec)
     if args.json:
         json.dump({"kind": technique.kind, "name": technique.name, "summary": technique.summary,
                    "reference": technique.reference, "backends": list(technique.backends),
                    "provider": origin.describe() if origin else None,
+                   # The declared default ("batch" or "epoch") for programs to read.
+                   **({"interval": technique.spec.interval} if interval else {}),
                    "hyperparameters": params}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
@@ -284,6 +287,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
     if technique.reference:
         print(f"reference: {technique.reference}")
     print(f"backends: {', '.join(technique.backends)}")
+    if interval:
+        print(f"steps: {interval}")
     if origin:
         print(f"provided by: {origin.describe()}")
     if not params:
@@ -299,6 +304,24 @@ def _cmd_show(args: argparse.Namespace) -> int:
                       param["description"]])
     _print_table(table)
     return 0
+
+
+def _interval(spec: type[Any]) -> str | None:
+    """A scheduler's declared stepping interval, as ``optiplug show`` prints it."""
+    import inspect
+
+    from .specs import SchedulerSpec
+
+    if not issubclass(spec, SchedulerSpec):
+        return None
+    if spec.steps_on_metric:
+        return f"per {spec.interval}, with the monitored (validation) metric"
+    text = f"per {spec.interval}"
+    if spec.step_interval is not SchedulerSpec.step_interval:
+        # A scheduler that derives its interval from its config says how in step_interval.
+        rule = (inspect.getdoc(spec.step_interval) or "").split("\n")[0].rstrip(".")
+        text = rule[:1].lower() + rule[1:] if rule else f"{text} by default"
+    return f"{text} (train.scheduler_interval overrides it)"
 
 
 def _schema_type(prop: dict[str, Any], schema: dict[str, Any]) -> str:

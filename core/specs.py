@@ -14,15 +14,25 @@ import fnmatch
 import re
 import threading
 import typing
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, ClassVar, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    SerializeAsAny,
+    WithJsonSchema,
+    model_validator,
+)
 
 __all__ = [
     "KINDS",
     "ActivationSpec",
     "Beta",
     "InitializerSpec",
+    "Interval",
     "Kind",
     "NonNegativeFloat",
     "NonNegativeInt",
@@ -34,6 +44,7 @@ __all__ = [
     "PositiveInt",
     "Probability",
     "Role",
+    "SchedulerConfig",
     "SchedulerSpec",
     "Spec",
     "describe_fields",
@@ -264,11 +275,86 @@ class NormalizerSpec(Spec):
         return (batch, num_features)
 
 
+Interval = Literal["batch", "epoch"]
+"""When a training loop steps a scheduler: after every batch, or once per epoch."""
+
+
 class SchedulerSpec(Spec):
-    """Base of learning-rate scheduler specs."""
+    """Base of learning-rate scheduler specs.
+
+    A scheduler declares in :attr:`interval` whether it is meant to step after every batch
+    (warm-ups, cycles, anything counted in optimizer steps) or once per epoch (after the
+    validation pass); the training loop, ``optiplug show`` and the framework helpers read it.
+    :attr:`steps_on_metric` marks schedulers whose ``step`` takes the monitored metric.
+    """
 
     spec_kind: ClassVar[Kind] = "scheduler"
     kind: Literal["scheduler"] = "scheduler"
+
+    interval: ClassVar[Interval] = "epoch"
+    """The declared stepping interval of the technique (a recipe may override it)."""
+    steps_on_metric: ClassVar[bool] = False
+    """Whether ``step`` takes the monitored metric (then it can only step per epoch)."""
+
+    def step_interval(self) -> Interval:
+        """The interval this configured scheduler steps at: :attr:`interval` by default.
+
+        Schedulers made of other schedulers override it to derive theirs from the children.
+        """
+        return self.interval
+
+
+def _nested_validator(kind: Kind, base: type[Spec]) -> Callable[[Any], Spec]:
+    """The validator of one nested technique config of ``kind`` (a mapping or a spec).
+
+    Errors keep their place: a bad ``T_max`` in the second child of ``schedulers`` is reported
+    at ``schedulers.1.T_max``. Names resolve in the process-wide registry (where builders
+    build the children too), which holds every installed plugin and in-process registrations.
+    """
+
+    def validate(value: Any) -> Spec:
+        from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
+
+        from .errors import ConfigError
+        from .registry import default_registry
+
+        if isinstance(value, base):
+            return value
+
+        def fail(issues: list[tuple[tuple[str, ...], str, Any]]) -> ValidationError:
+            return ValidationError.from_exception_data(kind, [
+                InitErrorDetails(type=PydanticCustomError(f"nested_{kind}", message),
+                                 loc=loc, input=given) for loc, message, given in issues])
+
+        if not isinstance(value, Mapping):
+            raise fail([((), f"must be a {kind} config, a mapping with 'name', not a "
+                             f"{type(value).__name__}", value)])
+        given_kind, name = value.get("kind", kind), value.get("name")
+        if not (isinstance(given_kind, str) and given_kind == kind):  # an array's == is no bool
+            raise fail([(("kind",), f"a nested {kind} must be a {kind}", given_kind)])
+        if not isinstance(name, str):
+            raise fail([(("name",), f"missing or not a string: which {kind} to use", name)])
+        try:
+            technique = default_registry().get(kind, name)
+        except ConfigError as exc:
+            raise fail([((issue.path,), issue.message, name) for issue in exc.issues]) from None
+        spec = technique.spec.model_validate({**value, "kind": kind})
+        assert isinstance(spec, base)
+        return spec
+
+    return validate
+
+
+def _nested_schema(kind: Kind) -> WithJsonSchema:
+    return WithJsonSchema({"type": "object", "required": ["name"],
+                           "properties": {"name": {"type": "string"}},
+                           "description": f"A registered {kind}'s config."})
+
+
+SchedulerConfig = Annotated[SchedulerSpec, PlainValidator(_nested_validator(
+    "scheduler", SchedulerSpec)), SerializeAsAny(), _nested_schema("scheduler")]
+"""A field type holding another registered scheduler, given as a nested config
+(``{name: cosine, T_max: 10}``) or a spec; errors are reported at the nested path."""
 
 
 _described: set[type[BaseModel]] = set()

@@ -19,12 +19,14 @@ with an ``"lr"`` key the scheduler may overwrite (see :class:`SchedulableOptimiz
 from __future__ import annotations
 
 import copy
+import types
 from bisect import bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Final, Protocol
 
-__all__ = ["NumpyScheduler", "NumpySequentialScheduler", "SchedulableOptimizer",
-           "check_per_group", "checked_param_groups"]
+__all__ = ["NumpyChainedScheduler", "NumpyLambdaScheduler", "NumpyScheduler",
+           "NumpySequentialScheduler",
+           "SchedulableOptimizer", "check_per_group", "checked_param_groups"]
 
 # torch keeps this flag in the instance dict once a step ran; it only gates a warning, so a torch
 # state dict may carry it while a NumPy scheduler never does.
@@ -203,70 +205,86 @@ class NumpyScheduler:
                 f"lr={getattr(self, '_last_lr', None)})")
 
 
-class NumpySequentialScheduler(NumpyScheduler):
-    """Run schedulers one after another, switching at milestones (torch's ``SequentialLR``).
+class NumpyLambdaScheduler(NumpyScheduler):
+    """``lr_t = base_lr * factor(t)`` for a factor function of the step (torch's ``LambdaLR``).
 
-    At milestone ``m`` the next scheduler restarts from its closed form at step 0, exactly as
-    ``torch.optim.lr_scheduler.SequentialLR`` does. The schedulers must drive ``optimizer``
-    and be built just before this one (their construction steps are undone here).
+    The way to write a schedule torch has no class for: give the same factor to this class and
+    to ``torch.optim.lr_scheduler.LambdaLR`` and both backends produce the same learning rates.
+    Make the factor a callable object (an instance with ``__call__``), not a function or a
+    lambda: its attributes are then saved in :meth:`state_dict`, exactly as torch saves them.
 
     Args:
-        optimizer: The optimizer every scheduler drives.
-        schedulers: The schedulers, in order.
-        milestones: ``len(schedulers) - 1`` step indices at which the next scheduler takes over.
+        optimizer: Any object with ``param_groups``.
+        lr_lambda: The factor of step ``t``, or one factor per param group.
         last_epoch: ``-1`` for a new schedule.
 
     Raises:
-        ValueError: no scheduler, a scheduler driving another optimizer or stepping on a
-            metric, or a wrong number of milestones.
+        ValueError: a list of factors whose length is not the number of param groups.
     """
 
-    def __init__(self, optimizer: Any, schedulers: Sequence[NumpyScheduler],
-                 milestones: Sequence[int], last_epoch: int = -1) -> None:
-        if not schedulers:
-            raise ValueError("NumpySequentialScheduler needs at least one scheduler")
-        for index, scheduler in enumerate(schedulers):
-            if not isinstance(scheduler, NumpyScheduler):
-                raise TypeError(f"schedulers[{index}] is a {type(scheduler).__name__}, not a "
-                                f"NumpyScheduler")
-            if scheduler.steps_on_metric:
-                raise ValueError(f"schedulers[{index}] ({type(scheduler).__name__}) steps on a "
-                                 f"metric and cannot run in a sequence, as in torch")
-            if scheduler.optimizer is not optimizer:
-                raise ValueError(f"schedulers[{index}] drives another optimizer")
-        if len(milestones) != len(schedulers) - 1:
-            raise ValueError(f"{len(schedulers)} schedulers need {len(schedulers) - 1} "
-                             f"milestones, got {len(milestones)}")
-        groups = checked_param_groups(optimizer)
-        self._schedulers = list(schedulers)
-        self._milestones = list(milestones)
-        self.last_epoch = last_epoch + 1
-        self.optimizer = optimizer
-        for group in groups:
-            group["lr"] = group["initial_lr"]
-        self._undo_initial_steps(self)
-        first = self._schedulers[bisect_right(self._milestones, 0)]
-        first._initial_step()
-        self._last_lr = first.get_last_lr()
-
-    @staticmethod
-    def _undo_initial_steps(scheduler: NumpyScheduler) -> None:
-        if isinstance(scheduler, NumpySequentialScheduler):
-            for inner in scheduler._schedulers:
-                NumpySequentialScheduler._undo_initial_steps(inner)
+    def __init__(self, optimizer: Any,
+                 lr_lambda: Callable[[int], float] | Sequence[Callable[[int], float]],
+                 last_epoch: int = -1) -> None:
+        count = len(checked_param_groups(optimizer))
+        if isinstance(lr_lambda, (list, tuple)):
+            if len(lr_lambda) != count:
+                raise ValueError(f"expected {count} lr_lambdas, got {len(lr_lambda)}")
+            self.lr_lambdas = list(lr_lambda)
         else:
-            scheduler.last_epoch -= 1
+            assert callable(lr_lambda)
+            self.lr_lambdas = [lr_lambda] * count
+        super().__init__(optimizer, last_epoch)
 
-    def step(self) -> None:
-        """Advance the scheduler in charge of the next step (restarting it at a milestone)."""
-        self.last_epoch += 1
-        index = bisect_right(self._milestones, self.last_epoch)
-        scheduler = self._schedulers[index]
-        if index > 0 and self._milestones[index - 1] == self.last_epoch:
-            scheduler._update_lr(0)
-        else:
-            scheduler.step()
-        self._last_lr = scheduler.get_last_lr()
+    def get_lr(self) -> list[float]:
+        return [base_lr * factor(self.last_epoch)
+                for factor, base_lr in zip(self.lr_lambdas, self.base_lrs, strict=True)]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Every attribute but the optimizer; a callable object's attributes under
+        ``lr_lambdas`` (``None`` for a function), as torch's ``LambdaLR`` saves them."""
+        state = {key: copy.deepcopy(value) for key, value in vars(self).items()
+                 if key not in ("optimizer", "lr_lambdas")}
+        state["lr_lambdas"] = [None if isinstance(factor, types.FunctionType)
+                               else copy.deepcopy(vars(factor)) for factor in self.lr_lambdas]
+        return state
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict`, the factor objects' attributes included.
+
+        Raises:
+            ValueError: the keys differ, or ``lr_lambdas`` has the wrong length; nothing is
+                changed.
+        """
+        self._check_state(state_dict)
+        saved = state_dict["lr_lambdas"]
+        if not isinstance(saved, (list, tuple)) or len(saved) != len(self.lr_lambdas):
+            raise ValueError(f"state dict does not belong to this {type(self).__name__}: it "
+                             f"needs lr_lambdas with {len(self.lr_lambdas)} entries")
+        vars(self).update({key: copy.deepcopy(value) for key, value in state_dict.items()
+                           if key != "lr_lambdas"})
+        for factor, attributes in zip(self.lr_lambdas, saved, strict=True):
+            if attributes is not None:
+                vars(factor).update(copy.deepcopy(attributes))
+
+
+def _check_children(optimizer: Any, schedulers: Sequence[NumpyScheduler], owner: str) -> None:
+    if not schedulers:
+        raise ValueError(f"{owner} needs at least one scheduler")
+    for index, scheduler in enumerate(schedulers):
+        if not isinstance(scheduler, NumpyScheduler):
+            raise TypeError(f"schedulers[{index}] is a {type(scheduler).__name__}, not a "
+                            f"NumpyScheduler")
+        if scheduler.steps_on_metric:
+            raise ValueError(f"schedulers[{index}] ({type(scheduler).__name__}) steps on a "
+                             f"metric and cannot run in a {owner}, as in torch")
+        if scheduler.optimizer is not optimizer:
+            raise ValueError(f"schedulers[{index}] drives another optimizer")
+
+
+class _CompositeScheduler(NumpyScheduler):
+    """Shared state handling of schedulers made of schedulers: each child's state nested."""
+
+    _schedulers: list[NumpyScheduler]
 
     def state_dict(self) -> dict[str, Any]:
         """Own attributes plus every inner scheduler's state dict under ``_schedulers``."""
@@ -296,3 +314,89 @@ class NumpySequentialScheduler(NumpyScheduler):
                              f"needs _schedulers with {len(self._schedulers)} entries")
         for scheduler, state in zip(self._schedulers, inner, strict=True):
             scheduler._check_state(state)
+
+
+class NumpySequentialScheduler(_CompositeScheduler):
+    """Run schedulers one after another, switching at milestones (torch's ``SequentialLR``).
+
+    At milestone ``m`` the next scheduler restarts from its closed form at step 0, exactly as
+    ``torch.optim.lr_scheduler.SequentialLR`` does. The schedulers must drive ``optimizer``
+    and be built just before this one (their construction steps are undone here).
+
+    Args:
+        optimizer: The optimizer every scheduler drives.
+        schedulers: The schedulers, in order.
+        milestones: ``len(schedulers) - 1`` step indices at which the next scheduler takes over.
+        last_epoch: ``-1`` for a new schedule.
+
+    Raises:
+        ValueError: no scheduler, a scheduler driving another optimizer or stepping on a
+            metric, or a wrong number of milestones.
+    """
+
+    def __init__(self, optimizer: Any, schedulers: Sequence[NumpyScheduler],
+                 milestones: Sequence[int], last_epoch: int = -1) -> None:
+        _check_children(optimizer, schedulers, "sequence")
+        if len(milestones) != len(schedulers) - 1:
+            raise ValueError(f"{len(schedulers)} schedulers need {len(schedulers) - 1} "
+                             f"milestones, got {len(milestones)}")
+        groups = checked_param_groups(optimizer)
+        self._schedulers = list(schedulers)
+        self._milestones = list(milestones)
+        self.last_epoch = last_epoch + 1
+        self.optimizer = optimizer
+        for group in groups:
+            group["lr"] = group["initial_lr"]
+        self._undo_initial_steps(self)
+        first = self._schedulers[bisect_right(self._milestones, 0)]
+        first._initial_step()
+        self._last_lr = first.get_last_lr()
+
+    @staticmethod
+    def _undo_initial_steps(scheduler: NumpyScheduler) -> None:
+        # As torch's recursive_undo: composites pass it to their children.
+        if isinstance(scheduler, _CompositeScheduler):
+            for inner in scheduler._schedulers:
+                NumpySequentialScheduler._undo_initial_steps(inner)
+        else:
+            scheduler.last_epoch -= 1
+
+    def step(self) -> None:
+        """Advance the scheduler in charge of the next step (restarting it at a milestone)."""
+        self.last_epoch += 1
+        index = bisect_right(self._milestones, self.last_epoch)
+        scheduler = self._schedulers[index]
+        if index > 0 and self._milestones[index - 1] == self.last_epoch:
+            scheduler._update_lr(0)
+        else:
+            scheduler.step()
+        self._last_lr = scheduler.get_last_lr()
+
+
+class NumpyChainedScheduler(_CompositeScheduler):
+    """Step several schedulers together, each on the lr the last one left (``ChainedScheduler``).
+
+    Chainable schedulers multiply: an exponential decay chained with a step decay gives their
+    product. A closed-form scheduler in the chain overwrites what came before it, as in torch.
+    The schedulers must drive ``optimizer``; their construction steps stay (as in torch).
+
+    Args:
+        optimizer: The optimizer every scheduler drives.
+        schedulers: The schedulers, stepped in this order.
+
+    Raises:
+        ValueError: no scheduler, or a scheduler driving another optimizer or stepping on a
+            metric.
+    """
+
+    def __init__(self, optimizer: Any, schedulers: Sequence[NumpyScheduler]) -> None:
+        _check_children(optimizer, schedulers, "chain")
+        self._schedulers = list(schedulers)
+        self.optimizer = optimizer
+        self._last_lr = self.group_lrs()
+
+    def step(self) -> None:
+        """Step every scheduler in order."""
+        for scheduler in self._schedulers:
+            scheduler.step()
+        self._last_lr = self.group_lrs()

@@ -3,7 +3,9 @@
 - :class:`NumpyModule`: a layer with ``forward``/``backward`` and named ``params``, ``grads``
   and ``buffers`` (activations and normalization layers).
 - :class:`NumpyOptimizer`: param groups, name-keyed state, cache-blocked in-place updates.
-- :class:`NumpyScheduler`: ``torch.optim.lr_scheduler`` semantics over ``param_groups``.
+- :class:`NumpyScheduler`: ``torch.optim.lr_scheduler`` semantics over ``param_groups``;
+  :class:`NumpyLambdaScheduler` (a factor of the step), :class:`NumpySequentialScheduler`
+  and :class:`NumpyChainedScheduler` (composition).
 - :class:`NumpyNormLayer` and :class:`Scaler` with ``normalize``/``normalize_backward``: the
   shared machinery of normalization layers and data scalers.
 - Numerically careful elementwise math for activations (``sigmoid``, ``softplus``, ``elu``,
@@ -43,13 +45,16 @@ from ._numpy_norm import (
 )
 from ._numpy_optim import NumpyOptimizer, effective_grad
 from ._numpy_sched import (
+    NumpyChainedScheduler,
+    NumpyLambdaScheduler,
     NumpyScheduler,
     NumpySequentialScheduler,
     check_per_group,
     checked_param_groups,
 )
 
-__all__ = ["NonfiniteGradientError", "NotFittedError", "NumpyModule", "NumpyNormLayer",
+__all__ = ["NonfiniteGradientError", "NotFittedError", "NumpyChainedScheduler",
+           "NumpyLambdaScheduler", "NumpyModule", "NumpyNormLayer",
            "NumpyOptimizer", "NumpyScheduler", "NumpySequentialScheduler", "Scaler",
            "check_per_group", "checked_param_groups", "copy_arrays_into", "effective_grad", "elu",
            "elu_grad", "erfc", "float_input", "layer_features", "near_constant_std",

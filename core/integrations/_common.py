@@ -48,10 +48,9 @@ def plain_config(config: Any) -> Any:
 
 
 def scheduler_interval(spec: SchedulerSpec) -> Interval:
-    """How often the scheduler of ``spec`` steps: its own declaration, ``"epoch"`` by default
-    (torch's convention for ``LRScheduler``)."""
-    declared = getattr(spec, "interval", None)
-    return "batch" if declared == "batch" else "epoch"
+    """How often the scheduler of ``spec`` steps, as it declares (a composite: as its
+    children do)."""
+    return spec.step_interval()
 
 
 def build_training(config: Mapping[str, Any] | str | os.PathLike[str] | Any, params: Any, *,

@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, Literal, Protocol, TextIO
 
 import numpy as np
 from numpy.typing import NDArray
@@ -124,6 +124,9 @@ class Trainer:
     Attributes:
         history: One metrics dict per finished epoch (keys :data:`METRICS`).
         epoch: Number of finished epochs.
+        scheduler_interval: ``"batch"`` or ``"epoch"``: when the scheduler steps (the recipe's
+            ``train.scheduler_interval``, else the scheduler's declaration); ``None`` without
+            a scheduler. A plateau scheduler steps per epoch on the validation loss.
     """
 
     def __init__(self, recipe: Recipe, *, data: Dataset | None = None) -> None:
@@ -136,6 +139,7 @@ class Trainer:
         self.epoch = 0
         scheduler = self.runner.scheduler
         self._scheduler_metric = scheduler is not None and _wants_metric(scheduler.step)
+        self.scheduler_interval = self._scheduler_interval()
         size = recipe.train.batch_size
         n_train = len(self.data.x_train)
         self.batch_size = n_train if size == "full" else min(int(size), n_train)
@@ -144,6 +148,28 @@ class Trainer:
     def lr(self) -> float:
         """The current learning rate of the first param group."""
         return float(self.runner.optimizer.param_groups[0]["lr"])
+
+    def _scheduler_interval(self) -> Literal["batch", "epoch"] | None:
+        """When the scheduler steps: the recipe's ``train.scheduler_interval`` if set, else the
+        scheduler's own declaration (``SchedulerSpec.step_interval``); ``None`` without one.
+
+        Raises:
+            ConfigError: a scheduler that steps on the validation metric set to step per batch.
+        """
+        if self.runner.scheduler is None:
+            return None
+        chosen = self.recipe.train.scheduler_interval
+        path = "train.scheduler_interval"
+        if chosen is None:
+            declared = getattr(self.recipe.scheduler, "step_interval", None)
+            chosen = declared() if callable(declared) else "epoch"
+            path = "scheduler"
+        if chosen == "batch" and self._scheduler_metric:
+            name = getattr(self.recipe.scheduler, "name", "?")
+            raise ConfigError([ConfigIssue(path, (
+                f"scheduler {name!r} steps on a validation metric, "
+                f"so it can only step once per epoch"))])
+        return "batch" if chosen == "batch" else "epoch"
 
     def _step_scheduler(self, metric: float) -> None:
         scheduler = self.runner.scheduler
@@ -159,16 +185,8 @@ class Trainer:
         full = self.batch_size >= n_train
         order = None if full else self.order_rng.permutation(n_train)
         lr = self.lr
-        per_batch = (self.runner.scheduler is not None and
-                     self.recipe.train.scheduler_interval == "batch")
-        after_batch = None
-        if per_batch:
-            if self._scheduler_metric:
-                name = self.recipe.scheduler.name if self.recipe.scheduler else "?"
-                raise ConfigError([ConfigIssue("train.scheduler_interval", (
-                    f"scheduler {name!r} steps on a validation metric, "
-                    f"so it can only step once per epoch"))])
-            after_batch = self.runner.scheduler.step
+        per_batch = self.scheduler_interval == "batch"
+        after_batch = self.runner.scheduler.step if per_batch else None
         train_loss, train_accuracy = self.runner.train_epoch(order, self.batch_size,
                                                              after_batch)
         val_loss, val_accuracy = self.runner.evaluate("val")

@@ -171,8 +171,9 @@ class TrainConfig(_Section):
     """Threads of the math library while training (torch's intra-op threads; BLAS threads
     through ``threadpoolctl`` when installed); ``null`` keeps the library's default. Small
     models train fastest on one thread."""
-    scheduler_interval: Literal["epoch", "batch"] = "epoch"
-    """Step the scheduler once per epoch or once per batch."""
+    scheduler_interval: Literal["epoch", "batch"] | None = None
+    """Step the scheduler once per ``epoch`` (after validation) or once per ``batch``;
+    ``null``: as the scheduler declares (``optiplug show scheduler NAME``)."""
     layer_stats: bool = True
     """Record per-layer weight-gradient norms and activation statistics every epoch
     (``layers`` in the metrics, ``layers.csv``, ``gradients.png``); reading them does not

@@ -3,7 +3,7 @@
 ``lr_t = base_lr * (s + (1 - s) * min(t, W) / W)`` with start factor ``s`` and ``W`` warm-up
 steps. Large learning rates and large batches diverge in the first steps while Adam's moment
 estimates and the batch-norm statistics settle; a short ramp avoids it. ``W = 0`` is a constant
-learning rate.
+learning rate. Declared to step per batch (the ramp counts optimizer steps).
 
 Reference: Goyal et al., "Accurate, Large Minibatch SGD: Training ImageNet in 1 Hour", 2017;
 PyTorch ``LinearLR``.
@@ -11,7 +11,7 @@ PyTorch ``LinearLR``.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -21,6 +21,8 @@ from optiplug.backends.numpy import NumpyScheduler
 
 class LinearWarmupSpec(optiplug.SchedulerSpec):
     """``lr_t = base_lr * (start_factor + (1 - start_factor) * min(t, W) / W)``."""
+
+    interval: ClassVar[optiplug.Interval] = "batch"
 
     name: Literal["linear_warmup"] = "linear_warmup"
     warmup_steps: optiplug.NonNegativeInt = 5

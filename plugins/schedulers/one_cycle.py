@@ -9,7 +9,7 @@ cycles inversely between ``max_momentum`` and ``base_momentum``; it is off by de
 default is on) so that the scheduler changes only ``lr`` and never switches momentum on in
 plain SGD, and turning it on needs an optimizer with a non-zero ``momentum`` or ``betas``.
 Trains in few epochs with large learning rates ("super-convergence"); needs the training
-length in advance.
+length in advance. Declared to step per batch.
 
 Reference: Smith & Topin, "Super-Convergence: Very Fast Training of Neural Networks Using
 Large Learning Rates", 2017; PyTorch ``OneCycleLR`` (fastai's two-phase default).
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -35,6 +35,8 @@ class OneCycleSpec(optiplug.SchedulerSpec):
     # No default config validates (the schedule length is required): show one that does.
     model_config = ConfigDict(json_schema_extra={"examples": [{"max_lr": 0.1,
                                                                 "total_steps": 100}]})
+
+    interval: ClassVar[optiplug.Interval] = "batch"
 
     name: Literal["one_cycle"] = "one_cycle"
     max_lr: optiplug.PositiveFloat | Annotated[tuple[optiplug.PositiveFloat, ...],

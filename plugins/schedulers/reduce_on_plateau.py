@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, SupportsFloat
+from typing import Annotated, Any, ClassVar, Literal, SupportsFloat
 
 from pydantic import Field
 
@@ -23,6 +23,8 @@ from optiplug.backends.numpy import NumpyScheduler, check_per_group, checked_par
 
 class ReduceOnPlateauSpec(optiplug.SchedulerSpec):
     """``lr <- max(lr * factor, min_lr)`` after ``patience`` steps without improvement."""
+
+    steps_on_metric: ClassVar[bool] = True
 
     name: Literal["reduce_on_plateau"] = "reduce_on_plateau"
     mode: Literal["min", "max"] = "min"

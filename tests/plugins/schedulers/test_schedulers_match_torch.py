@@ -10,8 +10,10 @@ identically, and torch and NumPy scheduler states load into each other.
 from __future__ import annotations
 
 import copy
+import math
 import pickle
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -88,6 +90,49 @@ def run(optimizer: Any, scheduler: Any, steps: int, metrics: list[float] | None 
 
 Reference = Callable[[Any], Any]
 
+
+def transformers_inverse_sqrt(step: int, *, num_warmup_steps: int, timescale: int) -> float:
+    """transformers' ``_get_inverse_sqrt_schedule_lr_lambda``, as published (torch lacks it)."""
+    if step < num_warmup_steps:
+        return float(step) / float(max(1, num_warmup_steps))
+    shift = timescale - num_warmup_steps
+    return 1.0 / math.sqrt((step + shift) / timescale)
+
+
+def transformers_wsd(step: int, *, num_warmup_steps: int, num_stable_steps: int,
+                     num_decay_steps: int, warmup_type: str, decay_type: str,
+                     min_lr_ratio: float, num_cycles: float = 0.5) -> float:
+    """transformers' ``_get_wsd_scheduler_lambda``, as published (torch lacks WSD)."""
+    if step < num_warmup_steps:
+        progress = float(step) / float(max(1, num_warmup_steps))
+        if warmup_type == "linear":
+            factor = progress
+        elif warmup_type == "cosine":
+            factor = 0.5 * (1.0 - math.cos(math.pi * progress))
+        elif warmup_type == "1-sqrt":
+            factor = 1.0 - math.sqrt(1.0 - progress)
+        factor = factor * (1.0 - min_lr_ratio) + min_lr_ratio
+        return max(0.0, factor)
+    if step < num_warmup_steps + num_stable_steps:
+        return 1.0
+    if step < num_warmup_steps + num_stable_steps + num_decay_steps:
+        progress = float(step - num_warmup_steps - num_stable_steps) / float(
+            max(1, num_decay_steps))
+        if decay_type == "linear":
+            factor = 1.0 - progress
+        elif decay_type == "cosine":
+            factor = 0.5 * (1.0 + math.cos(math.pi * float(num_cycles) * 2.0 * progress))
+        elif decay_type == "1-sqrt":
+            factor = 1.0 - math.sqrt(progress)
+        factor = factor * (1.0 - min_lr_ratio) + min_lr_ratio
+        return max(0.0, factor)
+    return min_lr_ratio
+
+
+def lambda_lr(function: Callable[..., float], **settings: Any) -> Reference:
+    return lambda o: lr_scheduler.LambdaLR(o, partial(function, **settings))
+
+
 CASES: list[tuple[str, dict[str, Any], Reference]] = [
     ("constant", {}, lambda o: lr_scheduler.ConstantLR(o, factor=1.0, total_iters=0)),
     ("constant", {"factor": 0.25, "total_iters": 40},
@@ -140,6 +185,103 @@ CASES: list[tuple[str, dict[str, Any], Reference]] = [
     ("one_cycle", {"max_lr": 0.1, "total_steps": 500, "pct_start": 0.0},
      lambda o: lr_scheduler.OneCycleLR(o, max_lr=0.1, total_steps=500, pct_start=0.0,
                                        cycle_momentum=False)),
+    ("polynomial", {"total_iters": 300}, lambda o: lr_scheduler.PolynomialLR(o, total_iters=300)),
+    ("polynomial", {"total_iters": 100, "power": 0.9},
+     lambda o: lr_scheduler.PolynomialLR(o, total_iters=100, power=0.9)),
+    ("polynomial", {"total_iters": 1, "power": 2.0},
+     lambda o: lr_scheduler.PolynomialLR(o, total_iters=1, power=2.0)),
+    ("cosine_restarts", {"T_0": 50},
+     lambda o: lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=50)),
+    ("cosine_restarts", {"T_0": 10, "T_mult": 2, "eta_min": 0.001},
+     lambda o: lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=10, T_mult=2, eta_min=0.001)),
+    ("cosine_restarts", {"T_0": 7, "T_mult": 3},
+     lambda o: lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=7, T_mult=3)),
+    ("cosine_restarts", {"T_0": 1}, lambda o: lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=1)),
+    ("cyclic", {"max_lr": 1.0, "step_size_up": 40},
+     lambda o: lr_scheduler.CyclicLR(o, base_lr=list(BASE_LRS), max_lr=1.0, step_size_up=40,
+                                     cycle_momentum=False)),
+    ("cyclic", {"base_lr": 0.01, "max_lr": [0.5, 0.2, 0.9], "step_size_up": 30,
+                "step_size_down": 70, "mode": "triangular2"},
+     lambda o: lr_scheduler.CyclicLR(o, base_lr=0.01, max_lr=[0.5, 0.2, 0.9], step_size_up=30,
+                                     step_size_down=70, mode="triangular2",
+                                     cycle_momentum=False)),
+    ("cyclic", {"base_lr": [0.01, 0.02, 0.03], "max_lr": 0.6, "step_size_up": 25,
+                "mode": "exp_range", "gamma": 0.995},
+     lambda o: lr_scheduler.CyclicLR(o, base_lr=[0.01, 0.02, 0.03], max_lr=0.6,
+                                     step_size_up=25, mode="exp_range", gamma=0.995,
+                                     cycle_momentum=False)),
+    ("cyclic", {"base_lr": 0.05, "max_lr": 0.4, "step_size_up": 1, "step_size_down": 3},
+     lambda o: lr_scheduler.CyclicLR(o, base_lr=0.05, max_lr=0.4, step_size_up=1,
+                                     step_size_down=3, cycle_momentum=False)),
+    ("linear", {"total_iters": 400}, lambda o: lr_scheduler.LinearLR(
+        o, start_factor=1.0, end_factor=0.0, total_iters=400)),
+    ("linear", {"total_iters": 100, "start_factor": 0.5, "end_factor": 0.1},
+     lambda o: lr_scheduler.LinearLR(o, start_factor=0.5, end_factor=0.1, total_iters=100)),
+    ("linear", {"total_iters": 1, "start_factor": 0.2, "end_factor": 1.0},
+     lambda o: lr_scheduler.LinearLR(o, start_factor=0.2, end_factor=1.0, total_iters=1)),
+    ("sequential", {"schedulers": [{"name": "linear_warmup", "warmup_steps": 5,
+                                    "start_factor": 0.1}, {"name": "cosine", "T_max": 95}],
+                    "milestones": [5]},
+     lambda o: lr_scheduler.SequentialLR(o, [
+         lr_scheduler.LinearLR(o, start_factor=0.1, total_iters=5),
+         lr_scheduler.CosineAnnealingLR(o, T_max=95)], milestones=[5])),
+    ("sequential", {"schedulers": [
+        {"name": "constant", "factor": 0.5, "total_iters": 10},
+        {"name": "exponential", "gamma": 0.99},
+        {"name": "cosine_restarts", "T_0": 30, "T_mult": 2},
+        {"name": "cyclic", "base_lr": 0.01, "max_lr": 0.2, "step_size_up": 20}],
+        "milestones": [50, 200, 420]},
+     lambda o: lr_scheduler.SequentialLR(o, [
+         lr_scheduler.ConstantLR(o, factor=0.5, total_iters=10),
+         lr_scheduler.ExponentialLR(o, gamma=0.99),
+         lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=30, T_mult=2),
+         lr_scheduler.CyclicLR(o, base_lr=0.01, max_lr=0.2, step_size_up=20,
+                               cycle_momentum=False)], milestones=[50, 200, 420])),
+    ("sequential", {"schedulers": [
+        {"name": "chained", "schedulers": [{"name": "exponential", "gamma": 0.98},
+                                           {"name": "step", "step_size": 9, "gamma": 0.8}]},
+        {"name": "polynomial", "total_iters": 150, "power": 2.0}], "milestones": [100]},
+     lambda o: lr_scheduler.SequentialLR(o, [
+         lr_scheduler.ChainedScheduler([lr_scheduler.ExponentialLR(o, gamma=0.98),
+                                        lr_scheduler.StepLR(o, step_size=9, gamma=0.8)], o),
+         lr_scheduler.PolynomialLR(o, total_iters=150, power=2.0)], milestones=[100])),
+    ("chained", {"schedulers": [{"name": "exponential", "gamma": 0.99},
+                                {"name": "step", "step_size": 50, "gamma": 0.5}]},
+     lambda o: lr_scheduler.ChainedScheduler([
+         lr_scheduler.ExponentialLR(o, gamma=0.99),
+         lr_scheduler.StepLR(o, step_size=50, gamma=0.5)], o)),
+    ("chained", {"schedulers": [{"name": "linear_warmup", "warmup_steps": 20},
+                                {"name": "cosine", "T_max": 480, "eta_min": 0.001},
+                                {"name": "multistep", "milestones": [100, 300]}]},
+     lambda o: lr_scheduler.ChainedScheduler([
+         lr_scheduler.LinearLR(o, total_iters=20),
+         lr_scheduler.CosineAnnealingLR(o, T_max=480, eta_min=0.001),
+         lr_scheduler.MultiStepLR(o, milestones=[100, 300])], o)),
+    ("chained", {"schedulers": [{"name": "polynomial", "total_iters": 600, "power": 0.5}]},
+     lambda o: lr_scheduler.ChainedScheduler([
+         lr_scheduler.PolynomialLR(o, total_iters=600, power=0.5)], o)),
+    ("inverse_sqrt", {"warmup_steps": 100},
+     lambda_lr(transformers_inverse_sqrt, num_warmup_steps=100, timescale=100)),
+    ("inverse_sqrt", {"warmup_steps": 0},
+     lambda_lr(transformers_inverse_sqrt, num_warmup_steps=0, timescale=10_000)),
+    ("inverse_sqrt", {"warmup_steps": 40, "timescale": 250},
+     lambda_lr(transformers_inverse_sqrt, num_warmup_steps=40, timescale=250)),
+    ("warmup_stable_decay", {"warmup_steps": 50, "stable_steps": 300, "decay_steps": 100},
+     lambda_lr(transformers_wsd, num_warmup_steps=50, num_stable_steps=300,
+               num_decay_steps=100, warmup_type="linear", decay_type="cosine",
+               min_lr_ratio=0.0)),
+    ("warmup_stable_decay", {"warmup_steps": 20, "decay_steps": 200, "total_steps": 400,
+                             "warmup_shape": "cosine", "decay_shape": "sqrt",
+                             "min_lr_ratio": 0.1},
+     lambda_lr(transformers_wsd, num_warmup_steps=20, num_stable_steps=180,
+               num_decay_steps=200, warmup_type="cosine", decay_type="1-sqrt",
+               min_lr_ratio=0.1)),
+    ("warmup_stable_decay", {"warmup_steps": 10, "stable_steps": 0, "decay_steps": 333,
+                             "warmup_shape": "sqrt", "decay_shape": "linear",
+                             "min_lr_ratio": 0.02},
+     lambda_lr(transformers_wsd, num_warmup_steps=10, num_stable_steps=0,
+               num_decay_steps=333, warmup_type="1-sqrt", decay_type="linear",
+               min_lr_ratio=0.02)),
 ]
 CASE_IDS = [f"{name}-{'-'.join(f'{k}={v}' for k, v in hyper.items()) or 'defaults'}"
             for name, hyper, _ in CASES]
@@ -339,7 +481,19 @@ CROSS = [("step", {"step_size": 7, "gamma": 0.9}), ("multistep", {"milestones": 
          ("cosine", {"T_max": 100, "warmup_steps": 20}), ("cosine", {"T_max": 30}),
          ("one_cycle", {"max_lr": 0.5, "total_steps": 500, "three_phase": True}),
          ("exponential", {"gamma": 0.98}), ("constant", {"factor": 0.5, "total_iters": 150}),
-         ("linear_warmup", {"warmup_steps": 200}), ("reduce_on_plateau", {"patience": 2})]
+         ("linear_warmup", {"warmup_steps": 200}), ("reduce_on_plateau", {"patience": 2}),
+         ("polynomial", {"total_iters": 300, "power": 0.9}),
+         ("cosine_restarts", {"T_0": 10, "T_mult": 2}),
+         ("cyclic", {"max_lr": 0.9, "step_size_up": 30, "mode": "triangular2"}),
+         ("cyclic", {"max_lr": 0.9, "step_size_up": 30, "mode": "exp_range", "gamma": 0.99}),
+         ("linear", {"total_iters": 300, "end_factor": 0.05}),
+         ("inverse_sqrt", {"warmup_steps": 50}),
+         ("warmup_stable_decay", {"warmup_steps": 50, "stable_steps": 200, "decay_steps": 150}),
+         ("sequential", {"schedulers": [{"name": "linear", "total_iters": 80},
+                                        {"name": "cosine_restarts", "T_0": 40}],
+                         "milestones": [90]}),
+         ("chained", {"schedulers": [{"name": "exponential", "gamma": 0.99},
+                                     {"name": "step", "step_size": 50}]})]
 
 
 @pytest.mark.parametrize("direction", ["torch-to-numpy", "numpy-to-torch"])
