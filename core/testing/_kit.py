@@ -71,6 +71,8 @@ STEPS: Final = 20
 """Optimizer and scheduler steps compared between backends."""
 INIT_SHAPES: Final[tuple[tuple[int, ...], ...]] = ((256, 512), (64, 32, 3, 3))
 """Weight shapes an initializer's variance is checked on (``(out, in, *kernel)``)."""
+EXERCISE_SHAPES: Final[tuple[tuple[int, ...], ...]] = ((16, 8), (16, 8, 3))
+"""Weight shapes an initializer is exercised on: the first its fill accepts."""
 SIGMAS: Final = 6.0
 """Statistical checks allow this many standard errors (seeds are fixed: no flakiness)."""
 EPS: Final = 1e-6
@@ -382,6 +384,25 @@ def _lrs(optimizer: Any) -> list[float]:
     return [float(group["lr"]) for group in optimizer.param_groups]
 
 
+def _output_shape(spec: Spec, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The output shape a layer declares (``spec.output_shape(input_shape)``, for layers that
+    change the shape, such as gated units halving an axis), else the input shape."""
+    declared = getattr(spec, "output_shape", None)
+    return tuple(declared(input_shape)) if callable(declared) else input_shape
+
+
+def _accepted_shape(fill: Callable[[tuple[int, ...]], Any],
+                    shapes: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...], Any] | None:
+    """The first of ``shapes`` that ``fill(shape)`` does not refuse with a ``ValueError`` (an
+    initializer defined only for some ranks: ``eye``, ``dirac``), with what it returned."""
+    for shape in shapes:
+        try:
+            return shape, fill(shape)
+        except ValueError:
+            continue
+    return None
+
+
 def _is_layer(obj: Any) -> bool:
     return callable(getattr(obj, "forward", None)) and callable(getattr(obj, "backward", None))
 
@@ -468,13 +489,22 @@ def _exercise_scheduler(technique: Technique, backend: str, spec: Spec) -> Any:
     return scheduler
 
 
+def _numpy_fill_seeded(fill: Callable[..., Any], dtype: np.dtype[Any],
+                       shape: tuple[int, ...]) -> Any:
+    return fill(shape, dtype=dtype, rng=np.random.default_rng(0))
+
+
 def _exercise_initializer(technique: Technique, backend: str, spec: Spec) -> Any:
     clause = f"build[{backend}]"
     fill = _build(technique, spec, backend)
-    shape = (16, 8)
     if backend == "numpy":
         for dtype in (np.float32, np.float64):
-            first = fill(shape, dtype=np.dtype(dtype), rng=np.random.default_rng(0))
+            accepted = _accepted_shape(
+                functools.partial(_numpy_fill_seeded, fill, np.dtype(dtype)), EXERCISE_SHAPES)
+            if accepted is None:
+                raise _fail(technique, clause, f"the fill refused every shape of "
+                                               f"{list(EXERCISE_SHAPES)} with a ValueError")
+            shape, first = accepted
             again = fill(shape, dtype=np.dtype(dtype), rng=np.random.default_rng(0))
             if not isinstance(first, np.ndarray) or first.shape != shape or \
                     first.dtype != dtype:
@@ -488,7 +518,7 @@ def _exercise_initializer(technique: Technique, backend: str, spec: Spec) -> Any
         return fill
     import torch
 
-    def filled(seed: int) -> Any:
+    def filled(shape: tuple[int, ...], seed: int) -> Any:
         tensor = torch.empty(shape, requires_grad=True)
         result = fill(tensor, generator=torch.Generator().manual_seed(seed))
         if result is not tensor:
@@ -499,7 +529,12 @@ def _exercise_initializer(technique: Technique, backend: str, spec: Spec) -> Any
                                            "dropped requires_grad (fill under torch.no_grad)")
         return tensor.detach().clone()
 
-    first, again = filled(0), filled(0)
+    accepted = _accepted_shape(lambda shape: filled(shape, 0), EXERCISE_SHAPES)
+    if accepted is None:
+        raise _fail(technique, clause, f"the fill refused every shape of "
+                                       f"{list(EXERCISE_SHAPES)} with a ValueError")
+    shape, first = accepted
+    again = filled(shape, 0)
     if not torch.isfinite(first).all() or not torch.equal(first, again):
         raise _fail(technique, clause, "fills are not finite, or differ for the same generator "
                                        "seed")
@@ -529,13 +564,16 @@ def _exercise_layer(technique: Technique, backend: str, spec: Spec) -> Any:
             x = data.astype(dtype)
             y = obj.forward(x)
             grad = obj.backward(np.ones_like(y))
-            for what, value, like in (("forward", y, x), ("backward", grad, x)):
-                if not isinstance(value, np.ndarray) or value.shape != like.shape or \
+            for what, value, shape in (("forward", y, _output_shape(spec, x.shape)),
+                                       ("backward", grad, x.shape)):
+                if not isinstance(value, np.ndarray) or value.shape != shape or \
                         value.dtype != dtype:
                     raise _fail(technique, clause, (
-                        f"{what} of a {dtype.__name__} {like.shape} input gave "
+                        f"{what} of a {dtype.__name__} {x.shape} input gave "
                         f"{type(value).__name__} {getattr(value, 'dtype', '')} "
-                        f"{getattr(value, 'shape', '')}; shape and dtype must be kept"))
+                        f"{getattr(value, 'shape', '')}; expected {dtype.__name__} {shape} "
+                        f"(the spec's output_shape(input_shape) for a layer that changes "
+                        f"the shape)"))
         return obj
     import torch
 
@@ -550,7 +588,8 @@ def _exercise_layer(technique: Technique, backend: str, spec: Spec) -> Any:
             raise _fail(technique, clause, f"the torch builder returned {type(obj).__name__}, "
                                            f"not an nn.Module")
         out = obj(tensor)
-    if tuple(out.shape) != tuple(tensor.shape) or out.dtype != tensor.dtype:
+    if tuple(out.shape) != _output_shape(spec, tuple(tensor.shape)) or \
+            out.dtype != tensor.dtype:
         raise _fail(technique, clause, f"output {tuple(out.shape)} {out.dtype} for input "
                                        f"{tuple(tensor.shape)} {tensor.dtype}")
     return obj
@@ -582,10 +621,21 @@ def check_build(technique: Technique, backend: str, *, registry: Registry | None
         raise _fail(technique, f"build[{backend}]", (
             f"optiplug.build({config}, backend={backend!r}) raised {type(exc).__name__}: "
             f"{exc}")) from exc
-    if type(again) is not type(obj):
+    if _built_type(again) is not _built_type(obj):
         raise _fail(technique, f"build[{backend}]", (
-            f"optiplug.build from a config gave {type(again).__name__}, the builder "
-            f"{type(obj).__name__}"))
+            f"optiplug.build from a config gave {_built_type(again).__name__}, the builder "
+            f"{_built_type(obj).__name__}"))
+
+
+def _built_type(obj: Any) -> type:
+    """``type(obj)``; for a torch module with parametrizations (``weight_norm``), whose class
+    torch makes anew for each module, the class it had before."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(obj, torch.nn.Module):
+        from torch.nn.utils.parametrize import type_before_parametrizations
+
+        return type_before_parametrizations(obj)
+    return type(obj)
 
 
 # --------------------------------------------------------------------------- optimizers
@@ -860,7 +910,7 @@ def check_numerical_gradient(technique: Technique) -> None:
     x = away_from_zero(rng, (BATCH, NUM_FEATURES))
     if hasattr(module, "train"):
         module.train()
-    weights = rng.standard_normal(x.shape)
+    weights = rng.standard_normal(_output_shape(spec, x.shape))
     module.forward(x)
     if callable(getattr(module, "zero_grad", None)):
         module.zero_grad()
@@ -909,9 +959,22 @@ def check_backends_agree(technique: Technique) -> None:
 
 
 def _initializers_agree(technique: Technique, spec: Spec) -> None:
+    checked = 0
     for shape in INIT_SHAPES:
-        a = _init_samples(technique, spec, "numpy", shape)
-        b = _init_samples(technique, spec, "torch", shape)
+        refused = []
+        samples = []
+        for backend in KNOWN_BACKENDS:
+            try:
+                samples.append(_init_samples(technique, spec, backend, shape))
+            except ValueError as exc:
+                refused.append(f"{backend}: {exc}")
+        if len(refused) == len(KNOWN_BACKENDS):
+            continue  # a shape the initializer is not defined for (eye: 2-D; dirac: 3-D to 5-D)
+        if refused:
+            raise _fail(technique, "numpy vs torch", (
+                f"only one backend refuses shape {shape}: {refused[0]}"))
+        checked += 1
+        a, b = samples
         _, mean_a, var_a, se_mean_a, se_var_a = _moments(a)
         _, mean_b, var_b, se_mean_b, se_var_b = _moments(b)
         for what, x, y, se in (
@@ -922,6 +985,9 @@ def _initializers_agree(technique: Technique, spec: Spec) -> None:
                 raise _fail(technique, "numpy vs torch", (
                     f"sample {what} on shape {shape}: NumPy {x:.6g}, torch {y:.6g} (allowed "
                     f"+-{tolerance:.3g}, {SIGMAS:g} standard errors)"))
+    if not checked:
+        raise _fail(technique, "numpy vs torch", (
+            f"both backends refuse every checked shape {list(INIT_SHAPES)}"))
 
 
 def _layers_agree(technique: Technique, spec: Spec) -> None:
