@@ -31,7 +31,10 @@ class NumpyHardswish(NumpyModule):
 
     def forward(self, x: NDArray[Any]) -> NDArray[Any]:
         self._x = x
-        return x * np.clip(x + 3.0, 0.0, 6.0) / 6.0
+        # torch's formula on x < 3, and x itself above (where torch's x * 6 / 6 is x unless
+        # x * 6 overflows): no overflow for any finite input.
+        inner = np.minimum(x, 3.0)
+        return np.where(x < 3.0, inner * np.clip(inner + 3.0, 0.0, 6.0) / 6.0, x)
 
     def backward(self, grad_out: NDArray[Any]) -> NDArray[Any]:
         x = self._x

@@ -32,7 +32,8 @@ class NumpySoftsign(NumpyModule):
         return x / self._denominator
 
     def backward(self, grad_out: NDArray[Any]) -> NDArray[Any]:
-        return grad_out / (self._denominator * self._denominator)
+        # Divided twice: the squared denominator would overflow for |x| > 1e154.
+        return grad_out / self._denominator / self._denominator
 
 
 def build_numpy(spec: SoftsignSpec) -> NumpySoftsign:
