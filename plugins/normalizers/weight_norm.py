@@ -24,6 +24,10 @@ Builder signature (both backends)::
   which, like every normalization layer, starts as the identity map (``v = I``, ``g = 1``,
   bias 0), the same on both backends.
 
+``layer`` is a runtime value, like ``num_features``: pass it to ``optiplug.build``, e.g.
+``optiplug.build({"kind": "normalizer", "name": "weight_norm", "dim": 0}, backend="torch",
+layer=torch.nn.Conv2d(3, 8, 3))``.
+
 Reference: Salimans & Kingma, "Weight Normalization: A Simple Reparameterization to Accelerate
 Training of Deep Neural Networks", NeurIPS 2016; ``torch.nn.utils.parametrizations.weight_norm``.
 """
@@ -100,7 +104,8 @@ class NumpyWeightNorm(NumpyModule):
         self._axes = tuple(axis for axis in range(weight.ndim) if axis != dim)
         self._keep_dims = dim is not None
         self.g_name, self.v_name = f"{parameter}_g", f"{parameter}_v"
-        self.params[self.g_name] = self._norm(weight)
+        # An array even for dim=None (0-d, as torch's g), so optimizers update it in place.
+        self.params[self.g_name] = np.array(self._norm(weight), dtype=weight.dtype)
         self.params[self.v_name] = weight.copy()
         self.grads[self.g_name] = np.zeros_like(self.params[self.g_name])
         self.grads[self.v_name] = np.zeros_like(weight)
