@@ -24,9 +24,11 @@ exports a JSON Schema; every declared backend builds and works once; building fo
 not import torch (in a fresh interpreter); an optimizer's ``state_dict`` round-trips and
 continues identically, its steps read ``lr`` from ``param_groups`` and it fires the step
 hooks; a scheduler's ``state_dict`` round-trips; an initializer's samples have the variance
-its spec declares (``expected_variance(shape)``); an activation's or normalizer layer's NumPy
-``backward`` matches a numerical gradient; NumPy and torch agree. Torch checks are skipped
-when torch is not installed.
+its spec declares (``expected_variance(shape)``; an initializer may refuse shapes it is not
+defined for with a ``ValueError``, on both backends alike); an activation's or normalizer
+layer's NumPy ``backward`` matches a numerical gradient (outputs of the shape the spec's
+``output_shape(input_shape)`` gives, where declared); NumPy and torch agree. Torch checks are
+skipped when torch is not installed.
 
 Importing this package is cheap: the checks load on first use.
 """
