@@ -77,7 +77,8 @@ def build_torch(spec: SparseSpec) -> TorchFill:
         _check_2d(tuple(tensor.shape))
         with torch.no_grad():
             tensor.normal_(0.0, spec.std, generator=generator)
-            keys = torch.rand(tensor.shape, generator=generator, device=tensor.device)
+            keys = torch.rand(tensor.shape, generator=generator, device=tensor.device,
+                              dtype=torch.float64)
             zeroed = keys.argsort(dim=0)[:spec.zeros_per_column(tensor.shape[0])]
             tensor.scatter_(0, zeroed, 0.0)
         return tensor

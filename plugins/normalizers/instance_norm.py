@@ -45,7 +45,8 @@ class InstanceNormSpec(optiplug.NormalizerSpec):
     eps: optiplug.PositiveFloat = 1e-5
     """Added to the variance before the square root."""
     momentum: optiplug.Probability = 0.1
-    """Weight of the new batch in the running statistics (with ``track_running_stats``)."""
+    """Weight of the new batch in the running statistics (with ``track_running_stats``); 0
+    freezes them (what torch's ``momentum=None`` does for instance norm)."""
     affine: bool = False
     """Learn a per-channel scale ``weight`` and shift ``bias`` (off by default, as torch)."""
     track_running_stats: bool = False

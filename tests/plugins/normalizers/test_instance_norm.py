@@ -149,3 +149,17 @@ def test_instance_norm_spec_rejects_bad_hyperparameters(hyper: dict[str, Any], p
         optiplug.normalizer("instance_norm", num_features=3, **hyper)
     with pytest.raises(optiplug.ConfigError, match="num_features"):
         optiplug.normalizer("instance_norm")
+
+
+def test_instance_norm_momentum_zero_freezes_the_statistics_as_torchs_momentum_none() -> None:
+    x = np.random.default_rng(11).normal(3.0, 2.0, size=(4, 2, 6))
+    layer = optiplug.normalizer("instance_norm", num_features=2, track_running_stats=True,
+                                momentum=0.0)
+    module = torch.nn.InstanceNorm1d(2, momentum=None, track_running_stats=True).double()
+    layer.forward(x)
+    module(torch.from_numpy(x))
+    for name in ("running_mean", "running_var"):
+        np.testing.assert_array_equal(layer.buffers[name], getattr(module, name).numpy())
+    np.testing.assert_array_equal(layer.buffers["running_mean"], [0.0, 0.0])
+    with pytest.raises(optiplug.ConfigError, match="momentum"):
+        optiplug.normalizer("instance_norm", num_features=2, momentum=None)
