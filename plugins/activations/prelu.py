@@ -30,8 +30,9 @@ class PReLUSpec(optiplug.ActivationSpec):
     name: Literal["prelu"] = "prelu"
     num_parameters: optiplug.PositiveInt = 1
     """Number of slopes: 1 (shared) or the number of channels (input axis 1)."""
-    init: float = Field(0.25, allow_inf_nan=False)
-    """Initial value of every slope (torch's default 0.25)."""
+    init: float = Field(0.25, ge=-1e3, le=1e3, allow_inf_nan=False)
+    """Initial value of every slope (torch's default 0.25), within [-1000, 1000] (a slope, and
+    representable in float16/float32 parameters)."""
 
 
 class NumpyPReLU(NumpyModule):

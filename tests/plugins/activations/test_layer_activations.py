@@ -298,7 +298,8 @@ def test_gated_unit_rejects_an_axis_out_of_range() -> None:
 
 @pytest.mark.parametrize(("name", "hyper", "path"), [
     ("celu", {"alpha": 0.0}, "alpha"), ("prelu", {"num_parameters": 0}, "num_parameters"),
-    ("prelu", {"init": float("nan")}, "init"), ("hardswish", {"inplace": True}, "inplace"),
+    ("prelu", {"init": float("nan")}, "init"), ("prelu", {"init": 3.4e38}, "init"),
+    ("hardswish", {"inplace": True}, "inplace"),
     ("swiglu", {"dim": "last"}, "dim")])
 def test_layer_activation_specs_reject_bad_hyperparameters(name: str, hyper: dict[str, Any],
                                                            path: str) -> None:
