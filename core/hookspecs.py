@@ -103,7 +103,9 @@ def optiplug_initializers() -> list[Technique]:
         A list of :class:`optiplug.Technique` with ``kind="initializer"``. The NumPy builder
         receives ``(spec)`` and returns ``fill(shape, *, dtype, rng) -> ndarray``; the torch
         builder returns ``fill(tensor, *, generator) -> tensor`` that fills in place without
-        recording autograd.
+        recording autograd. An initializer defined only for some ranks (``eye``: 2-D,
+        ``dirac``: 3-D to 5-D) raises ``ValueError`` for the others, on both backends, and its
+        ``expected_variance(shape)`` returns ``None`` for them.
     """
     raise NotImplementedError
 
@@ -115,7 +117,9 @@ def optiplug_activations() -> list[Technique]:
     Returns:
         A list of :class:`optiplug.Technique` with ``kind="activation"``. Builders receive
         ``(spec)``; torch returns an ``nn.Module``, NumPy an object with ``forward`` and
-        ``backward``.
+        ``backward``. An activation whose output shape differs from its input's (gated units
+        halve an axis) says so with ``spec.output_shape(input_shape) -> tuple``; learnable
+        parameters (PReLU's slope) live in the NumPy module's ``params``/``grads``.
     """
     raise NotImplementedError
 

@@ -19,18 +19,21 @@ from typing import Annotated, Any, Final, Literal, Protocol
 
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, model_validator
 
 from .specs import InitializerSpec, NonNegativeFloat, PositiveFloat
 
 __all__ = [
     "LINEAR_NONLINEARITIES",
+    "TRUNCATED_NORMAL_STD_2",
     "FanMode",
     "FiniteFloat",
     "GainSpec",
+    "NamedGainSpec",
     "NonlinearityGainSpec",
     "Nonlinearity",
     "NumpyFill",
+    "ScalingMode",
     "Shape",
     "TorchFill",
     "as_shape",
@@ -40,8 +43,11 @@ __all__ = [
     "lecun_std",
     "numpy_fill",
     "orthogonal",
+    "indicator_moments",
     "truncated_normal",
+    "truncated_normal_moments",
     "uniform_bound",
+    "variance_scaling_fan",
     "xavier_std",
 ]
 
@@ -51,6 +57,9 @@ FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 FanMode = Literal["fan_in", "fan_out"]
 """Which fan a variance-scaling initializer divides by: ``fan_in`` keeps the forward
 activations' variance, ``fan_out`` the backward gradients'."""
+ScalingMode = Literal["fan_in", "fan_out", "fan_avg"]
+"""Keras' and JAX's ``VarianceScaling`` modes: :data:`FanMode` plus ``fan_avg``, the mean of
+``fan_in`` and ``fan_out`` (Glorot's compromise)."""
 Nonlinearity = Literal["linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
                        "conv_transpose2d", "conv_transpose3d", "sigmoid", "tanh", "relu",
                        "leaky_relu", "selu"]
@@ -60,6 +69,10 @@ LINEAR_NONLINEARITIES: Final[frozenset[str]] = frozenset(
     {"linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
      "conv_transpose3d"})
 DEFAULT_NEGATIVE_SLOPE: Final = 0.01
+TRUNCATED_NORMAL_STD_2: Final = 0.87962566103423978
+"""Standard deviation of the standard normal truncated to ``[-2, 2]``: Keras and JAX divide the
+target standard deviation by it so that a ``[-2, 2] * std`` truncated sample has variance
+``std**2`` (the exact value is ``0.8796256610342398...``)."""
 
 
 class NumpyFill(Protocol):
@@ -109,6 +122,22 @@ def fan(shape: int | Sequence[int], mode: FanMode) -> int:
     """The fan ``mode`` names (``fan_in`` or ``fan_out``) of a weight of ``shape``."""
     fan_in, fan_out = fan_in_and_fan_out(shape)
     return fan_in if mode == "fan_in" else fan_out
+
+
+def variance_scaling_fan(shape: int | Sequence[int], mode: ScalingMode) -> float:
+    """The fan ``mode`` names for a weight of ``shape``: ``fan_in``, ``fan_out`` or their mean
+    ``fan_avg`` (``(fan_in + fan_out) / 2``), as Keras' and JAX's ``VarianceScaling``."""
+    fan_in, fan_out = fan_in_and_fan_out(shape)
+    if mode == "fan_avg":
+        return (fan_in + fan_out) / 2.0
+    return float(fan_in if mode == "fan_in" else fan_out)
+
+
+def indicator_moments(ones: int, size: int) -> tuple[float, float]:
+    """Mean and variance of an array of ``size`` elements of which ``ones`` are 1, the rest 0
+    (the deterministic identity-like initializers: ``eye``, ``dirac``)."""
+    mean = ones / size
+    return mean, mean * (1.0 - mean)
 
 
 def calculate_gain(nonlinearity: Nonlinearity, negative_slope: float | None = None) -> float:
@@ -257,6 +286,19 @@ class GainSpec(InitializerSpec):
     """Scale factor, > 0: 5/3 before tanh, sqrt(2) before relu (see calculate_gain)."""
 
 
+class NamedGainSpec(InitializerSpec):
+    """Base of initializers scaled by a ``gain`` given as a number or as the name of the
+    nonlinearity that follows, whose :func:`calculate_gain` value it then is (Xavier/Glorot)."""
+
+    gain: PositiveFloat | Nonlinearity = 1.0
+    """Scale factor, > 0, or a nonlinearity name meaning ``torch.nn.init.calculate_gain(name)``
+    (``tanh``: 5/3, ``relu``: sqrt(2), ``leaky_relu``: slope 0.01, ``selu``: 3/4)."""
+
+    def gain_value(self) -> float:
+        """The gain as a number (a nonlinearity name resolved by :func:`calculate_gain`)."""
+        return calculate_gain(self.gain) if isinstance(self.gain, str) else self.gain
+
+
 class NonlinearityGainSpec(InitializerSpec):
     """Base of fan-scaled initializers whose gain comes from the following nonlinearity (He)."""
 
@@ -264,8 +306,10 @@ class NonlinearityGainSpec(InitializerSpec):
     """``fan_in`` keeps the forward activations' variance, ``fan_out`` the gradients'."""
     nonlinearity: Nonlinearity = "relu"
     """The activation after this layer; sets the gain (see ``torch.nn.init.calculate_gain``)."""
-    negative_slope: NonNegativeFloat = DEFAULT_NEGATIVE_SLOPE
-    """Negative slope of the leaky ReLU that follows; only with ``nonlinearity="leaky_relu"``."""
+    negative_slope: NonNegativeFloat = Field(
+        DEFAULT_NEGATIVE_SLOPE, validation_alias=AliasChoices("negative_slope", "a"))
+    """Negative slope of the leaky ReLU that follows; only with ``nonlinearity="leaky_relu"``.
+    Also accepted as ``a``, torch's ``kaiming_*_`` name."""
 
     @model_validator(mode="after")
     def _slope_only_for_leaky_relu(self) -> NonlinearityGainSpec:

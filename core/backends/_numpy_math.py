@@ -19,8 +19,8 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["elu", "elu_grad", "erfc", "normal_cdf", "normal_pdf", "sigmoid", "sigmoid_pair",
-           "softplus"]
+__all__ = ["elu", "elu_grad", "erfc", "halved_shape", "normal_cdf", "normal_pdf", "sigmoid",
+           "sigmoid_pair", "softplus", "split_halves"]
 
 Array = NDArray[Any]
 
@@ -173,3 +173,27 @@ def elu_grad(x: Array, alpha: float, scale: float = 1.0) -> Array:
     """``d elu / dx``: ``scale`` for ``x > 0``, ``scale * alpha * exp(x)`` otherwise (as torch)."""
     negative = (scale * alpha) * np.exp(np.minimum(x, 0.0))
     return np.where(x > 0, scale, negative).astype(negative.dtype, copy=False)
+
+
+def split_halves(x: Array, dim: int, technique: str) -> tuple[Array, Array]:
+    """``x`` split into its first and second half along ``dim`` (views, no copy): the two
+    inputs of a gated unit (GLU, SwiGLU).
+
+    Raises:
+        ValueError: ``dim`` is out of range for ``x`` or its size is odd; the message names
+            ``technique``.
+    """
+    if not -x.ndim <= dim < x.ndim:
+        raise ValueError(f"{technique}: dim={dim} is out of range for a {x.ndim}-D input of "
+                         f"shape {x.shape}")
+    if x.shape[dim] % 2:
+        raise ValueError(f"{technique} halves dim={dim}, whose size must be even; got input "
+                         f"shape {x.shape}")
+    first, second = np.split(x, 2, axis=dim)
+    return first, second
+
+
+def halved_shape(shape: tuple[int, ...], dim: int) -> tuple[int, ...]:
+    """``shape`` with axis ``dim`` halved: the output shape of a gated unit."""
+    axis = dim % len(shape)
+    return (*shape[:axis], shape[axis] // 2, *shape[axis + 1:])

@@ -24,11 +24,13 @@ from ._numpy_math import (
     elu,
     elu_grad,
     erfc,
+    halved_shape,
     normal_cdf,
     normal_pdf,
     sigmoid,
     sigmoid_pair,
     softplus,
+    split_halves,
 )
 from ._numpy_module import NumpyModule, copy_arrays_into
 from ._numpy_norm import (
@@ -57,6 +59,7 @@ __all__ = ["NonfiniteGradientError", "NotFittedError", "NumpyChainedScheduler",
            "NumpyLambdaScheduler", "NumpyModule", "NumpyNormLayer",
            "NumpyOptimizer", "NumpyScheduler", "NumpySequentialScheduler", "Scaler",
            "check_per_group", "checked_param_groups", "copy_arrays_into", "effective_grad", "elu",
-           "elu_grad", "erfc", "float_input", "layer_features", "near_constant_std",
-           "nonzero_range", "normal_cdf", "normal_pdf", "normalize", "normalize_backward",
-           "reduced_size", "sigmoid", "sigmoid_pair", "softplus"]
+           "elu_grad", "erfc", "float_input", "halved_shape", "layer_features",
+           "near_constant_std", "nonzero_range", "normal_cdf", "normal_pdf", "normalize",
+           "normalize_backward", "reduced_size", "sigmoid", "sigmoid_pair", "softplus",
+           "split_halves"]

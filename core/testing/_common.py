@@ -216,6 +216,24 @@ def _is_scaler(obj: Any) -> bool:
 
 
 
+def output_shape(spec: Spec, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The output shape a layer declares (``spec.output_shape(input_shape)``, for layers that
+    change the shape, such as gated units halving an axis), else the input shape."""
+    declared = getattr(spec, "output_shape", None)
+    return tuple(declared(input_shape)) if callable(declared) else tuple(input_shape)
+
+
+def built_type(obj: Any) -> type:
+    """``type(obj)``; for a torch module with parametrizations (``weight_norm``), whose class
+    torch makes anew for each module, the class it had before."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(obj, torch.nn.Module):
+        from torch.nn.utils.parametrize import type_before_parametrizations
+
+        return type_before_parametrizations(obj)
+    return type(obj)
+
+
 def init_shapes(spec: Spec) -> tuple[tuple[int, ...], ...]:
     """The weight shapes an initializer spec is checked on (its ``example_shapes()``)."""
     shapes = getattr(spec, "example_shapes", None)

@@ -27,7 +27,10 @@ from ._common import (
     _scheduler_optimizer,
     _step_scheduler,
     _TorchParams,
+    built_type,
+    init_shapes,
     input_shape,
+    output_shape,
 )
 from ._examples import (
     BATCH,
@@ -117,7 +120,8 @@ def _exercise_scheduler(technique: Technique, backend: str, spec: Spec) -> Any:
 def _exercise_initializer(technique: Technique, backend: str, spec: Spec) -> Any:
     clause = f"build[{backend}]"
     fill = _build(technique, spec, backend)
-    shape = (16, 8)
+    # A small weight of the first rank the initializer is checked on (some take only 2-D).
+    shape = (16, 8, *init_shapes(spec)[0][2:3])
     if backend == "numpy":
         for dtype in (np.float32, np.float64):
             first = fill(shape, dtype=np.dtype(dtype), rng=np.random.default_rng(0))
@@ -175,13 +179,16 @@ def _exercise_layer(technique: Technique, backend: str, spec: Spec) -> Any:
             x = data.astype(dtype)
             y = obj.forward(x)
             grad = obj.backward(np.ones_like(y))
-            for what, value, like in (("forward", y, x), ("backward", grad, x)):
-                if not isinstance(value, np.ndarray) or value.shape != like.shape or \
+            for what, value, shape in (("forward", y, output_shape(spec, x.shape)),
+                                       ("backward", grad, x.shape)):
+                if not isinstance(value, np.ndarray) or value.shape != shape or \
                         value.dtype != dtype:
                     raise _fail(technique, clause, (
-                        f"{what} of a {dtype.__name__} {like.shape} input gave "
+                        f"{what} of a {dtype.__name__} {x.shape} input gave "
                         f"{type(value).__name__} {getattr(value, 'dtype', '')} "
-                        f"{getattr(value, 'shape', '')}; shape and dtype must be kept"))
+                        f"{getattr(value, 'shape', '')}; expected {dtype.__name__} {shape} "
+                        f"(the spec's output_shape(input_shape) for a layer that changes "
+                        f"the shape)"))
         return obj
     import torch
 
@@ -196,7 +203,8 @@ def _exercise_layer(technique: Technique, backend: str, spec: Spec) -> Any:
             raise _fail(technique, clause, f"the torch builder returned {type(obj).__name__}, "
                                            f"not an nn.Module")
         out = obj(tensor)
-    if tuple(out.shape) != tuple(tensor.shape) or out.dtype != tensor.dtype:
+    if tuple(out.shape) != output_shape(spec, tuple(tensor.shape)) or \
+            out.dtype != tensor.dtype:
         raise _fail(technique, clause, f"output {tuple(out.shape)} {out.dtype} for input "
                                        f"{tuple(tensor.shape)} {tensor.dtype}")
     return obj
@@ -228,9 +236,9 @@ def check_build(technique: Technique, backend: str, *, registry: Registry | None
         raise _fail(technique, f"build[{backend}]", (
             f"optiplug.build({config}, backend={backend!r}) raised {type(exc).__name__}: "
             f"{exc}")) from exc
-    if type(again) is not type(obj):
+    if built_type(again) is not built_type(obj):
         raise _fail(technique, f"build[{backend}]", (
-            f"optiplug.build from a config gave {type(again).__name__}, the builder "
-            f"{type(obj).__name__}"))
+            f"optiplug.build from a config gave {built_type(again).__name__}, the builder "
+            f"{built_type(obj).__name__}"))
 
 

@@ -25,6 +25,7 @@ from ._common import (
     _to_numpy,
     init_shapes,
     input_shape,
+    output_shape,
 )
 from ._examples import (
     BATCH,
@@ -72,7 +73,7 @@ def check_numerical_gradient(technique: Technique) -> None:
     x = away_from_zero(rng, input_shape(spec, BATCH, NUM_FEATURES))
     if hasattr(module, "train"):
         module.train()
-    weights = rng.standard_normal(x.shape)
+    weights = rng.standard_normal(output_shape(spec, x.shape))
     module.forward(x)
     if callable(getattr(module, "zero_grad", None)):
         module.zero_grad()

@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import Literal
 
 import optiplug
-from optiplug.init_math import GainSpec, NumpyFill, TorchFill, numpy_fill, xavier_std
+from optiplug.init_math import NamedGainSpec, NumpyFill, TorchFill, numpy_fill, xavier_std
 
 
-class XavierNormalSpec(GainSpec):
+class XavierNormalSpec(NamedGainSpec):
     """``std = gain * sqrt(2 / (fan_in + fan_out))``."""
 
     name: Literal["xavier_normal"] = "xavier_normal"
@@ -24,11 +24,11 @@ class XavierNormalSpec(GainSpec):
         return 0.0
 
     def expected_variance(self, shape: tuple[int, ...]) -> float:
-        return xavier_std(shape, self.gain) ** 2
+        return xavier_std(shape, self.gain_value()) ** 2
 
 
 def build_numpy(spec: XavierNormalSpec) -> NumpyFill:
-    return numpy_fill(lambda rng, shape: rng.normal(0.0, xavier_std(shape, spec.gain),
+    return numpy_fill(lambda rng, shape: rng.normal(0.0, xavier_std(shape, spec.gain_value()),
                                                     size=shape))
 
 
@@ -36,7 +36,7 @@ def build_torch(spec: XavierNormalSpec) -> TorchFill:
     import torch
 
     def fill(tensor: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.nn.init.xavier_normal_(tensor, gain=spec.gain, generator=generator)
+        return torch.nn.init.xavier_normal_(tensor, gain=spec.gain_value(), generator=generator)
 
     return fill
 

@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 import optiplug
 from optiplug.init_math import (
-    GainSpec,
+    NamedGainSpec,
     NumpyFill,
     Shape,
     TorchFill,
@@ -27,7 +27,7 @@ from optiplug.init_math import (
 )
 
 
-class XavierUniformSpec(GainSpec):
+class XavierUniformSpec(NamedGainSpec):
     """``bound = gain * sqrt(6 / (fan_in + fan_out))``."""
 
     name: Literal["xavier_uniform"] = "xavier_uniform"
@@ -36,12 +36,12 @@ class XavierUniformSpec(GainSpec):
         return 0.0
 
     def expected_variance(self, shape: tuple[int, ...]) -> float:
-        return xavier_std(shape, self.gain) ** 2
+        return xavier_std(shape, self.gain_value()) ** 2
 
 
 def build_numpy(spec: XavierUniformSpec) -> NumpyFill:
     def draw(rng: np.random.Generator, shape: Shape) -> NDArray[np.float64]:
-        bound = uniform_bound(xavier_std(shape, spec.gain))
+        bound = uniform_bound(xavier_std(shape, spec.gain_value()))
         return rng.uniform(-bound, bound, size=shape)
 
     return numpy_fill(draw)
@@ -51,7 +51,7 @@ def build_torch(spec: XavierUniformSpec) -> TorchFill:
     import torch
 
     def fill(tensor: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.nn.init.xavier_uniform_(tensor, gain=spec.gain, generator=generator)
+        return torch.nn.init.xavier_uniform_(tensor, gain=spec.gain_value(), generator=generator)
 
     return fill
 

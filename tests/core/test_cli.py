@@ -81,7 +81,8 @@ def test_errors_are_one_line_without_traceback_unless_debug():
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "optiplug: error: invalid config: name: unknown activation 'rleu'; did you mean "
-        "'relu'? Known: " + ", ".join(optiplug.registry().names("activation"))]
+        "'relu' or 'relu6' or 'prelu'? Known: " +
+        ", ".join(optiplug.registry().names("activation"))]
     debug = run_cli("--debug", "show", "activation", "rleu")
     assert debug.returncode == 1 and "Traceback" in debug.stderr
 

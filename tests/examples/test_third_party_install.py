@@ -26,13 +26,13 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FreshVenv]:
 
 def _extras(rows: list[dict[str, object]]) -> dict[str, dict[str, object]]:
     return {f"{row['kind']}.{row['name']}": row for row in rows
-            if row["name"] in ("lion", "mish")}
+            if row["name"] in ("lion", "squareplus")}
 
 
 def test_optiplug_list_shows_the_extras_with_distribution_and_version(
         installed: FreshVenv) -> None:
     extras = _extras(installed.optiplug_list())
-    assert sorted(extras) == ["activation.mish", "optimizer.lion"]
+    assert sorted(extras) == ["activation.squareplus", "optimizer.lion"]
     for key, row in extras.items():
         assert row["distribution"] == "optiplug-extras"
         assert row["version"] == "0.1.0"
@@ -49,7 +49,7 @@ BUILD_SCRIPT = textwrap.dedent("""
     import optiplug
     import optiplug.backends.torch
 
-    lion_file, mish_file = sys.argv[1:3]
+    lion_file, activation_file = sys.argv[1:3]
     g = np.array([0.5, -2.0, 0.0, 3.0])
     out = {}
     param = np.ones(4)
@@ -63,10 +63,10 @@ BUILD_SCRIPT = textwrap.dedent("""
                    isinstance(topt, optiplug.backends.torch.TorchOptimizer)
                    and isinstance(topt, torch.optim.Optimizer), tensor.detach().tolist()]
     x = np.linspace(-3, 3, 7)
-    act = optiplug.build(mish_file, backend="numpy")
-    tact = optiplug.build(mish_file, backend="torch")
-    out["mish"] = [act(x).tolist(), tact(torch.tensor(x)).tolist(),
-                   [v * math.tanh(math.log1p(math.exp(v))) for v in x]]
+    act = optiplug.build(activation_file, backend="numpy")
+    tact = optiplug.build(activation_file, backend="torch")
+    out["squareplus"] = [act(x).tolist(), tact(torch.tensor(x)).tolist(),
+                         [(v + math.sqrt(v * v + 4.0)) / 2 for v in x]]
     print(json.dumps(out))
 """)
 
@@ -76,9 +76,10 @@ def test_extras_build_from_config_files_on_both_backends(installed: FreshVenv,
     lion = tmp_path / "lion.yaml"
     lion.write_text("optimizer:\n  name: lion\n  lr: 0.1\n  betas: [0.9, 0.99]\n"
                     "  weight_decay: 0.5\n", encoding="utf-8")
-    mish = tmp_path / "mish.json"
-    mish.write_text(json.dumps({"kind": "activation", "name": "mish"}), encoding="utf-8")
-    result = json.loads(installed.run_python(BUILD_SCRIPT, str(lion), str(mish)))
+    activation = tmp_path / "squareplus.json"
+    activation.write_text(json.dumps({"kind": "activation", "name": "squareplus"}),
+                          encoding="utf-8")
+    result = json.loads(installed.run_python(BUILD_SCRIPT, str(lion), str(activation)))
     name, numpy_param, torch_public_base, torch_param = result["lion"]
     assert name == "NumpyLion"
     assert torch_public_base is True
@@ -86,7 +87,7 @@ def test_extras_build_from_config_files_on_both_backends(installed: FreshVenv,
     expected = [1 * (1 - 0.1 * 0.5) - 0.1 * s for s in (1.0, -1.0, 0.0, 1.0)]
     assert numpy_param == pytest.approx(expected, rel=1e-15)
     assert torch_param == pytest.approx(expected, rel=1e-15)
-    numpy_out, torch_out, formula = result["mish"]
+    numpy_out, torch_out, formula = result["squareplus"]
     assert numpy_out == pytest.approx(formula, rel=1e-12)
     assert torch_out == pytest.approx(formula, rel=1e-12)
 
@@ -101,7 +102,7 @@ def test_conformance_kit_passes_on_the_installed_extras(installed: FreshVenv) ->
     summary = kit.stdout.strip().splitlines()[-1]
     # lion: spec, schema, 2 builds, no torch, 2x state_dict, 2x lr, 2x hooks, 2x None
     # gradients, 2x training loop, 2x hyperparameters, numpy vs torch;
-    # mish: spec, schema, 2 builds, no torch, gradient, numpy vs torch.
+    # squareplus: spec, schema, 2 builds, no torch, gradient, numpy vs torch.
     assert re.fullmatch(r"25 passed in [\d.]+s", summary), kit.stdout[-3000:]
     own_tests = installed.root / "src" / "1-optiplug-extras" / "tests"
     suite = installed.run(installed.python, "-m", "pytest", own_tests, "-q", "-p",

@@ -1,4 +1,5 @@
-"""The optiplug conformance kit over this distribution: every check of lion and mish."""
+"""The optiplug conformance kit over this distribution: every check of lion and
+squareplus."""
 
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ def test_extras_pass_the_conformance_kit(check: Check) -> None:
 
 
 def test_extras_are_listed_with_this_distribution() -> None:
-    for kind, name in (("optimizer", "lion"), ("activation", "mish")):
+    for kind, name in (("optimizer", "lion"), ("activation", "squareplus")):
         origin = optiplug.registry().get(kind, name).origin
         assert origin is not None
         assert (origin.distribution, origin.version) == ("optiplug-extras", "0.1.0")
 
 
 def test_check_technique_reports_every_check_passed_or_skipped() -> None:
-    report = check_technique("activation.mish")
-    assert "activation.mish::gradient[numpy]" in report.passed
+    report = check_technique("activation.squareplus")
+    assert "activation.squareplus::gradient[numpy]" in report.passed
     assert not [check for check in report.skipped if "numpy" in check[0]]
