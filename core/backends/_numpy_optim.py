@@ -182,6 +182,29 @@ class NumpyOptimizer:
         """The value state array ``key`` starts at; ``0``."""
         return 0.0
 
+    def state_shape(self, group: Mapping[str, Any], key: str, param: Array
+                    ) -> tuple[int, ...]:
+        """Shape of state array ``key`` of ``param``: the parameter's. Only a :attr:`per_tensor`
+        optimizer may return another (factored second moments, a scalar ``()``)."""
+        return tuple(param.shape)
+
+    per_tensor: ClassVar[bool] = False
+    """Whether the technique updates whole tensors with :meth:`update_tensor` (norms, matrix
+    products, per-tensor scalars) instead of blocks with :meth:`prepare` and :meth:`update`."""
+
+    def update_tensor(self, group: Mapping[str, Any], param: Array, grad: Array,
+                      state: dict[str, Any]) -> None:
+        """Apply one step to a whole parameter, in place (for :attr:`per_tensor` techniques).
+
+        Args:
+            group: The parameter's group (current hyperparameters).
+            param: The parameter (write into it).
+            grad: Its gradient (read only).
+            state: Its state: ``step`` (already incremented) and the arrays of
+                :meth:`state_keys_for`, shaped by :meth:`state_shape` (write into them).
+        """
+        raise NotImplementedError
+
     def prepare(self, group: Mapping[str, Any], state: dict[str, Any]) -> Any:
         """The scalars :meth:`update` needs this step (``state['step']`` is already incremented).
 
@@ -407,7 +430,9 @@ class NumpyOptimizer:
         state: dict[str, Any] = {"step": 0}
         for key in self.state_keys_for(group):
             value = self.initial_state_value(group, key)
-            state[key] = np.zeros_like(param) if value == 0 else np.full_like(param, value)
+            shape = self.state_shape(group, key, param)
+            state[key] = (np.zeros(shape, param.dtype) if value == 0
+                          else np.full(shape, value, param.dtype))
         self.state[name] = state
         self._buckets.pop(name, None)
 
@@ -452,6 +477,14 @@ class NumpyOptimizer:
         return keys
 
     def _apply(self, work: list[tuple[dict[str, Any], str, Array, Array]]) -> None:
+        if self.per_tensor:
+            for group, name, param, grad in work:
+                if name not in self.state:
+                    self._new_state(group, name, param)
+                state = self.state[name]
+                state["step"] += 1
+                self.update_tensor(group, param, grad, state)
+            return
         self._prepare_cache.clear()
         self._keys_cache.clear()
         if any(name not in self.state for _, name, _, _ in work):
@@ -672,9 +705,9 @@ class NumpyOptimizer:
                               and np.can_cast(value.dtype, param.dtype, "same_kind")):
                         problems.append(f"state {key!r} of {name!r} is not an array castable to "
                                         f"{param.dtype}")
-                    elif np.shape(value) != param.shape:
+                    elif np.shape(value) != (shape := self.state_shape(saved, key, param)):
                         problems.append(f"state {key!r} of {name!r} has shape "
-                                        f"{np.shape(value)}, the parameter {param.shape}")
+                                        f"{np.shape(value)}, expected {shape}")
         return problems
 
     # ------------------------------------------------------------------------- plumbing
