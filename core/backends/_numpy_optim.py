@@ -183,9 +183,10 @@ class NumpyOptimizer:
         return 0.0
 
     def state_shape(self, group: Mapping[str, Any], key: str, param: Array
-                    ) -> tuple[int, ...]:
+                    ) -> tuple[int, ...] | None:
         """Shape of state array ``key`` of ``param``: the parameter's. Only a :attr:`per_tensor`
-        optimizer may return another (factored second moments, a scalar ``()``)."""
+        optimizer may return another (factored second moments, a scalar ``()``), or ``None``
+        when ``param`` keeps no ``key`` (Adafactor's factors of a vector)."""
         return tuple(param.shape)
 
     per_tensor: ClassVar[bool] = False
@@ -431,6 +432,8 @@ class NumpyOptimizer:
         for key in self.state_keys_for(group):
             value = self.initial_state_value(group, key)
             shape = self.state_shape(group, key, param)
+            if shape is None:
+                continue
             state[key] = (np.zeros(shape, param.dtype) if value == 0
                           else np.full(shape, value, param.dtype))
         self.state[name] = state
@@ -687,11 +690,13 @@ class NumpyOptimizer:
                 if key in group and saved.get(key) != group[key]:
                     problems.append(f"param group {index} has {key}={group[key]!r}, the saved "
                                     f"state {key}={saved.get(key)!r} (another algorithm)")
-            expected = set(self.state_keys_for(saved)) | {"step"}
+            keys = self.state_keys_for(saved)
             for name, param in zip(group["param_names"], group["params"], strict=True):
                 entry = state_dict["state"].get(name)
                 if entry is None:
                     continue
+                expected = {key for key in keys
+                            if self.state_shape(saved, key, param) is not None} | {"step"}
                 if set(entry) != expected:
                     problems.append(f"state of {name!r} has keys {sorted(entry)}, expected "
                                     f"{sorted(expected)}")
