@@ -189,6 +189,15 @@ class NumpyOptimizer:
         when ``param`` keeps no ``key`` (Adafactor's factors of a vector)."""
         return tuple(param.shape)
 
+    requires_closure: ClassVar[bool] = False
+    """Whether ``step`` takes a closure (``loss, grads = closure()``, evaluated as often as the
+    technique needs, as L-BFGS does) instead of gradients; :meth:`closure_step` does the work."""
+
+    def closure_step(self, closure: Callable[[], Any]) -> Any:
+        """One step of a :attr:`requires_closure` technique (between the step hooks); returns
+        what ``step`` returns (the loss)."""
+        raise NotImplementedError
+
     per_tensor: ClassVar[bool] = False
     """Whether the technique updates whole tensors with :meth:`update_tensor` (norms, matrix
     products, per-tensor scalars) instead of blocks with :meth:`prepare` and :meth:`update`."""
@@ -319,13 +328,18 @@ class NumpyOptimizer:
             else:
                 grad.fill(0)
 
-    def step(self, grads: Mapping[str, Array | None] | Sequence[Array | None] | None = None
-             ) -> None:
+    def step(self, grads: Mapping[str, Array | None] | Sequence[Array | None] | Callable[[], Any]
+             | None = None) -> Any:
         """Update every parameter in place from its gradient.
 
         Args:
             grads: ``{name: gradient}``, a list aligned with the parameters of all groups in
-                order, or ``None`` to use :attr:`grads`.
+                order, or ``None`` to use :attr:`grads`; for a :attr:`requires_closure`
+                technique, the closure.
+
+        Returns:
+            ``None``, or for a :attr:`requires_closure` technique what :meth:`closure_step`
+            returns (the loss).
 
         Raises:
             NonfiniteGradientError: a gradient is not finite and ``nonfinite="raise"``.
@@ -339,16 +353,24 @@ class NumpyOptimizer:
                 if result is not None:
                     args, kwargs = result
             grads = kwargs.get("grads", args[0] if args else None)
-        work = self._work(grads)
-        if self.nonfinite != "ignore" and not self._all_finite(work):
-            self.skipped_steps += 1
-            work = []
-        if work:
-            self._apply(work)
+        result = None
+        if self.requires_closure:
+            if not callable(grads):
+                raise TypeError(f"{type(self).__name__}.step() needs a closure that returns "
+                                f"(loss, grads), got {type(grads).__name__}")
+            result = self.closure_step(grads)
+        else:
+            work = self._work(grads)
+            if self.nonfinite != "ignore" and not self._all_finite(work):
+                self.skipped_steps += 1
+                work = []
+            if work:
+                self._apply(work)
         if self._step_post_hooks:
             args = (grads,) if grads is not None else ()
             for hook in list(self._step_post_hooks.values()):
                 hook(self, args, {})
+        return result
 
     # ------------------------------------------------------------------------ the update
     def _work(self, grads: Any) -> list[tuple[dict[str, Any], str, Array, Array]]:
