@@ -92,6 +92,7 @@ class NumpyRprop(NumpyOptimizer):
         np.copyto(prev, grad)
         np.copyto(prev, 0, where=flipped)
         np.sign(prev, out=factor)
+        np.nan_to_num(factor, copy=False)  # torch's sign(NaN) is 0: a NaN gradient moves nothing
         np.multiply(factor, step_size, out=factor)
         np.subtract(param, factor, out=param)
 
