@@ -353,6 +353,7 @@ def optiplug_optimizers() -> list[optiplug.Technique]:
     return [optiplug.Technique(
         kind="optimizer", name="lbfgs", spec=LBFGSSpec,
         builders={"numpy": build_numpy, "torch": build_torch},
-        summary="Limited-memory BFGS with optional strong-Wolfe line search; closure-driven "
-                "(step(closure)), for full-batch deterministic problems.",
+        summary="Limited-memory BFGS with optional strong-Wolfe line search, for full-batch "
+                "deterministic problems; closure-driven: step(closure), on NumPy the closure "
+                "returns (loss, grads).",
         reference="Nocedal 1980; Liu & Nocedal 1989")]
