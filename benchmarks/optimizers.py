@@ -18,6 +18,7 @@ peak extra <= 16 MiB.
     python benchmarks/optimizers.py --quick         # 1M params in 10 and 100 tensors
     python benchmarks/optimizers.py --optimizers adam adamw --repeats 20
     python benchmarks/optimizers.py --kernel-choice --quick    # cost of the kernel choice
+    python benchmarks/optimizers.py --torchref      # radam ... muon against torch's own classes
 
 ``--kernel-choice`` prints what optiplug's torch kernel choice costs for SGD with momentum,
 where torch's fused kernel fails when a parameter's first gradient arrives after others have
@@ -26,6 +27,12 @@ checking the buffers before each step until every parameter has one. Rows: every
 with a gradient (the check retires after the first step), and one tensor frozen (``grad`` is
 ``None``: the check runs every step), each against raw ``torch.optim.SGD(fused=True)`` on the
 same pattern, and what the alternative, always foreach, would cost (``foreach/fused``).
+
+``--torchref`` measures the optimizers whose reference is a torch.optim class (radam, nadam,
+adamax, asgd, rprop, adafactor, muon) on float32 matrices of 250 x 400 (Muon needs matrices):
+torch's for-loop and foreach kernels, optiplug's torch backend (``/fastest`` of the two) and
+optiplug's NumPy backend (``/torch``: over torch's fastest). lbfgs is closure-driven: its step
+time is the closure's, so it has no row.
 """
 
 from __future__ import annotations
@@ -247,6 +254,83 @@ def print_row(name: str, tensors: int, r: dict[str, Any]) -> None:
           f"{r['optiplug numpy']:.1f} {r['naive numpy']:.1f}", flush=True)
 
 
+# ------------------------------------------------- optimizers with a torch.optim reference
+TORCHREF_HYPER: dict[str, dict[str, Any]] = {
+    "radam": {"lr": 1e-3}, "nadam": {"lr": 2e-3}, "adamax": {"lr": 2e-3},
+    "asgd": {"lr": 1e-2}, "rprop": {"lr": 1e-2}, "adafactor": {"lr": 1e-2},
+    "muon": {"lr": 2e-2},
+}
+TORCHREF_CLASS = {"radam": "RAdam", "nadam": "NAdam", "adamax": "Adamax", "asgd": "ASGD",
+                  "rprop": "Rprop", "adafactor": "Adafactor", "muon": "Muon"}
+TORCHREF_SHAPE = (250, 400)
+
+
+def measure_torchref(name: str, total: int, repeats: int) -> dict[str, Any]:
+    """Step times (ms) of torch's own class (for-loop, foreach) and optiplug's two backends."""
+    tensors = max(1, total // (TORCHREF_SHAPE[0] * TORCHREF_SHAPE[1]))
+    hyper = TORCHREF_HYPER[name]
+    rng = np.random.default_rng(0)
+    start = [rng.standard_normal(TORCHREF_SHAPE, dtype=np.float32) for _ in range(tensors)]
+    grads = [(1e-3 * rng.standard_normal(TORCHREF_SHAPE)).astype(np.float32)
+             for _ in range(tensors)]
+
+    def torch_params() -> list[torch.nn.Parameter]:
+        params = [torch.nn.Parameter(torch.from_numpy(a.copy())) for a in start]
+        for p, g in zip(params, grads, strict=True):
+            p.grad = torch.from_numpy(g)
+        return params
+
+    torch_cls = getattr(torch.optim, TORCHREF_CLASS[name])
+    spec = optiplug.spec("optimizer", name, **hyper).hyperparameters()
+    kwargs = {k: v for k, v in spec.items()
+              if k not in ("param_groups", "nonfinite", "adamw", "ns_dtype")}
+    variants = {"for-loop": {"foreach": False}, "foreach": {"foreach": True}}
+    if name == "muon":  # torch's Muon has the for-loop kernel only
+        variants = {"for-loop": {}}
+    steps: dict[str, Callable[[], None]] = {}
+    for label, extra in variants.items():
+        steps[f"torch {label}"] = torch_cls(torch_params(), **kwargs, **extra).step
+    steps["optiplug torch"] = optiplug.optimizer(
+        name, [(str(i), p) for i, p in enumerate(torch_params())], **hyper).step
+    numpy_params = [a.copy() for a in start]
+    numpy_opt = optiplug.optimizer(name, numpy_params, **hyper)
+    steps["optiplug numpy"] = lambda: numpy_opt.step(grads)
+    times = interleaved_medians(steps, repeats)
+    fastest = min(variants, key=lambda label: times[f"torch {label}"])
+    return {**{key: value * 1e3 for key, value in times.items()}, "fastest": fastest,
+            "torch/fastest": times["optiplug torch"] / times[f"torch {fastest}"],
+            "numpy/torch": times["optiplug numpy"] / times[f"torch {fastest}"],
+            "tensors": tensors}
+
+
+def torchref_main(args: argparse.Namespace) -> None:
+    """The ``--torchref`` table: one fresh process per optimizer."""
+    total = args.params or (1_000_000 if args.quick else 10_000_000)
+    repeats = args.repeats or (4 if args.quick else 9)
+    names = args.torchref
+    print(f"{total / 1e6:g}M float32 params in {TORCHREF_SHAPE[0]}x{TORCHREF_SHAPE[1]} "
+          f"matrices, CPU, torch {torch.__version__} ({torch.get_num_threads()} threads), numpy "
+          f"{np.__version__}, median of {repeats}; each row in a fresh process")
+    header = (f"{'optimizer':<10} | {'torch/fastest':>13} {'(fastest)':>9} | "
+              f"{'numpy/torch':>11} | ms: for-loop foreach optiplug-torch optiplug-numpy")
+    print(header)
+    print("-" * len(header))
+    for name in names:
+        command = [sys.executable, __file__, "--torchref-row", name, "--params", str(total),
+                   "--repeats", str(repeats)]
+        if args.threads is not None:
+            command += ["--threads", str(args.threads)]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            print(f"{name:<10} | failed: {done.stderr.strip()[-300:]}")
+            continue
+        r = json.loads(done.stdout.strip().splitlines()[-1])
+        foreach = f"{r['torch foreach']:.1f}" if "torch foreach" in r else "-"
+        print(f"{name:<10} | {r['torch/fastest']:>13.2f} {r['fastest']:>9} | "
+              f"{r['numpy/torch']:>11.2f} | {r['torch for-loop']:.1f} {foreach} "
+              f"{r['optiplug torch']:.1f} {r['optiplug numpy']:.1f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="1M params, fewer repeats")
@@ -258,6 +342,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for torch (intra-op) and for the NumPy optimizer; "
                              "default: each library's own default")
+    parser.add_argument("--torchref", nargs="*", default=None, choices=list(TORCHREF_HYPER),
+                        help="the optimizers with a torch.optim reference (default: all of "
+                             "radam ... muon), against torch's own classes")
+    parser.add_argument("--torchref-row", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--row", action="store_true",
                         help="measure in this process and print JSON (used internally)")
     parser.add_argument("--kernel-choice", action="store_true",
@@ -269,6 +357,13 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
         NumpyOptimizer.default_threads = args.threads
+    if args.torchref_row:
+        print(json.dumps(measure_torchref(args.torchref_row, total, repeats)))
+        return
+    if args.torchref is not None:
+        args.torchref = args.torchref or list(TORCHREF_HYPER)
+        torchref_main(args)
+        return
     if args.row:
         measured = (measure_kernel_choice if args.kernel_choice else measure)(
             args.optimizers[0], total, splits[0], repeats)

@@ -191,6 +191,39 @@ class NumpyOptimizer:
         """The value state array ``key`` starts at; ``0``."""
         return 0.0
 
+    def state_shape(self, group: Mapping[str, Any], key: str, param: Array
+                    ) -> tuple[int, ...] | None:
+        """Shape of state array ``key`` of ``param``: the parameter's. Only a :attr:`per_tensor`
+        optimizer may return another (factored second moments, a scalar ``()``), or ``None``
+        when ``param`` keeps no ``key`` (Adafactor's factors of a vector)."""
+        return tuple(param.shape)
+
+    requires_closure: ClassVar[bool] = False
+    """Whether ``step`` takes a closure (``loss, grads = closure()``, evaluated as often as the
+    technique needs, as L-BFGS does) instead of gradients; :meth:`closure_step` does the work."""
+
+    def closure_step(self, closure: Callable[[], Any]) -> Any:
+        """One step of a :attr:`requires_closure` technique (between the step hooks); returns
+        what ``step`` returns (the loss)."""
+        raise NotImplementedError
+
+    per_tensor: ClassVar[bool] = False
+    """Whether the technique updates whole tensors with :meth:`update_tensor` (norms, matrix
+    products, per-tensor scalars) instead of blocks with :meth:`prepare` and :meth:`update`."""
+
+    def update_tensor(self, group: Mapping[str, Any], param: Array, grad: Array,
+                      state: dict[str, Any]) -> None:
+        """Apply one step to a whole parameter, in place (for :attr:`per_tensor` techniques).
+
+        Args:
+            group: The parameter's group (current hyperparameters).
+            param: The parameter (write into it).
+            grad: Its gradient (read only).
+            state: Its state: ``step`` (already incremented) and the arrays of
+                :meth:`state_keys_for`, shaped by :meth:`state_shape` (write into them).
+        """
+        raise NotImplementedError
+
     def prepare(self, group: Mapping[str, Any], state: dict[str, Any]) -> Any:
         """The scalars :meth:`update` needs this step (``state['step']`` is already incremented).
 
@@ -304,13 +337,18 @@ class NumpyOptimizer:
             else:
                 grad.fill(0)
 
-    def step(self, grads: Mapping[str, Array | None] | Sequence[Array | None] | None = None
-             ) -> None:
+    def step(self, grads: Mapping[str, Array | None] | Sequence[Array | None] | Callable[[], Any]
+             | None = None) -> Any:
         """Update every parameter in place from its gradient.
 
         Args:
             grads: ``{name: gradient}``, a list aligned with the parameters of all groups in
-                order, or ``None`` to use :attr:`grads`.
+                order, or ``None`` to use :attr:`grads`; for a :attr:`requires_closure`
+                technique, the closure.
+
+        Returns:
+            ``None``, or for a :attr:`requires_closure` technique what :meth:`closure_step`
+            returns (the loss).
 
         Raises:
             NonfiniteGradientError: a gradient is not finite and ``nonfinite="raise"``.
@@ -324,16 +362,24 @@ class NumpyOptimizer:
                 if result is not None:
                     args, kwargs = result
             grads = kwargs.get("grads", args[0] if args else None)
-        work = self._work(grads)
-        if self.nonfinite != "ignore" and not self._all_finite(work):
-            self.skipped_steps += 1
-            work = []
-        if work:
-            self._apply(work)
+        result = None
+        if self.requires_closure:
+            if not callable(grads):
+                raise TypeError(f"{type(self).__name__}.step() needs a closure that returns "
+                                f"(loss, grads), got {type(grads).__name__}")
+            result = self.closure_step(grads)
+        else:
+            work = self._work(grads)
+            if self.nonfinite != "ignore" and not self._all_finite(work):
+                self.skipped_steps += 1
+                work = []
+            if work:
+                self._apply(work)
         if self._step_post_hooks:
             args = (grads,) if grads is not None else ()
             for hook in list(self._step_post_hooks.values()):
                 hook(self, args, {})
+        return result
 
     # ------------------------------------------------------------------------ the update
     def _work(self, grads: Any) -> list[tuple[dict[str, Any], str, Array, Array]]:
@@ -416,7 +462,11 @@ class NumpyOptimizer:
         state: dict[str, Any] = {"step": 0}
         for key in self.state_keys_for(group):
             value = self.initial_state_value(group, key)
-            state[key] = np.zeros_like(param) if value == 0 else np.full_like(param, value)
+            shape = self.state_shape(group, key, param)
+            if shape is None:
+                continue
+            state[key] = (np.zeros(shape, param.dtype) if value == 0
+                          else np.full(shape, value, param.dtype))
         self.state[name] = state
         self._buckets.pop(name, None)
 
@@ -461,6 +511,14 @@ class NumpyOptimizer:
         return keys
 
     def _apply(self, work: list[tuple[dict[str, Any], str, Array, Array]]) -> None:
+        if self.per_tensor:
+            for group, name, param, grad in work:
+                if name not in self.state:
+                    self._new_state(group, name, param)
+                state = self.state[name]
+                state["step"] += 1
+                self.update_tensor(group, param, grad, state)
+            return
         self._prepare_cache.clear()
         self._keys_cache.clear()
         if any(name not in self.state for _, name, _, _ in work):
@@ -672,11 +730,13 @@ class NumpyOptimizer:
                 if key in group and saved.get(key) != group[key]:
                     problems.append(f"param group {index} has {key}={group[key]!r}, the saved "
                                     f"state {key}={saved.get(key)!r} (another algorithm)")
-            expected = set(self.state_keys_for(saved)) | {"step"}
+            keys = self.state_keys_for(saved)
             for name, param in zip(group["param_names"], group["params"], strict=True):
                 entry = state_dict["state"].get(name)
                 if entry is None:
                     continue
+                expected = {key for key in keys
+                            if self.state_shape(saved, key, param) is not None} | {"step"}
                 if set(entry) != expected:
                     problems.append(f"state of {name!r} has keys {sorted(entry)}, expected "
                                     f"{sorted(expected)}")
@@ -690,9 +750,9 @@ class NumpyOptimizer:
                               and np.can_cast(value.dtype, param.dtype, "same_kind")):
                         problems.append(f"state {key!r} of {name!r} is not an array castable to "
                                         f"{param.dtype}")
-                    elif np.shape(value) != param.shape:
+                    elif np.shape(value) != (shape := self.state_shape(saved, key, param)):
                         problems.append(f"state {key!r} of {name!r} has shape "
-                                        f"{np.shape(value)}, the parameter {param.shape}")
+                                        f"{np.shape(value)}, expected {shape}")
         return problems
 
     # ------------------------------------------------------------------------- plumbing

@@ -174,6 +174,11 @@ class NamedParamsOptimizer(torch.optim.Optimizer):
         self._kernel_requests.append({key: param_group.get(key, request.get(key))
                                       for key in _KERNEL_KEYS})
 
+    def state_shape(self, key: str, param: torch.Tensor) -> tuple[int, ...]:
+        """Shape of state tensor ``key`` of ``param`` that loading checks: the parameter's;
+        override for state of another shape (Adafactor's row and column factors)."""
+        return tuple(param.shape)
+
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state["nonfinite"] = getattr(self, "nonfinite", "ignore")
@@ -324,9 +329,9 @@ class NamedParamsOptimizer(torch.optim.Optimizer):
                 continue
             for key, value in entry.items():
                 if (key != "step" and isinstance(value, torch.Tensor) and value.dim() > 0
-                        and value.shape != param.shape):
+                        and tuple(value.shape) != (shape := self.state_shape(key, param))):
                     problems.append(f"state {key!r} of {name!r} has shape {tuple(value.shape)}"
-                                    f", the parameter {tuple(param.shape)}")
+                                    f", expected {shape}")
         if problems:
             raise fail("; ".join(problems))
         # Copies: torch would alias the source's tensors, so two optimizers loaded from one live

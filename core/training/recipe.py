@@ -361,6 +361,11 @@ def _check_techniques(recipe: Recipe) -> list[ConfigIssue]:
     backend = recipe.train.backend
     for path, spec in technique_entries(recipe):
         technique = registry.get(spec.kind, spec.name)
+        if getattr(technique.spec, "closure_driven", False):
+            issues.append(ConfigIssue(path, (
+                f"{spec.kind} {spec.name!r} is closure-driven (each step re-evaluates the loss "
+                f"through step(closure)); the training loop steps once per batch without a "
+                f"closure: use it in your own loop, or pick another optimizer")))
         if backend not in technique.builders:
             issues.append(ConfigIssue(path, f"{spec.kind} {spec.name!r} has no {backend!r} "
                                             f"backend (train.backend); it has: "

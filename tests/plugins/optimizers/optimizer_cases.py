@@ -20,9 +20,12 @@ import optiplug
 SHAPES = {"w": (6, 5), "b": (5,), "v": (7,)}
 GROUPS = (("w", "b"), ("v",))
 TORCH_CLASSES = {"sgd": "SGD", "momentum": "SGD", "nesterov": "SGD", "adagrad": "Adagrad",
-                 "rmsprop": "RMSprop", "adadelta": "Adadelta", "adam": "Adam", "adamw": "AdamW"}
+                 "rmsprop": "RMSprop", "adadelta": "Adadelta", "adam": "Adam", "adamw": "AdamW",
+                 "radam": "RAdam", "nadam": "NAdam", "adamax": "Adamax", "asgd": "ASGD",
+                 "rprop": "Rprop", "adafactor": "Adafactor"}
 LR = {"sgd": 0.05, "momentum": 0.02, "nesterov": 0.02, "adagrad": 0.1, "rmsprop": 0.01,
-      "adadelta": 1.0, "adam": 0.01, "adamw": 0.01}
+      "adadelta": 1.0, "adam": 0.01, "adamw": 0.01, "radam": 0.01, "nadam": 0.01,
+      "adamax": 0.01, "asgd": 0.05, "rprop": 0.01, "adafactor": 0.05}
 # The hyperparameter grid: every flag torch has for the algorithm, alone and combined.
 GRID: dict[str, list[dict[str, Any]]] = {
     "sgd": [{}, {"weight_decay": 0.1}, {"maximize": True, "weight_decay": 0.05}],
@@ -37,6 +40,17 @@ GRID: dict[str, list[dict[str, Any]]] = {
     "adam": [{}, {"amsgrad": True}, {"weight_decay": 0.1, "maximize": True},
              {"betas": (0.8, 0.99), "amsgrad": True, "weight_decay": 0.01}],
     "adamw": [{}, {"amsgrad": True}, {"maximize": True, "weight_decay": 0.1}],
+    "radam": [{}, {"weight_decay": 0.1}, {"weight_decay": 0.1, "decoupled_weight_decay": True,
+                                          "maximize": True, "betas": (0.8, 0.99)}],
+    "nadam": [{}, {"weight_decay": 0.1, "momentum_decay": 0.01},
+              {"weight_decay": 0.1, "decoupled_weight_decay": True, "maximize": True}],
+    "adamax": [{}, {"weight_decay": 0.1, "eps": 1e-3}, {"maximize": True, "betas": (0.8, 0.99)}],
+    # t0 within the run: the iterate average starts and is checked too.
+    "asgd": [{}, {"weight_decay": 0.1, "lambd": 1e-2, "alpha": 0.5},
+             {"t0": 50.0, "lambd": 1e-3, "maximize": True}],
+    "rprop": [{}, {"etas": (0.3, 1.5), "step_sizes": (1e-4, 0.05)}, {"maximize": True}],
+    "adafactor": [{}, {"weight_decay": 0.1, "beta2_decay": -0.5, "d": 2.0},
+                  {"eps": (1e-20, 1e-2), "maximize": True}],
 }
 TOLERANCE = {np.float64: 1e-10, np.float32: 1e-5}
 
