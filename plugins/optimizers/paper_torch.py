@@ -203,14 +203,13 @@ class LarsAlgorithm(_ForeachAlgorithm):
                 torch._foreach_add_(grad_norms, weight_norms, alpha=decay)
             numerators = torch._foreach_mul(weight_norms, group["trust_coefficient"])
             ratios = _trust_ratios(numerators, grad_norms)
-            # v = m v + lr * ratio * (g + wd p); p -= v.
+            # v = m v + lr ratio g + lr ratio wd p; p -= v (the 0-d factors broadcast).
             torch._foreach_mul_(ratios, lr)
-            steps = torch._foreach_add(a_grads, a_params, alpha=decay) if decay else \
-                torch._foreach_mul(a_grads, 1.0)
-            torch._foreach_mul_(steps, ratios)
             a_buffers = [buffers[i] for i in adapted]
             torch._foreach_mul_(a_buffers, momentum)
-            torch._foreach_add_(a_buffers, steps)
+            torch._foreach_addcmul_(a_buffers, a_grads, ratios)
+            if decay:
+                torch._foreach_addcmul_(a_buffers, a_params, torch._foreach_mul(ratios, decay))
             torch._foreach_sub_(a_params, a_buffers)
         if plain:
             p_params = [params[i] for i in plain]
@@ -255,9 +254,8 @@ class AdanAlgorithm(_ForeachAlgorithm):
         torch._foreach_add_(diffs, grads)
         torch._foreach_mul_(exp_avg_sqs, beta3)
         torch._foreach_addcmul_(exp_avg_sqs, diffs, diffs, value=1 - beta3)
-        denominators = diffs
-        torch._foreach_copy_(denominators, exp_avg_sqs)
-        torch._foreach_sqrt_(denominators)
+        del diffs
+        denominators = torch._foreach_sqrt(exp_avg_sqs)
         torch._foreach_div_(denominators, math.sqrt(1 - beta3**step))
         torch._foreach_add_(denominators, group["eps"])
         torch._foreach_addcdiv_(params, exp_avgs, denominators, value=-lr / (1 - beta1**step))
@@ -347,9 +345,8 @@ class AdabeliefAlgorithm(_ForeachAlgorithm):
         torch._foreach_addcmul_(exp_avg_vars, residuals, residuals, value=1 - beta2)
         torch._foreach_add_(exp_avg_vars, eps)
         bc2_sqrt = math.sqrt(1 - beta2**step)
-        denominators = residuals
-        torch._foreach_copy_(denominators, exp_avg_vars)
-        torch._foreach_sqrt_(denominators)
+        del residuals
+        denominators = torch._foreach_sqrt(exp_avg_vars)
         torch._foreach_add_(denominators, eps * bc2_sqrt)
         torch._foreach_addcdiv_(params, exp_avgs, denominators,
                                 value=-lr * bc2_sqrt / (1 - beta1**step))
