@@ -21,9 +21,12 @@ from typing import Any, ClassVar
 import torch
 
 from optiplug.backends.torch import TorchOptimizer
+from optiplug.plugins.optimizers.schedule_free import advance
 
 __all__ = ["Adabelief", "AdabeliefAlgorithm", "Adan", "AdanAlgorithm", "Adopt", "AdoptAlgorithm",
-           "Lamb", "LambAlgorithm", "Lars", "LarsAlgorithm", "Lion", "LionAlgorithm"]
+           "Lamb", "LambAlgorithm", "Lars", "LarsAlgorithm", "Lion", "LionAlgorithm",
+           "ScheduleFreeAdamW", "ScheduleFreeAdamWAlgorithm", "ScheduleFreeSGD",
+           "ScheduleFreeSGDAlgorithm"]
 
 Tensors = list[torch.Tensor]
 
@@ -46,6 +49,9 @@ class _ForeachAlgorithm(torch.optim.Optimizer):
         """One step of the parameters ``params`` (same device, dtype and step count)."""
         raise NotImplementedError
 
+    def begin_group(self, group: dict[str, Any]) -> None:
+        """Called once per group at every step, before its updates (nothing by default)."""
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One step over every parameter that has a gradient."""
@@ -54,6 +60,7 @@ class _ForeachAlgorithm(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
+            self.begin_group(group)
             buckets: dict[tuple[Any, ...], list[torch.Tensor]] = {}
             for param in group["params"]:
                 if param.grad is None:
@@ -356,3 +363,127 @@ class Adabelief(TorchOptimizer, AdabeliefAlgorithm):
     """:class:`AdabeliefAlgorithm` with named params and state."""
 
     torch_class = AdabeliefAlgorithm
+
+
+# ---------------------------------------------------------------------------- schedule-free
+class _ScheduleFree(_ForeachAlgorithm):
+    """Shared parts: the group scalars, ``eval()`` / ``train()`` and the y/z update."""
+
+    momentum_key: ClassVar[str] = "momentum"
+    bias_correction: ClassVar[bool] = False
+
+    def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+        super().__init__(params, {**defaults, "k": 0, "weight_sum": 0.0, "lr_max": -1.0,
+                                  "train_mode": True})
+
+    def init_state(self, group: dict[str, Any], param: torch.Tensor,
+                   name: str) -> torch.Tensor:
+        if name == "z":
+            return param.detach().clone(memory_format=torch.preserve_format)
+        return super().init_state(group, param, name)
+
+    def _momentum(self, group: dict[str, Any]) -> float:
+        value = group[self.momentum_key]
+        return float(value[0] if isinstance(value, tuple | list) else value)
+
+    def begin_group(self, group: dict[str, Any]) -> None:
+        if not group["train_mode"]:
+            raise RuntimeError(f"{type(self).__name__} is in evaluation mode: call train() "
+                               f"before step()")
+        beta2 = group["betas"][1] if self.bias_correction else None
+        self._scalars = advance(group, beta2)
+
+    def _apply(self, group: dict[str, Any], params: Tensors, updates: Tensors,
+               zs: Tensors, owned: bool) -> None:
+        """``u += wd y;  y = lerp(y, z, c);  y += lr (beta (1 - c) - 1) u;  z -= lr u``."""
+        lr, ckp1, _ = self._scalars
+        if group["weight_decay"]:
+            if owned:
+                torch._foreach_add_(updates, params, alpha=group["weight_decay"])
+            else:
+                updates = torch._foreach_add(updates, params, alpha=group["weight_decay"])
+        torch._foreach_lerp_(params, zs, ckp1)
+        torch._foreach_add_(params, updates, alpha=lr * (self._momentum(group) * (1 - ckp1) - 1))
+        torch._foreach_add_(zs, updates, alpha=-lr)
+
+    @torch.no_grad()
+    def eval(self) -> None:
+        """Put the averaged weights ``x`` into the parameters (for evaluation)."""
+        self._switch(train=False)
+
+    @torch.no_grad()
+    def train(self) -> None:
+        """Put the training weights ``y`` back into the parameters (before the next step)."""
+        self._switch(train=True)
+
+    def _switch(self, train: bool) -> None:
+        for group in self.param_groups:
+            if group["train_mode"] == train:
+                continue
+            beta = self._momentum(group)
+            weight = 1 - beta if train else 1 - 1 / beta
+            params = [p for p in group["params"] if "z" in self.state.get(p, {})]
+            if params:
+                torch._foreach_lerp_(params, [self.state[p]["z"] for p in params], weight)
+            group["train_mode"] = train
+
+
+class ScheduleFreeAdamWAlgorithm(_ScheduleFree):
+    """Schedule-free AdamW, see :mod:`optiplug.plugins.optimizers.schedule_free_adamw`."""
+
+    state_names = ("z", "exp_avg_sq")
+    momentum_key = "betas"
+    bias_correction = True
+
+    def __init__(self, params: Any, lr: float = 2.5e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, warmup_steps: int = 0, r: float = 0.0,
+                 weight_lr_power: float = 2.0) -> None:
+        _check(lr, betas, weight_decay)
+        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps,
+                                  "weight_decay": weight_decay, "warmup_steps": warmup_steps,
+                                  "r": r, "weight_lr_power": weight_lr_power})
+
+    def update(self, group: dict[str, Any], step: int, params: Tensors, grads: Tensors,
+               states: Sequence[Tensors]) -> None:
+        zs, exp_avg_sqs = states
+        beta2 = group["betas"][1]
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+        denominators = torch._foreach_div(exp_avg_sqs, self._scalars[2])
+        torch._foreach_sqrt_(denominators)
+        torch._foreach_add_(denominators, group["eps"])
+        updates = torch._foreach_div(grads, denominators)
+        del denominators
+        self._apply(group, params, updates, zs, owned=True)
+
+
+class ScheduleFreeAdamW(TorchOptimizer, ScheduleFreeAdamWAlgorithm):
+    """:class:`ScheduleFreeAdamWAlgorithm` with named params and state."""
+
+    torch_class = ScheduleFreeAdamWAlgorithm
+
+
+class ScheduleFreeSGDAlgorithm(_ScheduleFree):
+    """Schedule-free SGD, see :mod:`optiplug.plugins.optimizers.schedule_free_sgd`."""
+
+    state_names = ("z",)
+
+    def __init__(self, params: Any, lr: float = 1.0, momentum: float = 0.9,
+                 weight_decay: float = 0.0, warmup_steps: int = 0, r: float = 0.0,
+                 weight_lr_power: float = 2.0) -> None:
+        _check(lr, (momentum,), weight_decay)
+        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay,
+                                  "warmup_steps": warmup_steps, "r": r,
+                                  "weight_lr_power": weight_lr_power})
+
+    def update(self, group: dict[str, Any], step: int, params: Tensors, grads: Tensors,
+               states: Sequence[Tensors]) -> None:
+        (zs,) = states
+        self._apply(group, params, grads, zs, owned=False)
+
+
+class ScheduleFreeSGD(TorchOptimizer, ScheduleFreeSGDAlgorithm):
+    """:class:`ScheduleFreeSGDAlgorithm` with named params and state."""
+
+    torch_class = ScheduleFreeSGDAlgorithm
