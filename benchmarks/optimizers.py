@@ -205,6 +205,8 @@ PAPER_HYPER: dict[str, tuple[dict[str, Any], str, dict[str, Any]]] = {
     "adan": ({"lr": 1e-3, "weight_decay": 1e-2}, "Adan", {"weight_decouple": False}),
     "adopt": ({"lr": 1e-3}, "ADOPT", {}),
     "adabelief": ({"lr": 1e-3, "weight_decay": 1e-2}, "AdaBelief", {}),
+    "schedule_free_adamw": ({"lr": 2.5e-3, "weight_decay": 1e-2}, "ScheduleFreeAdamW", {}),
+    "schedule_free_sgd": ({"lr": 1.0, "weight_decay": 1e-4}, "ScheduleFreeSGD", {}),
 }
 
 
@@ -242,7 +244,7 @@ def run_against_pytorch_optimizer(names: list[str], total: int, splits: list[int
     """Print the optiplug-vs-pytorch_optimizer table, each row in a fresh process."""
     print(f"{total / 1e6:g}M float32 params (matrices of 100 columns), CPU, torch "
           f"{torch.__version__}, median of {repeats}; optiplug torch vs pytorch_optimizer")
-    header = (f"{'optimizer':<10} {'tensors':>7} | {'optiplug/pto':>12} | "
+    header = (f"{'optimizer':<19} {'tensors':>7} | {'optiplug/pto':>12} | "
               f"{'pto ms':>8} {'optiplug ms':>11}")
     print(header)
     print("-" * len(header))
@@ -255,10 +257,10 @@ def run_against_pytorch_optimizer(names: list[str], total: int, splits: list[int
                 command += ["--threads", str(threads)]
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode != 0:
-                print(f"{name:<10} {tensors:>7} | failed: {done.stderr.strip()[-300:]}")
+                print(f"{name:<19} {tensors:>7} | failed: {done.stderr.strip()[-300:]}")
                 continue
             r = json.loads(done.stdout.strip().splitlines()[-1])
-            print(f"{name:<10} {tensors:>7} | {r['ratio']:>12.2f} | "
+            print(f"{name:<19} {tensors:>7} | {r['ratio']:>12.2f} | "
                   f"{r['pytorch_optimizer']:>8.1f} {r['optiplug']:>11.1f}", flush=True)
 
 

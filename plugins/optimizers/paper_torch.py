@@ -199,8 +199,9 @@ class LarsAlgorithm(_ForeachAlgorithm):
                states: Sequence[Tensors]) -> None:
         (buffers,) = states
         lr, decay, momentum = group["lr"], group["weight_decay"], group["momentum"]
-        adapted = [i for i, p in enumerate(params) if p.ndim > 1 or not group["exclude_1d"]]
-        plain = [i for i, p in enumerate(params) if i not in set(adapted)]
+        exclude_1d = group["exclude_1d"]
+        adapted = [i for i, p in enumerate(params) if p.ndim > 1 or not exclude_1d]
+        plain = [i for i, p in enumerate(params) if p.ndim <= 1 and exclude_1d]
         if adapted:
             a_params = [params[i] for i in adapted]
             a_grads = [grads[i] for i in adapted]

@@ -80,10 +80,18 @@ class WrapperSpec(optiplug.OptimizerSpec):
         return self
 
     def base_spec(self) -> optiplug.OptimizerSpec:
-        """The base spec, with :attr:`lr` applied."""
-        if self.lr == self.base.lr:
+        """The base spec, with :attr:`lr` applied, and the wrapper's ``param_groups`` rules and
+        ``nonfinite`` policy where the wrapper's spec has them set (they act on the base)."""
+        updates: dict[str, Any] = {}
+        if self.lr != self.base.lr:
+            updates["lr"] = self.lr
+        for key, default in (("param_groups", ()), ("nonfinite", "ignore")):
+            value = getattr(self, key, default)
+            if value != default and key in type(self.base).model_fields:
+                updates[key] = value
+        if not updates:
             return self.base
-        return type(self.base).model_validate({**self.base.model_dump(), "lr": self.lr})
+        return type(self.base).model_validate({**self.base.model_dump(), **updates})
 
 
 def build_base(spec: WrapperSpec, backend: str, params: Any) -> Any:

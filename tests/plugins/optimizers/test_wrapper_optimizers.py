@@ -283,3 +283,36 @@ def test_invalid_nested_configs_name_the_path(config: dict[str, Any], path: str)
     with pytest.raises(optiplug.ConfigError) as info:
         optiplug.to_spec({"kind": "optimizer", **config})
     assert any(issue.path == path for issue in info.value.issues), info.value.issues
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_a_step_the_base_skips_does_not_count_toward_k(backend: str) -> None:
+    """With ``nonfinite="skip"`` in the base, a NaN step changes nothing, the wrapper included:
+    the run equals one without that step."""
+    config = {"name": "lookahead", "k": 2, "alpha": 0.5,
+              "base": {"name": "adam", "lr": 0.02, "betas": (0.8, 0.95), "nonfinite": "skip"}}
+    expected, _ = reference("adam", {"name": "lookahead", "k": 2, "alpha": 0.5}, False, 5)
+    if backend == "numpy":
+        params = initial()
+        opt = optiplug.optimizer("lookahead", numpy_groups(params),
+                                 **{k: v for k, v in config.items() if k != "name"})
+        for step in range(5):
+            if step == 3:
+                opt.step({n: np.full_like(a, np.nan) for n, a in params.items()})
+            opt.step(gradients(params, step))
+        final = params
+    else:
+        tparams = as_torch(initial())
+        opt = optiplug.optimizer("lookahead", torch_groups(tparams),
+                                 **{k: v for k, v in config.items() if k != "name"})
+        for step in range(5):
+            if step == 3:
+                for p in tparams.values():
+                    p.grad = torch.full_like(p, float("nan"))
+                opt.step()
+            set_grads(tparams, step)
+            opt.step()
+        final = as_numpy(tparams)
+    assert opt.base.skipped_steps == 1 and opt.steps == 5
+    for n in NAMES:
+        np.testing.assert_allclose(final[n], expected[-1][n], rtol=1e-12, atol=1e-12)
