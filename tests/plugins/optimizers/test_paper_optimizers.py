@@ -22,7 +22,6 @@ import pytest
 import optiplug
 
 torch = pytest.importorskip("torch")
-pto = pytest.importorskip("pytorch_optimizer")
 
 Array = np.ndarray
 STEPS = 30
@@ -165,30 +164,30 @@ def adabelief_rule(hp: dict[str, Any], p: Array, g: Array, s: dict[str, Any], t:
 CASES: dict[str, tuple[Rule, dict[str, Any], dict[str, Any], Callable[..., Any]]] = {
     "lion": (lion_rule, {"lr": 3e-3, "betas": (0.8, 0.95), "weight_decay": 0.3},
              {"lr": 1e-3, "weight_decay": 0.0},
-             lambda groups, hp: pto.Lion(groups, **hp)),
+             lambda pto, groups, hp: pto.Lion(groups, **hp)),
     "lamb": (lamb_rule, {"lr": 2e-2, "betas": (0.85, 0.99), "eps": 1e-6, "weight_decay": 0.05,
                          "max_weight_norm": 10.0},
              {"lr": 5e-3, "weight_decay": 0.0},
-             lambda groups, hp: pto.Lamb(groups, weight_decouple=False, adam_debias=True,
+             lambda pto, groups, hp: pto.Lamb(groups, weight_decouple=False, adam_debias=True,
                                          **hp)),
     "lars": (lars_rule, {"lr": 0.5, "momentum": 0.8, "weight_decay": 1e-2,
                          "trust_coefficient": 0.02},
              {"lr": 0.2, "weight_decay": 0.0},
-             lambda groups, hp: pto.LARS(groups, **hp)),
+             lambda pto, groups, hp: pto.LARS(groups, **hp)),
     "adan": (adan_rule, {"lr": 1e-2, "betas": (0.9, 0.85, 0.95), "eps": 1e-8,
                          "weight_decay": 0.02},
              {"lr": 4e-3, "weight_decay": 0.0},
-             lambda groups, hp: pto.Adan(groups, weight_decouple=False, max_grad_norm=0.0,
+             lambda pto, groups, hp: pto.Adan(groups, weight_decouple=False, max_grad_norm=0.0,
                                          **hp)),
     "adopt": (adopt_rule, {"lr": 1e-2, "betas": (0.8, 0.99), "eps": 1e-6,
                            "weight_decay": 0.01},
               {"lr": 3e-3, "weight_decay": 0.0},
-              lambda groups, hp: pto.ADOPT(groups, weight_decouple=False,
+              lambda pto, groups, hp: pto.ADOPT(groups, weight_decouple=False,
                                            clip_lambda=lambda t: (t - 1) ** 0.25, **hp)),
     "adabelief": (adabelief_rule, {"lr": 1e-2, "betas": (0.85, 0.99), "eps": 1e-12,
                                    "weight_decay": 0.1},
                   {"lr": 3e-3, "weight_decay": 0.0},
-                  lambda groups, hp: pto.AdaBelief(groups, weight_decouple=True, rectify=False,
+                  lambda pto, groups, hp: pto.AdaBelief(groups, weight_decouple=True, rectify=False,
                                                    **hp)),
 }
 # Options that select another variant of the rule, each run as its own case.
@@ -302,6 +301,7 @@ def test_trajectory_equals_the_papers_formula(variant: tuple[str, dict[str, Any]
 @pytest.mark.parametrize("name", list(CASES))
 def test_torch_backend_matches_pytorch_optimizer(name: str) -> None:
     """Every grad present (pytorch_optimizer counts steps per group): same trajectory."""
+    pto = pytest.importorskip("pytorch_optimizer")
     _, hyper, overrides, make = CASES[name]
     ours = as_torch(initial())
     theirs = as_torch(initial())
@@ -313,7 +313,7 @@ def test_torch_backend_matches_pytorch_optimizer(name: str) -> None:
         opt = optiplug.optimizer(name, torch_groups(ours, overrides),
                                  **{**hyper, "bias_correction": False, "eps": 1e-13})
         theirs_hp["eps"] = 1e-13
-    reference = make(torch_groups(theirs, overrides, named=False), theirs_hp)
+    reference = make(pto, torch_groups(theirs, overrides, named=False), theirs_hp)
     for step in range(STEPS):
         set_grads(ours, step, drop=False)
         set_grads(theirs, step, drop=False)
