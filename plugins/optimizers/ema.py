@@ -74,7 +74,7 @@ def build_numpy(spec: EmaSpec, params: Any) -> NumpyEma:
 def build_torch(spec: EmaSpec, params: Any) -> Any:
     from optiplug.plugins.optimizers.wrapping_torch import Ema
 
-    return Ema(build_base(spec, "torch", params), _options(spec))
+    return Ema(build_base(spec, "torch", params), _options(spec), spec.nonfinite)
 
 
 @optiplug.hookimpl

@@ -7,9 +7,11 @@ and language training.
 
     c = b1 m + (1 - b1) g;   p = p (1 - lr wd) - lr sign(c);   m = b2 m + (1 - b2) g
 
-Conventions: the paper's Algorithm 2 exactly (decoupled weight decay scaled by ``lr``;
+Conventions: the paper's Algorithm 2 exactly (decoupled weight decay scaled by ``lr``,
 ``sign(0) = 0``); pytorch_optimizer's ``Lion`` with its defaults (``weight_decouple=True``,
-``fixed_decay=False``) is the same rule.
+``fixed_decay=False``) is the same rule. A NaN or infinite ``c`` (from a bad gradient with
+``nonfinite="ignore"``) makes that coordinate's step NaN, so the bad gradient shows in the
+parameters; ``torch.sign`` alone would map NaN to 0 and freeze the coordinate silently.
 
 Reference: Chen et al., "Symbolic Discovery of Optimization Algorithms", NeurIPS 2023
 (arXiv:2302.06675), Algorithm 2.
@@ -44,7 +46,7 @@ class NumpyLion(NumpyOptimizer):
     """Lion on NumPy arrays, updated in place block by block."""
 
     state_keys = ("exp_avg",)
-    scratch_blocks = 1
+    scratch_blocks = 2
 
     def __init__(self, params: Any, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.99),
                  weight_decay: float = 0.0, **options: Any) -> None:
@@ -64,7 +66,10 @@ class NumpyLion(NumpyOptimizer):
         np.subtract(grad, exp_avg, out=direction)
         np.multiply(direction, weight1, out=direction)
         np.add(direction, exp_avg, out=direction)
+        # sign(c) + 0 c: a NaN or infinite c makes the step NaN (as in the torch kernel).
+        np.multiply(direction, 0.0, out=scratch[1])
         np.sign(direction, out=direction)
+        np.add(direction, scratch[1], out=direction)
         if shrink != 1.0:
             np.multiply(param, shrink, out=param)
         np.multiply(direction, neg_lr, out=direction)

@@ -70,7 +70,7 @@ def build_numpy(spec: LookaheadSpec, params: Any) -> NumpyLookahead:
 def build_torch(spec: LookaheadSpec, params: Any) -> Any:
     from optiplug.plugins.optimizers.wrapping_torch import Lookahead
 
-    return Lookahead(build_base(spec, "torch", params), _options(spec))
+    return Lookahead(build_base(spec, "torch", params), _options(spec), spec.nonfinite)
 
 
 @optiplug.hookimpl

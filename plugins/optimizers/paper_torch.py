@@ -111,7 +111,11 @@ class LionAlgorithm(_ForeachAlgorithm):
         if decay:
             torch._foreach_mul_(params, 1 - lr * decay)
         directions = torch._foreach_lerp(exp_avgs, grads, 1 - beta1)
+        # sign(c) + 0 c: NaN where c is NaN or infinite (torch.sign maps NaN to 0).
+        nonfinite = torch._foreach_mul(directions, 0.0)
         torch._foreach_sign_(directions)
+        torch._foreach_add_(directions, nonfinite)
+        del nonfinite
         torch._foreach_add_(params, directions, alpha=-lr)
         torch._foreach_lerp_(exp_avgs, grads, 1 - beta2)
 

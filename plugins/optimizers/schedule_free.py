@@ -81,10 +81,13 @@ class NumpyScheduleFree(NumpyOptimizer):
             beta2 = group["betas"][1] if self.bias_correction else None
             self.step_scalars[id(group)] = advance(group, beta2)
         skipped = self.skipped_steps
+        stepped = False
         try:
             super().step(grads)
+            stepped = self.skipped_steps == skipped
         finally:
-            if self.skipped_steps != skipped:
+            if not stepped:
+                # A skipped or refused step leaves the schedule where it was.
                 for group, values in zip(self.param_groups, saved, strict=True):
                     group.update(values)
 

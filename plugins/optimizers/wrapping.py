@@ -26,6 +26,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 import optiplug
 from optiplug.backends.numpy import NumpyOptimizer
+from optiplug.param_groups import StandardOptimizerSpec
 
 __all__ = ["BaseOptimizer", "NumpyWrapper", "WrapperSpec", "build_base"]
 
@@ -58,16 +59,20 @@ BaseOptimizer = Annotated[
     optiplug.OptimizerSpec,
     PlainValidator(_to_optimizer_spec, json_schema_input_type=dict[str, Any]),
     PlainSerializer(lambda spec: spec.model_dump(), return_type=dict),
-    Field(examples=[{"name": "adamw", "lr": 1e-3}]),
+    Field(examples=[{"name": "adamw", "lr": 1e-3}], validate_default=True),
 ]
 """A nested optimizer config (``{"name": "adamw", "lr": 1e-3}``), validated by its own spec."""
 
 
-class WrapperSpec(optiplug.OptimizerSpec):
-    """Base of wrapper specs: the wrapped optimizer, and an optional lr that overrides its lr."""
+class WrapperSpec(StandardOptimizerSpec):
+    """Base of wrapper specs: the wrapped optimizer, and an optional lr that overrides its lr.
 
-    base: BaseOptimizer
-    """The wrapped optimizer's config: any registered optimizer (``{"name": "adamw", ...}``)."""
+    ``param_groups`` rules and the ``nonfinite`` policy given to the wrapper act on the base.
+    """
+
+    base: BaseOptimizer = Field(default_factory=lambda: _to_optimizer_spec({"name": "adamw"}))
+    """The wrapped optimizer's config: any registered optimizer (``{"name": "adamw", ...}``);
+    AdamW with its defaults when left out."""
     lr: optiplug.PositiveFloat | None = None  # type: ignore[assignment]
     """Learning rate of the base optimizer, overriding the base config's; left out (``None``):
     the base config's own (the validated spec then holds that value)."""
@@ -79,13 +84,14 @@ class WrapperSpec(optiplug.OptimizerSpec):
             object.__setattr__(self, "lr", self.base.lr)
         return self
 
-    def base_spec(self) -> optiplug.OptimizerSpec:
+    def base_spec(self, *, nonfinite: bool = True) -> optiplug.OptimizerSpec:
         """The base spec, with :attr:`lr` applied, and the wrapper's ``param_groups`` rules and
-        ``nonfinite`` policy where the wrapper's spec has them set (they act on the base)."""
+        (with ``nonfinite``) its ``nonfinite`` policy where the wrapper's spec sets them."""
         updates: dict[str, Any] = {}
         if self.lr != self.base.lr:
             updates["lr"] = self.lr
-        for key, default in (("param_groups", ()), ("nonfinite", "ignore")):
+        forwarded = (("param_groups", ()), ("nonfinite", "ignore"))
+        for key, default in forwarded if nonfinite else forwarded[:1]:
             value = getattr(self, key, default)
             if value != default and key in type(self.base).model_fields:
                 updates[key] = value
@@ -98,11 +104,13 @@ def build_base(spec: WrapperSpec, backend: str, params: Any) -> Any:
     """Build the base optimizer of ``spec`` for ``backend`` over ``params``.
 
     Its builder is called directly: lifecycle hooks see the wrapper, not the optimizer inside.
+    The wrapper's ``nonfinite`` policy goes to a NumPy base; a torch wrapper applies it itself
+    (one check of the gradients before the base steps).
 
     Raises:
         ConfigError: the base optimizer has no builder for ``backend`` (path ``base``).
     """
-    base = spec.base_spec()
+    base = spec.base_spec(nonfinite=backend != "torch")
     technique = optiplug.registry().get("optimizer", base.name)
     builder = technique.builders.get(backend)
     if builder is None:
@@ -204,7 +212,10 @@ class NumpyWrapper(NumpyOptimizer):
                 args, kwargs = result
         grads = kwargs.get("grads", args[0] if args else None)
         skipped = self.base.skipped_steps
-        self.base.step(grads)
+        try:
+            self.base.step(grads)
+        finally:
+            self.skipped_steps = self.base.skipped_steps
         if self.base.skipped_steps == skipped:
             self.steps += 1
             named = self._wrapped_pairs()
@@ -236,7 +247,8 @@ class NumpyWrapper(NumpyOptimizer):
             np.copyto(other, held)
 
     def state_dict(self) -> dict[str, Any]:
-        """The base optimizer's state dict and the wrapper's arrays, by parameter name.
+        """The base optimizer's state dict, with this wrapper's part put first in its
+        ``"wrappers"`` list (options, step count and arrays by parameter name).
 
         Raises:
             RuntimeError: in evaluation mode (call :meth:`train` first).
@@ -244,10 +256,12 @@ class NumpyWrapper(NumpyOptimizer):
         if self.evaluating:
             raise RuntimeError("call train() before state_dict(): eval() swapped the "
                                "evaluation weights into the parameters")
-        return {"optimizer": type(self).__qualname__, "options": dict(self.options),
-                "steps": self.steps, "base": self.base.state_dict(),
-                "state": {name: {key: value.copy() for key, value in entry.items()}
-                          for name, entry in self.state.items()}}
+        state = self.base.state_dict()
+        own = {"optimizer": type(self).__qualname__, "options": dict(self.options),
+               "steps": self.steps,
+               "state": {name: {key: value.copy() for key, value in entry.items()}
+                            for name, entry in self.state.items()}}
+        return {**state, "wrappers": [own, *state.get("wrappers", [])]}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Load a :meth:`state_dict`; nothing changes if any part does not fit.
@@ -259,35 +273,42 @@ class NumpyWrapper(NumpyOptimizer):
         problems = self._problems(state_dict)
         if problems:
             raise optiplug.ConfigError("cannot load optimizer state: " + "; ".join(problems))
-        self.base.load_state_dict(state_dict["base"])
-        for name, entry in state_dict["state"].items():
+        own, *inner = state_dict["wrappers"]
+        base_state = {key: value for key, value in state_dict.items() if key != "wrappers"}
+        if inner:
+            base_state["wrappers"] = inner
+        self.base.load_state_dict(base_state)
+        for name, entry in own["state"].items():
             for key, value in entry.items():
                 np.copyto(self.state[name][key], value, casting="same_kind")
-        self.steps = int(state_dict["steps"])
+        self.steps = int(own["steps"])
 
-    def _problems(self, state_dict: Mapping[str, Any]) -> list[str]:
-        if not isinstance(state_dict, Mapping) or not {"optimizer", "options", "steps", "base",
-                                                       "state"} <= set(state_dict):
-            return ["expected a dict from state_dict() with 'optimizer', 'options', 'steps', "
-                    "'base' and 'state'"]
-        if state_dict["optimizer"] != type(self).__qualname__:
-            return [f"it is the state of {state_dict['optimizer']}, not of "
-                    f"{type(self).__qualname__}"]
-        if dict(state_dict["options"]) != self.options:
-            return [f"it was saved with {dict(state_dict['options'])}, this optimizer has "
-                    f"{self.options}"]
-        saved = state_dict["state"]
-        if not isinstance(saved, Mapping) or set(saved) != set(self.state):
-            return [f"the saved arrays are for parameters {sorted(saved)}, this optimizer has "
-                    f"{sorted(self.state)}"]
+    def _problems(self, state_dict: Any) -> list[str]:
+        wrappers = state_dict.get("wrappers") if isinstance(state_dict, Mapping) else None
+        if not isinstance(wrappers, list) or not wrappers or not isinstance(wrappers[0], Mapping):
+            return ["expected a dict from state_dict() with a 'wrappers' list (the state of "
+                    f"{type(self).__qualname__})"]
+        own = wrappers[0]
+        if not {"optimizer", "options", "steps", "state"} <= set(own):
+            return ["the wrapper's part lacks 'optimizer', 'options', 'steps' or 'state'"]
+        if own["optimizer"] != type(self).__qualname__:
+            return [f"it is the state of {own['optimizer']}, not of {type(self).__qualname__}"]
+        if not isinstance(own["options"], Mapping) or dict(own["options"]) != self.options:
+            return [f"it was saved with {own['options']}, this optimizer has {self.options}"]
+        if not isinstance(own["steps"], int) or own["steps"] < 0:
+            return [f"the step count {own['steps']!r} is not a non-negative integer"]
+        saved = own["state"]
+        names = set(self.state)
+        if not isinstance(saved, Mapping) or set(saved) != names:
+            return [f"the saved arrays are not for this optimizer's parameters {sorted(names)}"]
         problems = []
         for name, entry in saved.items():
-            own = self.state[name]
-            if not isinstance(entry, Mapping) or set(entry) != set(own):
-                problems.append(f"the saved arrays of {name!r} are not {sorted(own)}")
+            own_entry = self.state[name]
+            if not isinstance(entry, Mapping) or set(entry) != set(own_entry):
+                problems.append(f"the saved arrays of {name!r} are not {sorted(own_entry)}")
                 continue
             for key, value in entry.items():
-                if not isinstance(value, np.ndarray) or value.shape != own[key].shape:
+                if not isinstance(value, np.ndarray) or value.shape != own_entry[key].shape:
                     problems.append(f"the saved {key!r} of {name!r} is not an array of shape "
-                                    f"{own[key].shape}")
+                                    f"{own_entry[key].shape}")
         return problems

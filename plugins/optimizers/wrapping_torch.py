@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import torch
 
 import optiplug
+from optiplug.backends.numpy import NonfiniteGradientError
 
 __all__ = ["Ema", "Lookahead", "TorchWrapper"]
 
@@ -28,11 +29,21 @@ class TorchWrapper(torch.optim.Optimizer):
 
     arrays: ClassVar[tuple[str, ...]] = ()
     eval_array: ClassVar[str | None] = None
+    torch_class: ClassVar[type[torch.optim.Optimizer]]
+    """The class whose ``step`` does the math: the wrapper itself (as on optiplug's other torch
+    optimizers)."""
 
-    def __init__(self, base: torch.optim.Optimizer, options: Mapping[str, Any]) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.torch_class = cls
+
+    def __init__(self, base: torch.optim.Optimizer, options: Mapping[str, Any],
+                 nonfinite: str = "ignore") -> None:
         params = [p for group in base.param_groups for p in group["params"]]
         super().__init__(params, {})
         self.base = base
+        self.nonfinite = nonfinite
+        self.skipped_steps = 0
         self.options = dict(options)
         self.param_groups = base.param_groups
         self.defaults = base.defaults
@@ -69,15 +80,36 @@ class TorchWrapper(torch.optim.Optimizer):
         if self.evaluating:
             raise RuntimeError(f"{type(self).__name__} is in evaluation mode (eval() swapped "
                                f"the evaluation weights in): call train() before step()")
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        if self.nonfinite != "ignore" and not self._grads_finite():
+            self.skipped_steps += 1
+            return loss
         skipped = getattr(self.base, "skipped_steps", 0)
         with torch.enable_grad():
-            loss = self.base.step(closure) if closure is not None else self.base.step()
+            self.base.step()
         if getattr(self.base, "skipped_steps", 0) == skipped:
             self.steps += 1
             params = [p for _, p in self._keys()]
             self.after_base_step(params, {key: [self.state[p][key] for p in params]
                                           for key in self.arrays})
         return loss
+
+    def _grads_finite(self) -> bool:
+        """Whether every gradient is finite (one host sync); raises with ``"raise"``."""
+        named = [(name, p.grad) for name, p in self._keys() if p.grad is not None]
+        if not named:
+            return True
+        flags = torch.stack([grad.isfinite().all().to("cpu") for _, grad in named])
+        if bool(flags.all()):
+            return True
+        if self.nonfinite == "raise":
+            bad = [name for (name, _), ok in zip(named, flags.tolist(), strict=True) if not ok]
+            raise NonfiniteGradientError(f"gradient of parameter {bad[0]!r} is not finite (NaN "
+                                         f"or infinity); nothing was updated")
+        return False
 
     def eval(self) -> None:
         """Swap the evaluation weights into the parameters (until :meth:`train`)."""
@@ -102,7 +134,8 @@ class TorchWrapper(torch.optim.Optimizer):
             other.copy_(held)
 
     def state_dict(self) -> dict[str, Any]:
-        """The base optimizer's state dict and the wrapper's tensors, by parameter name.
+        """The base optimizer's state dict, with this wrapper's part put first in its
+        ``"wrappers"`` list (options, step count and tensors by parameter name).
 
         Raises:
             RuntimeError: in evaluation mode (call :meth:`train` first).
@@ -110,11 +143,13 @@ class TorchWrapper(torch.optim.Optimizer):
         if self.evaluating:
             raise RuntimeError("call train() before state_dict(): eval() swapped the "
                                "evaluation weights into the parameters")
-        return {"optimizer": type(self).__qualname__, "options": dict(self.options),
-                "steps": self.steps, "base": self.base.state_dict(),
-                "state": {name: {key: value.detach().clone()
-                                 for key, value in self.state[p].items()}
-                          for name, p in self._keys()}}
+        state = self.base.state_dict()
+        own = {"optimizer": type(self).__qualname__, "options": dict(self.options),
+               "steps": self.steps,
+               "state": {name: {key: value.detach().clone()
+                                   for key, value in self.state[p].items()}
+                            for name, p in self._keys()}}
+        return {**state, "wrappers": [own, *state.get("wrappers", [])]}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Load a :meth:`state_dict`; nothing changes if any part does not fit.
@@ -126,39 +161,46 @@ class TorchWrapper(torch.optim.Optimizer):
         problems = self._problems(state_dict)
         if problems:
             raise optiplug.ConfigError("cannot load optimizer state: " + "; ".join(problems))
-        self.base.load_state_dict(state_dict["base"])
+        own, *inner = state_dict["wrappers"]
+        base_state = {key: value for key, value in state_dict.items() if key != "wrappers"}
+        if inner:
+            base_state["wrappers"] = inner
+        self.base.load_state_dict(base_state)
         with torch.no_grad():
             for name, p in self._keys():
-                for key, value in state_dict["state"][name].items():
+                for key, value in own["state"][name].items():
                     self.state[p][key].copy_(value)
-        self.steps = int(state_dict["steps"])
+        self.steps = int(own["steps"])
 
-    def _problems(self, state_dict: Mapping[str, Any]) -> list[str]:
-        if not isinstance(state_dict, Mapping) or not {"optimizer", "options", "steps", "base",
-                                                       "state"} <= set(state_dict):
-            return ["expected a dict from state_dict() with 'optimizer', 'options', 'steps', "
-                    "'base' and 'state'"]
-        if state_dict["optimizer"] != type(self).__qualname__:
-            return [f"it is the state of {state_dict['optimizer']}, not of "
-                    f"{type(self).__qualname__}"]
-        if dict(state_dict["options"]) != self.options:
-            return [f"it was saved with {dict(state_dict['options'])}, this optimizer has "
-                    f"{self.options}"]
-        saved = state_dict["state"]
+    def _problems(self, state_dict: Any) -> list[str]:
+        wrappers = state_dict.get("wrappers") if isinstance(state_dict, Mapping) else None
+        if not isinstance(wrappers, list) or not wrappers or not isinstance(wrappers[0], Mapping):
+            return ["expected a dict from state_dict() with a 'wrappers' list (the state of "
+                    f"{type(self).__qualname__})"]
+        own = wrappers[0]
+        if not {"optimizer", "options", "steps", "state"} <= set(own):
+            return ["the wrapper's part lacks 'optimizer', 'options', 'steps' or 'state'"]
+        if own["optimizer"] != type(self).__qualname__:
+            return [f"it is the state of {own['optimizer']}, not of {type(self).__qualname__}"]
+        if not isinstance(own["options"], Mapping) or dict(own["options"]) != self.options:
+            return [f"it was saved with {own['options']}, this optimizer has {self.options}"]
+        if not isinstance(own["steps"], int) or own["steps"] < 0:
+            return [f"the step count {own['steps']!r} is not a non-negative integer"]
+        saved = own["state"]
         keys = dict(self._keys())
-        if not isinstance(saved, Mapping) or set(saved) != set(keys):
-            return [f"the saved tensors are for parameters {sorted(saved)}, this optimizer has "
-                    f"{sorted(keys)}"]
+        names = set(keys)
+        if not isinstance(saved, Mapping) or set(saved) != names:
+            return [f"the saved tensors are not for this optimizer's parameters {sorted(names)}"]
         problems = []
         for name, entry in saved.items():
-            own = self.state[keys[name]]
-            if not isinstance(entry, Mapping) or set(entry) != set(own):
-                problems.append(f"the saved tensors of {name!r} are not {sorted(own)}")
+            own_entry = self.state[keys[name]]
+            if not isinstance(entry, Mapping) or set(entry) != set(own_entry):
+                problems.append(f"the saved tensors of {name!r} are not {sorted(own_entry)}")
                 continue
             for key, value in entry.items():
-                if not isinstance(value, torch.Tensor) or value.shape != own[key].shape:
+                if not isinstance(value, torch.Tensor) or value.shape != own_entry[key].shape:
                     problems.append(f"the saved {key!r} of {name!r} is not a tensor of shape "
-                                    f"{tuple(own[key].shape)}")
+                                    f"{tuple(own_entry[key].shape)}")
         return problems
 
 
