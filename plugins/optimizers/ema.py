@@ -23,7 +23,7 @@ Control Optim. 1992; the exponential form as in ``torch.optim.swa_utils.get_ema_
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -34,6 +34,10 @@ from optiplug.plugins.optimizers.wrapping import NumpyWrapper, WrapperSpec, buil
 
 class EmaSpec(WrapperSpec):
     """A weight EMA around any registered optimizer."""
+
+    # The average never changes the training steps: these choose what eval() swaps in.
+    policy_fields: ClassVar[frozenset[str]] = frozenset(
+        {"nonfinite", "param_groups", "decay", "every"})
 
     name: Literal["ema"] = "ema"
     decay: optiplug.Beta = 0.999
