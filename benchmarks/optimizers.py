@@ -17,6 +17,7 @@ peak extra <= 16 MiB.
     python benchmarks/optimizers.py                 # 10M params in 100 and in 1000 tensors
     python benchmarks/optimizers.py --quick         # 1M params in 10 and 100 tensors
     python benchmarks/optimizers.py --optimizers adam adamw --repeats 20
+    python benchmarks/optimizers.py --pytorch-optimizer   # paper optimizers vs pytorch_optimizer
 """
 
 from __future__ import annotations
