@@ -33,6 +33,7 @@ adamax, asgd, rprop, adafactor, muon) on float32 matrices of 250 x 400 (Muon nee
 torch's for-loop and foreach kernels, optiplug's torch backend (``/fastest`` of the two) and
 optiplug's NumPy backend (``/torch``: over torch's fastest). lbfgs is closure-driven: its step
 time is the closure's, so it has no row.
+    python benchmarks/optimizers.py --pytorch-optimizer   # paper optimizers vs pytorch_optimizer
 """
 
 from __future__ import annotations
@@ -329,6 +330,75 @@ def torchref_main(args: argparse.Namespace) -> None:
         print(f"{name:<10} | {r['torch/fastest']:>13.2f} {r['fastest']:>9} | "
               f"{r['numpy/torch']:>11.2f} | {r['torch for-loop']:.1f} {foreach} "
               f"{r['optiplug torch']:.1f} {r['optiplug numpy']:.1f}", flush=True)
+# ------------------------------------------------ paper optimizers vs pytorch_optimizer
+# optiplug's torch backend against pytorch_optimizer's implementation of the same rule (its
+# multi-tensor path, the default on CPU), hyperparameters set to the same conventions (issue 10
+# target: optiplug at most 0.5x pytorch_optimizer's time).
+PAPER_HYPER: dict[str, tuple[dict[str, Any], str, dict[str, Any]]] = {
+    "lion": ({"lr": 1e-4, "weight_decay": 1e-2}, "Lion", {}),
+    "lamb": ({"lr": 1e-3, "weight_decay": 1e-2, "bias_correction": False,
+              "max_weight_norm": 10.0}, "Lamb", {"weight_decouple": False, "adam_debias": True}),
+    "lars": ({"lr": 1e-3, "weight_decay": 1e-4, "trust_coefficient": 1e-3}, "LARS", {}),
+    "adan": ({"lr": 1e-3, "weight_decay": 1e-2}, "Adan", {"weight_decouple": False}),
+    "adopt": ({"lr": 1e-3}, "ADOPT", {}),
+    "adabelief": ({"lr": 1e-3, "weight_decay": 1e-2}, "AdaBelief", {}),
+    "schedule_free_adamw": ({"lr": 2.5e-3, "weight_decay": 1e-2}, "ScheduleFreeAdamW", {}),
+    "schedule_free_sgd": ({"lr": 1.0, "weight_decay": 1e-4}, "ScheduleFreeSGD", {}),
+}
+
+
+def measure_against_pytorch_optimizer(name: str, total: int, tensors: int,
+                                      repeats: int) -> dict[str, float]:
+    """Milliseconds per step of optiplug's torch backend and of pytorch_optimizer's class."""
+    import pytorch_optimizer
+
+    hyper, class_name, extra = PAPER_HYPER[name]
+    their_hyper = {k: v for k, v in hyper.items()
+                   if k not in ("bias_correction", "max_weight_norm")}
+    rng = np.random.default_rng(0)
+    sizes = [total // tensors] * tensors
+    start = [rng.standard_normal(n, dtype=np.float32) for n in sizes]
+    grads = [(1e-3 * rng.standard_normal(n)).astype(np.float32) for n in sizes]
+
+    def torch_params() -> list[torch.nn.Parameter]:
+        params = [torch.nn.Parameter(torch.from_numpy(a.copy()).reshape(-1, 100)) for a in start]
+        for p, g in zip(params, grads, strict=True):
+            p.grad = torch.from_numpy(g).reshape(-1, 100)
+        return params
+
+    theirs = getattr(pytorch_optimizer, class_name)(torch_params(), **their_hyper, **extra)
+    ours = optiplug.optimizer(name, [(str(i), p) for i, p in enumerate(torch_params())],
+                              **hyper)
+    times = interleaved_medians({"pytorch_optimizer": theirs.step, "optiplug": ours.step},
+                                repeats)
+    return {"pytorch_optimizer": times["pytorch_optimizer"] * 1e3,
+            "optiplug": times["optiplug"] * 1e3,
+            "ratio": times["optiplug"] / times["pytorch_optimizer"]}
+
+
+def run_against_pytorch_optimizer(names: list[str], total: int, splits: list[int],
+                                  repeats: int, threads: int | None) -> None:
+    """Print the optiplug-vs-pytorch_optimizer table, each row in a fresh process."""
+    print(f"{total / 1e6:g}M float32 params (matrices of 100 columns), CPU, torch "
+          f"{torch.__version__}, median of {repeats}; optiplug torch vs pytorch_optimizer")
+    header = (f"{'optimizer':<19} {'tensors':>7} | {'optiplug/pto':>12} | "
+              f"{'pto ms':>8} {'optiplug ms':>11}")
+    print(header)
+    print("-" * len(header))
+    for tensors in splits:
+        for name in names:
+            command = [sys.executable, __file__, "--row-pto", "--optimizers", name,
+                       "--splits", str(tensors), "--params", str(total), "--repeats",
+                       str(repeats)]
+            if threads is not None:
+                command += ["--threads", str(threads)]
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                print(f"{name:<19} {tensors:>7} | failed: {done.stderr.strip()[-300:]}")
+                continue
+            r = json.loads(done.stdout.strip().splitlines()[-1])
+            print(f"{name:<19} {tensors:>7} | {r['ratio']:>12.2f} | "
+                  f"{r['pytorch_optimizer']:>8.1f} {r['optiplug']:>11.1f}", flush=True)
 
 
 def main() -> None:
@@ -338,7 +408,11 @@ def main() -> None:
     parser.add_argument("--splits", type=int, nargs="+", default=None,
                         help="numbers of tensors the parameters are split into")
     parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--optimizers", nargs="+", default=list(HYPER), choices=list(HYPER))
+    parser.add_argument("--optimizers", nargs="+", default=None,
+                        choices=sorted({*HYPER, *PAPER_HYPER}))
+    parser.add_argument("--pytorch-optimizer", action="store_true",
+                        help="optiplug torch vs pytorch_optimizer for the paper optimizers")
+    parser.add_argument("--row-pto", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for torch (intra-op) and for the NumPy optimizer; "
                              "default: each library's own default")
@@ -391,6 +465,15 @@ def main() -> None:
                     continue
                 print_kernel_rows(name, tensors, json.loads(done.stdout.strip().splitlines()[-1]))
         return
+    if args.row_pto:
+        print(json.dumps(measure_against_pytorch_optimizer(args.optimizers[0], total,
+                                                           splits[0], repeats)))
+        return
+    if args.pytorch_optimizer:
+        run_against_pytorch_optimizer(args.optimizers or list(PAPER_HYPER), total, splits,
+                                      repeats, args.threads)
+        return
+    args.optimizers = args.optimizers or list(HYPER)
     print(f"{total / 1e6:g}M float32 params, CPU, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), numpy {np.__version__}, median of {repeats}; "
           f"each row in a fresh process")

@@ -138,6 +138,11 @@ class NumpyOptimizer:
     """Threads of optimizers built without ``threads``; ``None``: one per core, up to 4."""
     parallel_threshold: ClassVar[int] = 1 << 18
     """Steps over fewer elements than this run in the calling thread."""
+    whole_tensors: ClassVar[bool] = False
+    """Whether :meth:`update` needs each parameter whole, for per-tensor rules such as trust
+    ratios or per-matrix preconditioners: then ``param``, ``grad``, the state and the scratch
+    arrays it receives have the parameter's shape, and a parameter is never cut into blocks,
+    packed with others or split between threads."""
 
     def __init__(self, params: Any, defaults: Mapping[str, Any], *,
                  nonfinite: Nonfinite = "ignore", block_size: int | None = None,
@@ -234,7 +239,8 @@ class NumpyOptimizer:
 
     def update(self, param: Array, grad: Array, state: Sequence[Array],
                scratch: Sequence[Array], scalars: Any) -> None:
-        """Apply one step to one block, in place.
+        """Apply one step to one block (or to one whole parameter, see
+        :attr:`whole_tensors`), in place.
 
         Args:
             param: The block of the parameter (a view; write into it).
@@ -431,6 +437,8 @@ class NumpyOptimizer:
         fresh = [(group, name, param) for group, name, param, _ in work
                  if name not in self.state]
         limit = self.block_size // 4 if self.pack_limit is None else self.pack_limit
+        if self.whole_tensors:
+            limit = 0
         run: list[tuple[str, Array]] = []
         run_group: dict[str, Any] = {}
         run_size = 0
@@ -554,7 +562,7 @@ class NumpyOptimizer:
                 or total < len(tasks) * (self.block_size // 4)):
             self._run(tasks, 0)
             return
-        chunks = _split(tasks, self.threads, total)
+        chunks = _split(tasks, self.threads, total, self.whole_tensors)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="optiplug")
         futures = [self._pool.submit(self._run, chunk, index)
@@ -567,10 +575,13 @@ class NumpyOptimizer:
                     grad: Array) -> _Task:
         state = self.state[name]
         state["step"] += 1
+        scalars = self._prepared(group, state, param.dtype)
+        if self.whole_tensors:
+            return _Task(param, grad, [state[key] for key in self._keys(group)], scalars,
+                         param.size)
         arrays = [state[key].reshape(-1) for key in self._keys(group)]
         flat = param.reshape(-1)
-        return _Task(flat, grad.reshape(-1), arrays, self._prepared(group, state, param.dtype),
-                     flat.size)
+        return _Task(flat, grad.reshape(-1), arrays, scalars, flat.size)
 
     def _run(self, tasks: Iterable[_Task], worker: int) -> None:
         size = self.block_size
@@ -592,6 +603,11 @@ class NumpyOptimizer:
                     start = stop
                 continue
             scratch = self._scratch_for(params.dtype, worker)[:-2]
+            if self.whole_tensors:
+                whole = ([s[:n].reshape(params.shape) for s in scratch] if n <= size else
+                         [np.empty_like(params) for _ in range(self.scratch_blocks)])
+                update(params, grads, arrays, whole, scalars)
+                continue
             if n <= size:
                 update(params, grads, arrays, [s[:n] for s in scratch], scalars)
                 continue
@@ -801,13 +817,15 @@ class _Task(NamedTuple):
     size: int
 
 
-def _split(tasks: list[_Task], workers: int, total: int) -> list[list[_Task]]:
-    """Deal tasks out to ``workers`` threads, about equal elements each; arrays may be cut."""
+def _split(tasks: list[_Task], workers: int, total: int,
+           whole: bool = False) -> list[list[_Task]]:
+    """Deal tasks out to ``workers`` threads, about equal elements each; arrays may be cut
+    unless ``whole``."""
     share = -(-total // workers)
     chunks: list[list[_Task]] = [[]]
     filled = 0
     for task in tasks:
-        if isinstance(task.params, list):
+        if whole or isinstance(task.params, list):
             if filled >= share and len(chunks) < workers:
                 chunks.append([])
                 filled = 0

@@ -25,7 +25,8 @@ from .checkpoint import CheckpointError, _one_line
 from .data import Dataset, load_dataset
 from .recipe import Recipe, fingerprint
 
-__all__ = ["METRICS", "Progress", "Runner", "Trainer", "limited_threads", "make_runner"]
+__all__ = ["METRICS", "Progress", "Runner", "Trainer", "evaluation_weights", "limited_threads",
+           "make_runner"]
 
 METRICS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
            "seconds")
@@ -34,6 +35,25 @@ measured as the model was when it trained on it (what scikit-learn's ``loss_curv
 no extra pass over the training split). ``val_*``: the model at the end of the epoch, in
 evaluation mode. ``lr``: the first param group's learning rate during the epoch. ``seconds``:
 wall time of the epoch, the only column that differs between identical runs."""
+
+
+@contextlib.contextmanager
+def evaluation_weights(optimizer: Any) -> Iterator[None]:
+    """Evaluate at the optimizer's evaluation weights, if it keeps any.
+
+    An optimizer with ``eval()`` and ``train()`` methods (schedule-free optimizers, weight
+    averages, lookahead) swaps its evaluation weights into the parameters on ``eval()`` and
+    back on ``train()``; others are left alone.
+    """
+    swaps = callable(getattr(optimizer, "eval", None)) and callable(
+        getattr(optimizer, "train", None))
+    if swaps:
+        optimizer.eval()
+    try:
+        yield
+    finally:
+        if swaps:
+            optimizer.train()
 
 
 class Runner(Protocol):
@@ -189,7 +209,8 @@ class Trainer:
         after_batch = self.runner.scheduler.step if per_batch else None
         train_loss, train_accuracy = self.runner.train_epoch(order, self.batch_size,
                                                              after_batch)
-        val_loss, val_accuracy = self.runner.evaluate("val")
+        with evaluation_weights(self.runner.optimizer):
+            val_loss, val_accuracy = self.runner.evaluate("val")
         if self.runner.scheduler is not None and not per_batch:
             self._step_scheduler(val_loss)
         self.epoch += 1

@@ -1,0 +1,494 @@
+"""torch optimizers of the paper-defined techniques (lion, lamb, lars, adan, adopt, adabelief).
+
+Imported only by their torch builders (it imports torch). Each ``<Name>Algorithm`` is a plain
+``torch.optim.Optimizer`` whose step runs multi-tensor ``torch._foreach_*`` kernels over the
+parameters of a group that have a gradient (a ``None`` grad skips the parameter, its state and
+its step count, as in ``torch.optim``); each ``<Name>`` adds
+:class:`optiplug.backends.torch.TorchOptimizer` (named params, state by name, ``nonfinite``).
+
+Parameters of one group are updated together when they share device, dtype and step count
+(bias corrections depend on each parameter's own step count, which differs after steps where
+some grads were ``None``). The math and its conventions are documented in each technique's
+plugin module.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import torch
+
+from optiplug.backends.torch import TorchOptimizer
+from optiplug.plugins.optimizers.schedule_free import advance
+
+__all__ = ["Adabelief", "AdabeliefAlgorithm", "Adan", "AdanAlgorithm", "Adopt", "AdoptAlgorithm",
+           "Lamb", "LambAlgorithm", "Lars", "LarsAlgorithm", "Lion", "LionAlgorithm",
+           "ScheduleFreeAdamW", "ScheduleFreeAdamWAlgorithm", "ScheduleFreeSGD",
+           "ScheduleFreeSGDAlgorithm"]
+
+Tensors = list[torch.Tensor]
+
+
+class _ForeachAlgorithm(torch.optim.Optimizer):
+    """Shared step: state allocation, per-parameter step counts and buckets for the kernels."""
+
+    state_names: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+        super().__init__(params, defaults)
+
+    def init_state(self, group: dict[str, Any], param: torch.Tensor,
+                   name: str) -> torch.Tensor:
+        """The initial value of state ``name`` of ``param`` (zeros)."""
+        return torch.zeros_like(param, memory_format=torch.preserve_format)
+
+    def update(self, group: dict[str, Any], step: int, params: Tensors, grads: Tensors,
+               states: Sequence[Tensors]) -> None:
+        """One step of the parameters ``params`` (same device, dtype and step count)."""
+        raise NotImplementedError
+
+    def begin_group(self, group: dict[str, Any]) -> None:
+        """Called once per group at every step, before its updates (nothing by default)."""
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """One step over every parameter that has a gradient."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            self.begin_group(group)
+            buckets: dict[tuple[Any, ...], list[torch.Tensor]] = {}
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                if param.grad.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse "
+                                       f"gradients")
+                state = self.state[param]
+                if not state:
+                    state["step"] = 0
+                    for name in self.state_names:
+                        state[name] = self.init_state(group, param, name)
+                state["step"] += 1
+                key = (param.device, param.dtype, state["step"])
+                buckets.setdefault(key, []).append(param)
+            for (_, _, step), params in buckets.items():
+                grads = [p.grad for p in params]
+                states = [[self.state[p][name] for p in params] for name in self.state_names]
+                self.update(group, step, params, grads, states)  # type: ignore[arg-type]
+        return loss
+
+
+def _check(lr: float, betas: Sequence[float], weight_decay: float) -> None:
+    if not lr > 0:
+        raise ValueError(f"Invalid learning rate: {lr}")
+    if not all(0.0 <= beta < 1.0 for beta in betas):
+        raise ValueError(f"Invalid betas: {tuple(betas)}")
+    if not weight_decay >= 0:
+        raise ValueError(f"Invalid weight_decay: {weight_decay}")
+
+
+# ----------------------------------------------------------------------------------- lion
+class LionAlgorithm(_ForeachAlgorithm):
+    """Lion: ``p = p (1 - lr wd) - lr sign(lerp(m, g, 1 - b1))``, ``m = lerp(m, g, 1 - b2)``."""
+
+    state_names = ("exp_avg",)
+
+    def __init__(self, params: Any, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.99),
+                 weight_decay: float = 0.0) -> None:
+        _check(lr, betas, weight_decay)
+        super().__init__(params, {"lr": lr, "betas": tuple(betas), "weight_decay": weight_decay})
+
+    def update(self, group: dict[str, Any], step: int, params: Tensors, grads: Tensors,
+               states: Sequence[Tensors]) -> None:
+        (exp_avgs,) = states
+        beta1, beta2 = group["betas"]
+        lr, decay = group["lr"], group["weight_decay"]
+        if decay:
+            torch._foreach_mul_(params, 1 - lr * decay)
+        directions = torch._foreach_lerp(exp_avgs, grads, 1 - beta1)
+        # sign(c) + 0 c: NaN where c is NaN or infinite (torch.sign maps NaN to 0).
+        nonfinite = torch._foreach_mul(directions, 0.0)
+        torch._foreach_sign_(directions)
+        torch._foreach_add_(directions, nonfinite)
+        del nonfinite
+        torch._foreach_add_(params, directions, alpha=-lr)
+        torch._foreach_lerp_(exp_avgs, grads, 1 - beta2)
+
+
+class Lion(TorchOptimizer, LionAlgorithm):
+    """:class:`LionAlgorithm` with named params and state."""
+
+    torch_class = LionAlgorithm
+
+
+# ----------------------------------------------------------------------------------- lamb
+def _trust_ratios(numerators: Tensors, denominators: Tensors) -> Tensors:
+    """``n / d`` per tensor, ``1`` where either norm is zero (LAMB's and LARS's convention)."""
+    num = torch.stack(numerators)
+    den = torch.stack(denominators)
+    ratios = torch.where((num > 0) & (den > 0), num / den, torch.ones_like(num))
+    return list(ratios.unbind())
+
+
+class LambAlgorithm(_ForeachAlgorithm):
+    """LAMB (You et al. 2020, Algorithm 2), see :mod:`optiplug.plugins.optimizers.lamb`."""
+
+    state_names = ("exp_avg", "exp_avg_sq")
+
+    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-6, weight_decay: float = 0.0, bias_correction: bool = True,
+                 max_weight_norm: float | None = None) -> None:
+        _check(lr, betas, weight_decay)
+        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps,
+                                  "weight_decay": weight_decay,
+                                  "bias_correction": bias_correction,
+                                  "max_weight_norm": max_weight_norm})
+
+    def update(self, group: dict[str, Any], step: int, params: Tensors, grads: Tensors,
+               states: Sequence[Tensors]) -> None:
+        exp_avgs, exp_avg_sqs = states
+        beta1, beta2 = group["betas"]
+        decay = group["weight_decay"]
+        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+        # r = m_hat / (sqrt(v_hat) + eps) = m / (sqrt(v) + eps sqrt(bc2)) * sqrt(bc2) / bc1.
+        if group["bias_correction"]:
+            bc2_sqrt = math.sqrt(1 - beta2**step)
+            scale = bc2_sqrt / (1 - beta1**step)
+        else:
+            bc2_sqrt, scale = 1.0, 1.0
+        denominators = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_add_(denominators, group["eps"] * bc2_sqrt)
+        updates = torch._foreach_div(exp_avgs, denominators)
+        if scale != 1.0:
+            torch._foreach_mul_(updates, scale)
+        if decay:
+            torch._foreach_add_(updates, params, alpha=decay)
+        weight_norms = list(torch._foreach_norm(params))
+        if group["max_weight_norm"] is not None:
+            torch._foreach_clamp_max_(weight_norms, group["max_weight_norm"])
+        ratios = _trust_ratios(weight_norms, list(torch._foreach_norm(updates)))
+        torch._foreach_mul_(ratios, -group["lr"])
+        torch._foreach_mul_(updates, ratios)
+        torch._foreach_add_(params, updates)
+
+
+class Lamb(TorchOptimizer, LambAlgorithm):
+    """:class:`LambAlgorithm` with named params and state."""
+
+    torch_class = LambAlgorithm
+
+
+# ----------------------------------------------------------------------------------- lars
+class LarsAlgorithm(_ForeachAlgorithm):
+    """LARS (You et al. 2017, Algorithm 1), see :mod:`optiplug.plugins.optimizers.lars`."""
+
+    state_names = ("momentum_buffer",)
+
+    def __init__(self, params: Any, lr: float = 1e-3, momentum: float = 0.9,
+                 weight_decay: float = 0.0, trust_coefficient: float = 1e-3,
+                 exclude_1d: bool = True) -> None:
+        _check(lr, (momentum,), weight_decay)
+        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay,
+                                  "trust_coefficient": trust_coefficient,
+                                  "exclude_1d": exclude_1d})
+
+    def update(self, group: dict[str, Any], step: int, params: Tensors, grads: Tensors,
+               states: Sequence[Tensors]) -> None:
+        (buffers,) = states
+        lr, decay, momentum = group["lr"], group["weight_decay"], group["momentum"]
+        exclude_1d = group["exclude_1d"]
+        adapted = [i for i, p in enumerate(params) if p.ndim > 1 or not exclude_1d]
+        plain = [i for i, p in enumerate(params) if p.ndim <= 1 and exclude_1d]
+        if adapted:
+            a_params = [params[i] for i in adapted]
+            a_grads = [grads[i] for i in adapted]
+            weight_norms = list(torch._foreach_norm(a_params))
+            grad_norms = list(torch._foreach_norm(a_grads))
+            if decay:
+                torch._foreach_add_(grad_norms, weight_norms, alpha=decay)
+            numerators = torch._foreach_mul(weight_norms, group["trust_coefficient"])
+            ratios = _trust_ratios(numerators, grad_norms)
+            # v = m v + lr ratio g + lr ratio wd p; p -= v (the 0-d factors broadcast).
+            torch._foreach_mul_(ratios, lr)
+            a_buffers = [buffers[i] for i in adapted]
+            torch._foreach_mul_(a_buffers, momentum)
+            torch._foreach_addcmul_(a_buffers, a_grads, ratios)
+            if decay:
+                torch._foreach_addcmul_(a_buffers, a_params, torch._foreach_mul(ratios, decay))
+            torch._foreach_sub_(a_params, a_buffers)
+        if plain:
+            p_params = [params[i] for i in plain]
+            p_buffers = [buffers[i] for i in plain]
+            torch._foreach_mul_(p_buffers, momentum)
+            torch._foreach_add_(p_buffers, [grads[i] for i in plain], alpha=lr)
+            torch._foreach_sub_(p_params, p_buffers)
+
+
+class Lars(TorchOptimizer, LarsAlgorithm):
+    """:class:`LarsAlgorithm` with named params and state."""
+
+    torch_class = LarsAlgorithm
+
+
+# ----------------------------------------------------------------------------------- adan
+class AdanAlgorithm(_ForeachAlgorithm):
+    """Adan (Xie et al. 2024, Algorithm 1), see :mod:`optiplug.plugins.optimizers.adan`."""
+
+    state_names = ("exp_avg", "exp_avg_diff", "exp_avg_sq", "previous_grad")
+
+    def __init__(self, params: Any, lr: float = 1e-3,
+                 betas: tuple[float, float, float] = (0.98, 0.92, 0.99), eps: float = 1e-8,
+                 weight_decay: float = 0.0) -> None:
+        _check(lr, betas, weight_decay)
+        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps,
+                                  "weight_decay": weight_decay})
+
+    def update(self, group: dict[str, Any], step: int, params: Tensors, grads: Tensors,
+               states: Sequence[Tensors]) -> None:
+        exp_avgs, exp_avg_diffs, exp_avg_sqs, previous = states
+        beta1, beta2, beta3 = group["betas"]
+        lr, decay = group["lr"], group["weight_decay"]
+        if step == 1:
+            # The difference of the first step is zero: g_0 = g_1.
+            torch._foreach_copy_(previous, grads)
+        diffs = torch._foreach_sub(grads, previous)
+        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+        torch._foreach_lerp_(exp_avg_diffs, diffs, 1 - beta2)
+        # n = b3 n + (1 - b3) (g + b2 (g - g_prev))^2
+        torch._foreach_mul_(diffs, beta2)
+        torch._foreach_add_(diffs, grads)
+        torch._foreach_mul_(exp_avg_sqs, beta3)
+        torch._foreach_addcmul_(exp_avg_sqs, diffs, diffs, value=1 - beta3)
+        del diffs
+        denominators = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_div_(denominators, math.sqrt(1 - beta3**step))
+        torch._foreach_add_(denominators, group["eps"])
+        torch._foreach_addcdiv_(params, exp_avgs, denominators, value=-lr / (1 - beta1**step))
+        torch._foreach_addcdiv_(params, exp_avg_diffs, denominators,
+                                value=-lr * beta2 / (1 - beta2**step))
+        if decay:
+            torch._foreach_div_(params, 1 + lr * decay)
+        torch._foreach_copy_(previous, grads)
+
+
+class Adan(TorchOptimizer, AdanAlgorithm):
+    """:class:`AdanAlgorithm` with named params and state."""
+
+    torch_class = AdanAlgorithm
+
+
+# ---------------------------------------------------------------------------------- adopt
+class AdoptAlgorithm(_ForeachAlgorithm):
+    """ADOPT (Taniguchi et al. 2024), see :mod:`optiplug.plugins.optimizers.adopt`."""
+
+    state_names = ("exp_avg", "exp_avg_sq")
+
+    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.9999),
+                 eps: float = 1e-6, weight_decay: float = 0.0, decoupled: bool = False,
+                 clip_exponent: float | None = 0.25) -> None:
+        _check(lr, betas, weight_decay)
+        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps,
+                                  "weight_decay": weight_decay, "decoupled": decoupled,
+                                  "clip_exponent": clip_exponent})
+
+    def update(self, group: dict[str, Any], step: int, params: Tensors, grads: Tensors,
+               states: Sequence[Tensors]) -> None:
+        exp_avgs, exp_avg_sqs = states
+        beta1, beta2 = group["betas"]
+        lr, decay = group["lr"], group["weight_decay"]
+        if decay and not group["decoupled"]:
+            grads = torch._foreach_add(grads, params, alpha=decay)
+        if step == 1:
+            torch._foreach_addcmul_(exp_avg_sqs, grads, grads)
+            return
+        if decay and group["decoupled"]:
+            torch._foreach_mul_(params, 1 - lr * decay)
+        denominators = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_clamp_min_(denominators, group["eps"])
+        normed = torch._foreach_div(grads, denominators)
+        if group["clip_exponent"] is not None:
+            clip = (step - 1) ** group["clip_exponent"]
+            torch._foreach_clamp_min_(normed, -clip)
+            torch._foreach_clamp_max_(normed, clip)
+        torch._foreach_lerp_(exp_avgs, normed, 1 - beta1)
+        torch._foreach_add_(params, exp_avgs, alpha=-lr)
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+
+
+class Adopt(TorchOptimizer, AdoptAlgorithm):
+    """:class:`AdoptAlgorithm` with named params and state."""
+
+    torch_class = AdoptAlgorithm
+
+
+# ------------------------------------------------------------------------------ adabelief
+class AdabeliefAlgorithm(_ForeachAlgorithm):
+    """AdaBelief (Zhuang et al. 2020), see :mod:`optiplug.plugins.optimizers.adabelief`."""
+
+    state_names = ("exp_avg", "exp_avg_var")
+
+    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-16, weight_decay: float = 0.0, decoupled: bool = True) -> None:
+        _check(lr, betas, weight_decay)
+        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps,
+                                  "weight_decay": weight_decay, "decoupled": decoupled})
+
+    def update(self, group: dict[str, Any], step: int, params: Tensors, grads: Tensors,
+               states: Sequence[Tensors]) -> None:
+        exp_avgs, exp_avg_vars = states
+        beta1, beta2 = group["betas"]
+        lr, decay, eps = group["lr"], group["weight_decay"], group["eps"]
+        if decay:
+            if group["decoupled"]:
+                torch._foreach_mul_(params, 1 - lr * decay)
+            else:
+                grads = torch._foreach_add(grads, params, alpha=decay)
+        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+        residuals = torch._foreach_sub(grads, exp_avgs)
+        torch._foreach_mul_(exp_avg_vars, beta2)
+        torch._foreach_addcmul_(exp_avg_vars, residuals, residuals, value=1 - beta2)
+        torch._foreach_add_(exp_avg_vars, eps)
+        bc2_sqrt = math.sqrt(1 - beta2**step)
+        del residuals
+        denominators = torch._foreach_sqrt(exp_avg_vars)
+        torch._foreach_add_(denominators, eps * bc2_sqrt)
+        torch._foreach_addcdiv_(params, exp_avgs, denominators,
+                                value=-lr * bc2_sqrt / (1 - beta1**step))
+
+
+class Adabelief(TorchOptimizer, AdabeliefAlgorithm):
+    """:class:`AdabeliefAlgorithm` with named params and state."""
+
+    torch_class = AdabeliefAlgorithm
+
+
+# ---------------------------------------------------------------------------- schedule-free
+class _ScheduleFree(_ForeachAlgorithm):
+    """Shared parts: the group scalars, ``eval()`` / ``train()`` and the y/z update."""
+
+    momentum_key: ClassVar[str] = "momentum"
+    bias_correction: ClassVar[bool] = False
+
+    def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+        super().__init__(params, {**defaults, "k": 0, "weight_sum": 0.0, "lr_max": -1.0,
+                                  "train_mode": True})
+
+    def init_state(self, group: dict[str, Any], param: torch.Tensor,
+                   name: str) -> torch.Tensor:
+        if name == "z":
+            return param.detach().clone(memory_format=torch.preserve_format)
+        return super().init_state(group, param, name)
+
+    def _momentum(self, group: dict[str, Any]) -> float:
+        value = group[self.momentum_key]
+        return float(value[0] if isinstance(value, tuple | list) else value)
+
+    def begin_group(self, group: dict[str, Any]) -> None:
+        if not group["train_mode"]:
+            raise RuntimeError(f"{type(self).__name__} is in evaluation mode: call train() "
+                               f"before step()")
+        beta2 = group["betas"][1] if self.bias_correction else None
+        self._scalars = advance(group, beta2)
+
+    def _apply(self, group: dict[str, Any], params: Tensors, updates: Tensors,
+               zs: Tensors, owned: bool) -> None:
+        """``u += wd y;  y = lerp(y, z, c);  y += lr (beta (1 - c) - 1) u;  z -= lr u``."""
+        lr, ckp1, _ = self._scalars
+        if group["weight_decay"]:
+            if owned:
+                torch._foreach_add_(updates, params, alpha=group["weight_decay"])
+            else:
+                updates = torch._foreach_add(updates, params, alpha=group["weight_decay"])
+        torch._foreach_lerp_(params, zs, ckp1)
+        torch._foreach_add_(params, updates, alpha=lr * (self._momentum(group) * (1 - ckp1) - 1))
+        torch._foreach_add_(zs, updates, alpha=-lr)
+
+    @torch.no_grad()
+    def eval(self) -> None:
+        """Put the averaged weights ``x`` into the parameters (for evaluation)."""
+        self._switch(train=False)
+
+    @torch.no_grad()
+    def train(self) -> None:
+        """Put the training weights ``y`` back into the parameters (before the next step)."""
+        self._switch(train=True)
+
+    def _switch(self, train: bool) -> None:
+        for group in self.param_groups:
+            if group["train_mode"] == train:
+                continue
+            beta = self._momentum(group)
+            weight = 1 - beta if train else 1 - 1 / beta
+            params = [p for p in group["params"] if "z" in self.state.get(p, {})]
+            if params:
+                torch._foreach_lerp_(params, [self.state[p]["z"] for p in params], weight)
+            group["train_mode"] = train
+
+
+class ScheduleFreeAdamWAlgorithm(_ScheduleFree):
+    """Schedule-free AdamW, see :mod:`optiplug.plugins.optimizers.schedule_free_adamw`."""
+
+    state_names = ("z", "exp_avg_sq")
+    momentum_key = "betas"
+    bias_correction = True
+
+    def __init__(self, params: Any, lr: float = 2.5e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, warmup_steps: int = 0, r: float = 0.0,
+                 weight_lr_power: float = 2.0) -> None:
+        _check(lr, betas, weight_decay)
+        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps,
+                                  "weight_decay": weight_decay, "warmup_steps": warmup_steps,
+                                  "r": r, "weight_lr_power": weight_lr_power})
+
+    def update(self, group: dict[str, Any], step: int, params: Tensors, grads: Tensors,
+               states: Sequence[Tensors]) -> None:
+        zs, exp_avg_sqs = states
+        beta2 = group["betas"][1]
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+        denominators = torch._foreach_div(exp_avg_sqs, self._scalars[2])
+        torch._foreach_sqrt_(denominators)
+        torch._foreach_add_(denominators, group["eps"])
+        updates = torch._foreach_div(grads, denominators)
+        del denominators
+        self._apply(group, params, updates, zs, owned=True)
+
+
+class ScheduleFreeAdamW(TorchOptimizer, ScheduleFreeAdamWAlgorithm):
+    """:class:`ScheduleFreeAdamWAlgorithm` with named params and state."""
+
+    torch_class = ScheduleFreeAdamWAlgorithm
+
+
+class ScheduleFreeSGDAlgorithm(_ScheduleFree):
+    """Schedule-free SGD, see :mod:`optiplug.plugins.optimizers.schedule_free_sgd`."""
+
+    state_names = ("z",)
+
+    def __init__(self, params: Any, lr: float = 1.0, momentum: float = 0.9,
+                 weight_decay: float = 0.0, warmup_steps: int = 0, r: float = 0.0,
+                 weight_lr_power: float = 2.0) -> None:
+        _check(lr, (momentum,), weight_decay)
+        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay,
+                                  "warmup_steps": warmup_steps, "r": r,
+                                  "weight_lr_power": weight_lr_power})
+
+    def update(self, group: dict[str, Any], step: int, params: Tensors, grads: Tensors,
+               states: Sequence[Tensors]) -> None:
+        (zs,) = states
+        self._apply(group, params, grads, zs, owned=False)
+
+
+class ScheduleFreeSGD(TorchOptimizer, ScheduleFreeSGDAlgorithm):
+    """:class:`ScheduleFreeSGDAlgorithm` with named params and state."""
+
+    torch_class = ScheduleFreeSGDAlgorithm
