@@ -26,21 +26,21 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FreshVenv]:
 
 def _extras(rows: list[dict[str, object]]) -> dict[str, dict[str, object]]:
     return {f"{row['kind']}.{row['name']}": row for row in rows
-            if row["name"] in ("lion", "squareplus")}
+            if row["name"] in ("lion_extras", "squareplus")}
 
 
 def test_optiplug_list_shows_the_extras_with_distribution_and_version(
         installed: FreshVenv) -> None:
     extras = _extras(installed.optiplug_list())
-    assert sorted(extras) == ["activation.squareplus", "optimizer.lion"]
+    assert sorted(extras) == ["activation.squareplus", "optimizer.lion_extras"]
     for key, row in extras.items():
         assert row["distribution"] == "optiplug-extras"
         assert row["version"] == "0.1.0"
         assert row["plugin"] == key
         assert row["status"] == "ok"
         assert row["backends"] == ["numpy", "torch"]
-    shown = installed.run(installed.bin / "optiplug", "show", "optimizer", "lion").stdout
-    assert "provided by: optiplug-extras 0.1.0 (entry point 'optimizer.lion')" in shown
+    shown = installed.run(installed.bin / "optiplug", "show", "optimizer", "lion_extras").stdout
+    assert "provided by: optiplug-extras 0.1.0 (entry point 'optimizer.lion_extras')" in shown
 
 
 BUILD_SCRIPT = textwrap.dedent("""
@@ -74,7 +74,7 @@ BUILD_SCRIPT = textwrap.dedent("""
 def test_extras_build_from_config_files_on_both_backends(installed: FreshVenv,
                                                          tmp_path: Path) -> None:
     lion = tmp_path / "lion.yaml"
-    lion.write_text("optimizer:\n  name: lion\n  lr: 0.1\n  betas: [0.9, 0.99]\n"
+    lion.write_text("optimizer:\n  name: lion_extras\n  lr: 0.1\n  betas: [0.9, 0.99]\n"
                     "  weight_decay: 0.5\n", encoding="utf-8")
     activation = tmp_path / "squareplus.json"
     activation.write_text(json.dumps({"kind": "activation", "name": "squareplus"}),
@@ -113,8 +113,8 @@ def test_conformance_kit_passes_on_the_installed_extras(installed: FreshVenv) ->
 def test_pip_uninstall_removes_the_extras(installed: FreshVenv) -> None:
     installed.pip_uninstall("optiplug-extras")
     assert _extras(installed.optiplug_list()) == {}
-    missing = installed.run(installed.bin / "optiplug", "show", "optimizer", "lion",
+    missing = installed.run(installed.bin / "optiplug", "show", "optimizer", "lion_extras",
                             check=False)
     assert missing.returncode == 1
-    assert "unknown optimizer 'lion'" in missing.stderr
+    assert "unknown optimizer 'lion_extras'" in missing.stderr
     assert "Traceback" not in missing.stderr

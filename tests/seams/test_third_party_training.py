@@ -159,13 +159,13 @@ def test_pip_installed_lion_trains_in_compare_on_torch(tmp_path: Path) -> None:
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
     done = environment.run(environment.bin / "optiplug", "compare", str(path), "--vary",
-                           "optimizer=lion(lr=0.001),adam", "--out", str(tmp_path / "c"),
+                           "optimizer=lion_extras(lr=0.001),adam", "--out", str(tmp_path / "c"),
                            "--quiet")
-    assert "lion(lr=0.001)" in done.stdout and "failed" not in done.stdout
+    assert "lion_extras(lr=0.001)" in done.stdout and "failed" not in done.stdout
     document = json.loads((tmp_path / "c" / "compare.json").read_text())
     lion = document["variants"][0]
     assert lion["error"] is None
-    recipe["optimizer"] = {"name": "lion", "lr": 0.001}
+    recipe["optimizer"] = {"name": "lion_extras", "lr": 0.001}
     reference = json.loads(environment.run_python(REFERENCE_SCRIPT, json.dumps(recipe)))
     for mine, expected in zip(without_seconds(lion["history"]), without_seconds(reference),
                               strict=True):

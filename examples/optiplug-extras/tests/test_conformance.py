@@ -14,7 +14,7 @@ def test_extras_pass_the_conformance_kit(check: Check) -> None:
 
 
 def test_extras_are_listed_with_this_distribution() -> None:
-    for kind, name in (("optimizer", "lion"), ("activation", "squareplus")):
+    for kind, name in (("optimizer", "lion_extras"), ("activation", "squareplus")):
         origin = optiplug.registry().get(kind, name).origin
         assert origin is not None
         assert (origin.distribution, origin.version) == ("optiplug-extras", "0.1.0")

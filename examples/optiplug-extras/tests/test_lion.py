@@ -30,7 +30,7 @@ def test_lion_numpy_matches_the_reference_rule(weight_decay: float) -> None:
     grads = gradients(15, 9)
     start = np.linspace(-1, 1, 9)
     param = start.copy()
-    opt = optiplug.optimizer("lion", [param], lr=0.01, betas=(0.8, 0.95),
+    opt = optiplug.optimizer("lion_extras", [param], lr=0.01, betas=(0.8, 0.95),
                              weight_decay=weight_decay)
     for g in grads:
         opt.step([g])
@@ -44,7 +44,7 @@ def test_lion_torch_matches_the_reference_rule(weight_decay: float) -> None:
     grads = gradients(15, 9)
     start = np.linspace(-1, 1, 9)
     param = torch.nn.Parameter(torch.tensor(start))
-    opt = optiplug.optimizer("lion", [param], lr=0.01, betas=(0.8, 0.95),
+    opt = optiplug.optimizer("lion_extras", [param], lr=0.01, betas=(0.8, 0.95),
                              weight_decay=weight_decay)
     assert isinstance(opt, torch.optim.Optimizer)
     for g in grads:
@@ -73,14 +73,14 @@ def test_lion_torch_per_tensor_path_equals_foreach_path() -> None:
 
 def test_lion_steps_every_coordinate_by_exactly_lr() -> None:
     param = np.zeros(1000)
-    opt = optiplug.optimizer("lion", {"w": param}, lr=0.5)
+    opt = optiplug.optimizer("lion_extras", {"w": param}, lr=0.5)
     opt.step({"w": np.random.default_rng(1).standard_normal(1000)})
     np.testing.assert_array_equal(np.abs(param), 0.5)
 
 
 def test_lion_rejects_a_beta_of_one_in_config() -> None:
     with pytest.raises(optiplug.ConfigError, match=r"betas\.0"):
-        optiplug.build({"kind": "optimizer", "name": "lion", "betas": [1.0, 0.99]},
+        optiplug.build({"kind": "optimizer", "name": "lion_extras", "betas": [1.0, 0.99]},
                        params=[np.zeros(2)])
 
 
@@ -89,7 +89,7 @@ def test_lion_gets_param_group_rules_from_the_public_spec_base(backend: str) -> 
     grads = gradients(6, 5)
     start = np.linspace(-1, 1, 5)
     params, step = _named(backend, {"w": start[:3], "b": start[3:]})
-    opt = optiplug.build({"kind": "optimizer", "name": "lion", "lr": 0.01,
+    opt = optiplug.build({"kind": "optimizer", "name": "lion_extras", "lr": 0.01,
                           "weight_decay": 0.5,
                           "param_groups": [{"match": "b", "lr": 0.1, "weight_decay": 0.0}]},
                          params=params)
@@ -106,14 +106,14 @@ def test_lion_gets_param_group_rules_from_the_public_spec_base(backend: str) -> 
 def test_lion_skips_a_nonfinite_step_by_the_public_policy(backend: str) -> None:
     start = np.linspace(-1, 1, 4)
     params, step = _named(backend, {"w": start})
-    opt = optiplug.build({"kind": "optimizer", "name": "lion", "lr": 0.1, "nonfinite": "skip"},
+    opt = optiplug.build({"kind": "optimizer", "name": "lion_extras", "lr": 0.1, "nonfinite": "skip"},
                          params=params)
     step(opt, {"w": np.array([1.0, np.nan, 1.0, 1.0])})
     np.testing.assert_array_equal(_values(params)["w"], start)
     assert opt.skipped_steps == 1
     step(opt, {"w": np.ones(4)})
     np.testing.assert_allclose(_values(params)["w"], start - 0.1, rtol=1e-15)
-    raising = optiplug.build({"kind": "optimizer", "name": "lion", "nonfinite": "raise"},
+    raising = optiplug.build({"kind": "optimizer", "name": "lion_extras", "nonfinite": "raise"},
                              params=params)
     with pytest.raises(optiplug.NonfiniteGradientError, match="'w'"):
         step(raising, {"w": np.array([np.inf, 0.0, 0.0, 0.0])})
@@ -124,13 +124,13 @@ def test_lion_state_loads_by_parameter_name_after_reordering(backend: str) -> No
     grads = gradients(4, 5)
     start = np.linspace(-1, 1, 5)
     params, step = _named(backend, {"w": start[:3], "b": start[3:]})
-    opt = optiplug.optimizer("lion", params, lr=0.01)
+    opt = optiplug.optimizer("lion_extras", params, lr=0.01)
     for g in grads[:2]:
         step(opt, {"w": g[:3], "b": g[3:]})
     saved = opt.state_dict()
     current = _values(params)
     copies, step_copies = _named(backend, {"b": current["b"], "w": current["w"]})
-    again = optiplug.optimizer("lion", copies, lr=0.01)
+    again = optiplug.optimizer("lion_extras", copies, lr=0.01)
     again.load_state_dict(saved)
     for g in grads[2:]:
         step_copies(again, {"w": g[:3], "b": g[3:]})

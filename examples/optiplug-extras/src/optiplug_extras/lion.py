@@ -25,7 +25,7 @@ from optiplug.backends.numpy import NumpyOptimizer
 class LionSpec(optiplug.OptimizerSpec):
     """Lion (the paper's defaults); ``param_groups`` and ``nonfinite`` come from the base."""
 
-    name: Literal["lion"] = "lion"
+    name: Literal["lion_extras"] = "lion_extras"
     lr: optiplug.PositiveFloat = 1e-4
     """Learning rate: the size of every coordinate's step."""
     betas: tuple[optiplug.Beta, optiplug.Beta] = (0.9, 0.99)
@@ -80,7 +80,7 @@ def build_torch(spec: LionSpec, params: Any) -> Any:
 @optiplug.hookimpl
 def optiplug_optimizers() -> list[optiplug.Technique]:
     return [optiplug.Technique(
-        kind="optimizer", name="lion", spec=LionSpec,
+        kind="optimizer", name="lion_extras", spec=LionSpec,
         builders={"numpy": build_numpy, "torch": build_torch},
         summary="Evolved sign momentum: equal-size steps along the sign of interpolated "
                 "momentum; half of Adam's memory, for large-batch training.",
