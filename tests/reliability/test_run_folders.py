@@ -272,7 +272,8 @@ def test_run_files_honour_the_umask(mask: int, tmp_path: Path) -> None:
     with _umask(mask):
         result = run(tiny_recipe(epochs=2), out=tmp_path / "run", progress=False)
     files = [p for p in result.run_dir.rglob("*") if p.is_file()]
-    assert sorted(p.name for p in files) == [".lock", "config.yaml", "curves.png", "last.npz",
+    assert sorted(p.name for p in files) == [".lock", "config.yaml", "curves.png",
+                                             "gradients.png", "last.npz", "layers.csv",
                                              "metrics.csv", "metrics.json"]
     for path in files:
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask, path.name
