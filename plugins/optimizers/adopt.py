@@ -24,7 +24,7 @@ Rate", NeurIPS 2024 (arXiv:2411.02853), Algorithm 2.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -36,6 +36,10 @@ from optiplug.param_groups import StandardOptimizerSpec
 
 class AdoptSpec(StandardOptimizerSpec):
     """ADOPT (the official implementation's defaults)."""
+
+    initializing_steps: ClassVar[int] = 1
+    """A parameter's first step with a gradient only sets ``v = g^2`` (the algorithm's step
+    0): it does not move the parameter (read by the conformance kit)."""
 
     name: Literal["adopt"] = "adopt"
     lr: optiplug.PositiveFloat = 1e-3

@@ -46,6 +46,7 @@ class NumpyLookahead(NumpyWrapper):
 
     arrays = ("slow",)
     eval_array = "slow"
+    stepped_only = True
 
     def after_base_step(self, params: Sequence[NDArray[Any]],
                         arrays: Mapping[str, Sequence[NDArray[Any]]]) -> None:

@@ -177,6 +177,10 @@ class NumpyWrapper(NumpyOptimizer):
         """The wrapper's arrays of one parameter at construction."""
         return {key: param.copy() for key in self.arrays}
 
+    stepped_only: ClassVar[bool] = False
+    """Update only the parameters that had a gradient this step (absent from ``grads``, as
+    torch.optim leaves a parameter whose ``grad`` is ``None`` untouched); else every one."""
+
     def after_base_step(self, params: Sequence[Array], arrays: Mapping[str, Sequence[Array]],
                         ) -> None:
         """Update the parameters and the wrapper's arrays after the base optimizer stepped."""
@@ -219,6 +223,8 @@ class NumpyWrapper(NumpyOptimizer):
         if self.base.skipped_steps == skipped:
             self.steps += 1
             named = self._wrapped_pairs()
+            if self.stepped_only and isinstance(grads, Mapping):
+                named = [(name, param) for name, param in named if name in grads]
             self.after_base_step([param for _, param in named],
                                  {key: [self.state[name][key] for name, _ in named]
                                   for key in self.arrays})

@@ -62,6 +62,10 @@ class TorchWrapper(torch.optim.Optimizer):
                 keys.append((names[position] if names else f"{index}.{position}", p))
         return keys
 
+    stepped_only: ClassVar[bool] = False
+    """Update only the parameters that had a gradient this step (as torch.optim leaves a
+    parameter whose ``grad`` is ``None`` untouched); else every parameter."""
+
     def after_base_step(self, params: Tensors, arrays: Mapping[str, Tensors]) -> None:
         """Update the parameters and the wrapper's tensors after the base optimizer stepped."""
         raise NotImplementedError
@@ -92,7 +96,8 @@ class TorchWrapper(torch.optim.Optimizer):
             self.base.step()
         if getattr(self.base, "skipped_steps", 0) == skipped:
             self.steps += 1
-            params = [p for _, p in self._keys()]
+            params = [p for _, p in self._keys()
+                      if not self.stepped_only or p.grad is not None]
             self.after_base_step(params, {key: [self.state[p][key] for p in params]
                                           for key in self.arrays})
         return loss
@@ -217,6 +222,7 @@ class Lookahead(TorchWrapper):
 
     arrays = ("slow",)
     eval_array = "slow"
+    stepped_only = True
 
     def after_base_step(self, params: Tensors, arrays: Mapping[str, Tensors]) -> None:
         if self.steps % self.options["k"]:
