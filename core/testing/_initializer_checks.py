@@ -38,6 +38,31 @@ def _moments(values: Array) -> tuple[int, float, float, float, float]:
 
 def _init_samples(technique: Technique, spec: Spec, backend: str,
                   shape: tuple[int, ...]) -> Array:
+    """Samples of ``shape`` (one of the spec's ``example_shapes()``) filled on ``backend``.
+
+    A backend refusing a declared shape (``ValueError``) is a failure: where the other backend
+    fills that shape, the two disagree on it ("only one backend refuses shape ..."); where both
+    refuse it, the spec declares a shape its initializer does not take."""
+    try:
+        return _fill_samples(technique, spec, backend, shape)
+    except ValueError as exc:
+        refusal = f"{type(exc).__name__}: {exc}"
+        others = [b for b in ("numpy", "torch") if b != backend and b in technique.builders]
+        for other in others:
+            try:
+                _fill_samples(technique, spec, other, shape)
+            except ValueError:
+                continue
+            raise _fail(technique, "numpy vs torch", (
+                f"only one backend refuses shape {shape}: {backend} raised {refusal}, "
+                f"{other} fills it; both must take the same shapes")) from exc
+        raise _fail(technique, f"example shapes[{backend}]", (
+            f"{backend} refuses shape {shape}, which the spec's example_shapes() declares "
+            f"({refusal}); declare only shapes the initializer takes")) from exc
+
+
+def _fill_samples(technique: Technique, spec: Spec, backend: str,
+                  shape: tuple[int, ...]) -> Array:
     fill = _build(technique, spec, backend)
     if backend == "numpy":
         return np.asarray(fill(shape, dtype=np.dtype(np.float64), rng=np.random.default_rng(7)))

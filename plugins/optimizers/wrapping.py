@@ -178,8 +178,9 @@ class NumpyWrapper(NumpyOptimizer):
         return {key: param.copy() for key in self.arrays}
 
     stepped_only: ClassVar[bool] = False
-    """Update only the parameters that had a gradient this step (absent from ``grads``, as
-    torch.optim leaves a parameter whose ``grad`` is ``None`` untouched); else every one."""
+    """Update only the parameters that had a gradient this step (not absent or ``None`` in
+    ``grads``: torch.optim leaves a parameter whose ``grad`` is ``None`` untouched); else
+    every one."""
 
     def after_base_step(self, params: Sequence[Array], arrays: Mapping[str, Sequence[Array]],
                         ) -> None:
@@ -224,7 +225,8 @@ class NumpyWrapper(NumpyOptimizer):
             self.steps += 1
             named = self._wrapped_pairs()
             if self.stepped_only and isinstance(grads, Mapping):
-                named = [(name, param) for name, param in named if name in grads]
+                named = [(name, param) for name, param in named
+                         if grads.get(name) is not None]
             self.after_base_step([param for _, param in named],
                                  {key: [self.state[name][key] for name, _ in named]
                                   for key in self.arrays})

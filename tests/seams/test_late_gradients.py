@@ -31,6 +31,10 @@ TWINS: dict[str, tuple[str, dict[str, Any]]] = {
     "adamw": ("AdamW", {}), "rmsprop": ("RMSprop", {}), "adadelta": ("Adadelta", {}),
     "adagrad": ("Adagrad", {}), "sgd": ("SGD", {}), "adam": ("Adam", {})}
 KERNEL_KEYS = ("fused", "foreach")
+# Techniques whose namesake in torch.optim cannot run this problem: torch.optim.Muon only takes
+# 2-D parameters (optiplug's muon updates the others with AdamW), so muon
+# is checked across its two backends, like an optimizer without a twin.
+NOT_TWINS = {"muon"}
 
 
 def _optimizers() -> list[str]:
@@ -93,6 +97,8 @@ def _trajectory_torch(make: Any) -> list[dict[str, np.ndarray]]:
 
 def _torch_twin(name: str, spec: optiplug.Spec) -> Any:
     """A factory of the ``torch.optim`` optimizer computing ``spec``, or ``None``."""
+    if name in NOT_TWINS:
+        return None
     class_name, flags = TWINS.get(name, (None, {}))
     if class_name is None:
         class_name = next((n for n in dir(torch.optim) if n.lower() == name), None)
@@ -138,6 +144,9 @@ def _kernel_variants(name: str) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("name", _optimizers())
 def test_every_optimizer_matches_torch_optim_when_gradients_arrive_late(name: str) -> None:
     technique = optiplug.registry().get("optimizer", name)
+    if getattr(technique.spec, "closure_driven", False):
+        pytest.skip(f"{name} is closure-driven: its step() needs a closure re-evaluating the "
+                    f"loss, which a gradient that arrives late cannot supply")
     spec = _default_spec(name)
     twin = _torch_twin(name, spec)
     reference = _trajectory_torch(twin) if twin is not None else None

@@ -427,7 +427,7 @@ def test_kit_catches_an_optimizer_that_moves_parameters_without_gradients() -> N
         check_optimizer_missing_gradients(bad, "numpy")
 
 
-def test_kit_trains_in_the_real_loop_and_catches_a_builder_refusing_a_module() -> None:
+def test_kit_trains_in_the_real_loop_and_catches_a_builder_refusing_named_params() -> None:
     pytest.importorskip("torch")
     registry = optiplug.registry()
     adam = registry.get("optimizer", "adam")
@@ -436,7 +436,14 @@ def test_kit_trains_in_the_real_loop_and_catches_a_builder_refusing_a_module() -
     def only_tensors(spec: Any, params: Any) -> Any:
         import torch
 
-        return torch.optim.Adam(params, lr=spec.lr)   # an nn.Module is not iterable
+        # Written for bare tensors: the loop hands it param groups of (name, parameter)
+        # pairs (the builder contract normalizes params, so no builder sees an nn.Module),
+        # and zeros_like raises TypeError on a (name, parameter) tuple.
+        flat = [p for group in params for p in group["params"]]
+        moments = [torch.zeros_like(p) for p in flat]
+        optimizer = torch.optim.Adam(flat, lr=spec.lr)
+        optimizer.moments = moments
+        return optimizer
 
     refusing = optiplug.Technique(kind="optimizer", name="kit_refusing", spec=RefusingSpec,
                                   builders={"torch": only_tensors}, summary="x")
@@ -450,7 +457,7 @@ def test_kit_trains_in_the_real_loop_and_catches_a_builder_refusing_a_module() -
 
 
 class RefusingSpec(optiplug.OptimizerSpec):
-    """Adam built from a bare list of tensors only, for kit tests."""
+    """Adam for a bare list of tensors only (not named param groups), for kit tests."""
 
     name: Literal["kit_refusing"] = "kit_refusing"
 

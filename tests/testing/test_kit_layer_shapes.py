@@ -87,6 +87,16 @@ class CubeOnlySpec(optiplug.InitializerSpec):
     def expected_variance(self, shape: tuple[int, ...]) -> float | None:
         return 0.0 if len(shape) == 3 else None
 
+    def example_shapes(self) -> tuple[tuple[int, ...], ...]:
+        return ((64, 32, 3),)
+
+
+class CubeAndConvSpec(CubeOnlySpec):
+    """Ones, declared for 3-D and 4-D weights."""
+
+    def example_shapes(self) -> tuple[tuple[int, ...], ...]:
+        return ((64, 32, 3), (64, 32, 3, 3))
+
 
 def _cube_ones(torch_ranks: Sequence[int]) -> optiplug.Technique:
     def numpy_build(spec: CubeOnlySpec) -> Any:
@@ -112,11 +122,19 @@ def _cube_ones(torch_ranks: Sequence[int]) -> optiplug.Technique:
 
 
 def test_kit_passes_an_initializer_defined_only_for_some_ranks() -> None:
+    # The spec declares the shapes it takes (example_shapes(): 3-D only), so the kit checks
+    # those rather than its default 2-D and 4-D weights, and the initializer passes.
     technique = _cube_ones([3])
     check_build(technique, "numpy")
     check_build(technique, "torch")
-    with pytest.raises(ConformanceError, match=r"refuse every checked shape"):
-        check_backends_agree(technique)  # INIT_SHAPES are 2-D and 4-D
+    check_backends_agree(technique)
+    # Declaring a shape neither backend takes is the spec's defect, and the kit says so.
+    overdeclared = optiplug.Technique(kind="initializer", name="kit_cube_ones",
+                                      spec=CubeAndConvSpec, builders=technique.builders,
+                                      summary="Ones.")
+    with pytest.raises(ConformanceError, match=r"numpy refuses shape \(64, 32, 3, 3\), which "
+                                               r"the spec's example_shapes\(\) declares"):
+        check_backends_agree(overdeclared)
 
 
 def test_kit_catches_backends_that_disagree_on_a_shape() -> None:
@@ -129,14 +147,15 @@ def test_kit_catches_backends_that_disagree_on_a_shape() -> None:
         return fill
 
     technique = _cube_ones([3])
-    disagreeing = optiplug.Technique(kind="initializer", name="kit_cube_ones", spec=CubeOnlySpec,
+    disagreeing = optiplug.Technique(kind="initializer", name="kit_cube_ones",
+                                     spec=CubeAndConvSpec,
                                      builders={"numpy": with_4d,
                                                "torch": technique.builders["torch"]},
                                      summary="Ones.")
     with pytest.raises(ConformanceError, match=r"only one backend refuses shape \(64, 32, 3, 3\)"):
         check_backends_agree(disagreeing)
     agreeing = _cube_ones([3, 4])
-    agreeing = optiplug.Technique(kind="initializer", name="kit_cube_ones", spec=CubeOnlySpec,
+    agreeing = optiplug.Technique(kind="initializer", name="kit_cube_ones", spec=CubeAndConvSpec,
                                   builders={"numpy": with_4d,
                                             "torch": agreeing.builders["torch"]},
                                   summary="Ones.")
