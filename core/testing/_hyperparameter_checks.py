@@ -93,9 +93,10 @@ def _candidates(value: Any, prop: dict[str, Any], defs: dict[str, Any]) -> Itera
                 yield f"[{index}]", (*value[:index], candidate, *value[index + 1:])
 
 
-def variants(spec: Spec) -> list[tuple[str, Spec]]:
+def variants(spec: Spec, every: bool = False) -> list[tuple[str, Spec]]:
     """One valid spec per checked field (and per tuple element), each differing from ``spec``
-    in that field only; ``(field label, spec)``."""
+    in that field only; ``(field label, spec)``. With ``every``, all the valid moves the kit
+    tries for each field, in order (the first per label is the one returned without it)."""
     cls = type(spec)
     schema = cls.model_json_schema()
     props, defs = schema.get("properties", {}), schema.get("$defs", {})
@@ -107,7 +108,7 @@ def variants(spec: Spec) -> list[tuple[str, Spec]]:
             continue
         seen: set[str] = set()
         for label, candidate in _candidates(getattr(spec, name), props.get(name, {}), defs):
-            if label in seen:
+            if label in seen and not every:
                 continue
             try:
                 moved = cls.model_validate({**dump, name: candidate})
@@ -252,7 +253,8 @@ def check_hyperparameters_matter(technique: Technique, backend: str) -> None:
             result = outcome(technique, variant, backend)
         except AssertionError:
             continue        # this setting cannot run on the kit's workload (a build refuses it)
-        if not _same(result, base):
+        if not _same(result, base) or _other_move_matters(technique, backend, spec, label,
+                                                          variant, base):
             continue
         field_name = label.split("[")[0]
         if not _matters_with_another(technique, backend, spec, field_name, variant, base):
@@ -265,13 +267,29 @@ def check_hyperparameters_matter(technique: Technique, backend: str) -> None:
             f"numbers) belongs in the spec's policy_fields"))
 
 
+def _other_move_matters(technique: Technique, backend: str, spec: Spec, label: str,
+                        first: Spec, base: list[Array]) -> bool:
+    """Whether another move of the same field (element) changes the result: a first move can
+    land on an equivalent setting (``warmup_steps`` 0 -> 1 warms up over no step, ``None`` ->
+    ``"original"`` names the default) while a further one shows the builder passes it on."""
+    for other_label, other in variants(spec, every=True):
+        if other_label != label or other == first:
+            continue
+        try:
+            if not _same(outcome(technique, other, backend), base):
+                return True
+        except AssertionError:
+            continue
+    return False
+
+
 def _matters_with_another(technique: Technique, backend: str, spec: Spec, field_name: str,
                           variant: Spec, base: list[Array]) -> bool:
     """Whether moving ``field_name`` changes the result once some other field is moved too:
     against the same spec with ``field_name`` put back, or against the example when putting it
     back is not a valid spec (``factor`` needs ``total_iters``)."""
     original = getattr(spec, field_name)
-    for label, both in variants(variant):
+    for label, both in variants(variant, every=True):
         if label.split("[")[0] == field_name:
             continue
         try:

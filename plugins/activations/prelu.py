@@ -34,6 +34,11 @@ class PReLUSpec(optiplug.ActivationSpec):
     """Initial value of every slope (torch's default 0.25), within [-1000, 1000] (a slope, and
     representable in float16/float32 parameters)."""
 
+    def example_input_shape(self, batch: int, num_features: int) -> tuple[int, ...]:
+        """The conformance kit's input: ``num_parameters`` channels on axis 1 when there is
+        one slope per channel (a shared slope takes any input)."""
+        return (batch, self.num_parameters if self.num_parameters > 1 else num_features)
+
 
 class NumpyPReLU(NumpyModule):
     """``params["weight"]`` of shape ``(num_parameters,)``; ``backward`` adds

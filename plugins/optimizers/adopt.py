@@ -37,6 +37,9 @@ from optiplug.param_groups import StandardOptimizerSpec
 class AdoptSpec(StandardOptimizerSpec):
     """ADOPT (the official implementation's defaults)."""
 
+    # eps is the floor of max(sqrt(v), eps): a safeguard that only acts where v is (nearly)
+    # zero, never at the conformance kit's gradient sizes.
+    policy_fields: ClassVar[frozenset[str]] = StandardOptimizerSpec.policy_fields | {"eps"}
     initializing_steps: ClassVar[int] = 1
     """A parameter's first step with a gradient only sets ``v = g^2`` (the algorithm's step
     0): it does not move the parameter (read by the conformance kit)."""

@@ -29,7 +29,7 @@ References: Jordan et al., "Muon: An optimizer for hidden layers in neural netwo
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -70,6 +70,11 @@ class MuonSpec(StandardOptimizerSpec):
 
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"lr": 0.02, "ns_dtype": "param", "adamw": {"lr": 3e-4}}]})
+
+    # eps only floors the Frobenius norm of an update that is (nearly) zero, so the division is
+    # defined; on gradients of ordinary size it has no effect (the conformance kit's workload
+    # cannot show it): a guard rather than a hyperparameter of the step.
+    policy_fields: ClassVar[frozenset[str]] = StandardOptimizerSpec.policy_fields | {"eps"}
 
     name: Literal["muon"] = "muon"
     lr: optiplug.PositiveFloat = 1e-3

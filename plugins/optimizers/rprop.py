@@ -15,7 +15,7 @@ The RPROP Algorithm", ICNN 1993.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -28,6 +28,12 @@ from optiplug.param_groups import StandardOptimizerSpec
 
 class RpropSpec(StandardOptimizerSpec):
     """Rprop (torch.optim.Rprop's defaults)."""
+
+    # step_sizes only clamps step sizes that have grown or shrunk by many factors of etas: on
+    # a short run (the conformance kit's 8 steps take 1e-2 at most to 1e-2 * 1.2**8 ~ 0.043
+    # and at least to 1e-2 * 0.5**8 ~ 4e-5) the default bounds (1e-6, 50) are never reached.
+    policy_fields: ClassVar[frozenset[str]] = StandardOptimizerSpec.policy_fields | {
+        "step_sizes"}
 
     name: Literal["rprop"] = "rprop"
     lr: optiplug.PositiveFloat = 1e-2

@@ -19,7 +19,7 @@ import math
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 import optiplug
 from optiplug.backends.numpy import NumpyScheduler, check_per_group, checked_param_groups
@@ -32,6 +32,10 @@ Momentum = optiplug.Beta | Annotated[tuple[optiplug.Beta, ...], Field(min_length
 class CyclicSpec(optiplug.SchedulerSpec):
     """``lr = base_lr + (max_lr - base_lr) * triangle(t) * scale``, triangle in [0, 1]."""
 
+    # Short cycles, so the conformance kit's few dozen steps cover several of them and the
+    # per-cycle amplitude (``mode``, ``gamma``) shows.
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"max_lr": 1.0, "step_size_up": 4, "step_size_down": 6}]})
     interval: ClassVar[optiplug.Interval] = "batch"
 
     name: Literal["cyclic"] = "cyclic"

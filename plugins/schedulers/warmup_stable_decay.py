@@ -30,9 +30,11 @@ Shape = Literal["linear", "cosine", "sqrt"]
 class WarmupStableDecaySpec(optiplug.SchedulerSpec):
     """``lr_t = base_lr * f(t)``: warm-up from ``min_lr_ratio`` to 1, plateau, decay back."""
 
-    # No default config validates (the phase lengths are required): show one that does.
+    # No default config validates (the phase lengths are required): show one that does, with
+    # phases short enough that the conformance kit's few dozen steps reach the decay's end (so
+    # moving any phase length or shape shows).
     model_config = ConfigDict(json_schema_extra={"examples": [
-        {"warmup_steps": 100, "stable_steps": 800, "decay_steps": 100}]})
+        {"warmup_steps": 5, "stable_steps": 10, "decay_steps": 20}]})
     interval: ClassVar[optiplug.Interval] = "batch"
 
     name: Literal["warmup_stable_decay"] = "warmup_stable_decay"

@@ -106,8 +106,8 @@ def test_lion_gets_param_group_rules_from_the_public_spec_base(backend: str) -> 
 def test_lion_skips_a_nonfinite_step_by_the_public_policy(backend: str) -> None:
     start = np.linspace(-1, 1, 4)
     params, step = _named(backend, {"w": start})
-    opt = optiplug.build({"kind": "optimizer", "name": "lion_extras", "lr": 0.1, "nonfinite": "skip"},
-                         params=params)
+    opt = optiplug.build({"kind": "optimizer", "name": "lion_extras", "lr": 0.1,
+                          "nonfinite": "skip"}, params=params)
     step(opt, {"w": np.array([1.0, np.nan, 1.0, 1.0])})
     np.testing.assert_array_equal(_values(params)["w"], start)
     assert opt.skipped_steps == 1
