@@ -7,12 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..config import load_config, validate_config
+from ..config import load_config, plain_config, validate_config
 from ..errors import ConfigError, ConfigIssue
 from ..registry import Registry, default_registry
 from ..specs import OptimizerSpec, SchedulerSpec, Spec
 
-__all__ = ["Training", "build_training", "plain_config", "scheduler_interval"]
+__all__ = ["Training", "build_training", "scheduler_interval"]
 
 Interval = Literal["batch", "epoch"]
 
@@ -35,16 +35,6 @@ class Training:
     optimizer_spec: OptimizerSpec
     scheduler_spec: SchedulerSpec | None
     interval: Interval | None
-
-
-def plain_config(config: Any) -> Any:
-    """``config`` as plain dicts and lists: an OmegaConf container is resolved (interpolations
-    included) without importing omegaconf unless the value is one of its containers."""
-    if type(config).__module__.startswith("omegaconf"):
-        from omegaconf import OmegaConf
-
-        return OmegaConf.to_container(config, resolve=True)
-    return config
 
 
 def scheduler_interval(spec: SchedulerSpec) -> Interval:
