@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import pickle
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -15,14 +14,6 @@ import optiplug
 
 from .optimizer_cases import TOLERANCE, assert_close
 from .test_torch_reference_optimizers import gradients, initial
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def loss_and_grads(values: dict[str, np.ndarray]) -> tuple[float, dict[str, Any]]:

@@ -3,7 +3,6 @@ and torch integration (real torch.optim optimizers, fastest kernel, schedulers, 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -17,13 +16,6 @@ from .optimizer_cases import GRID, initial, torch_params
 
 NAMES = sorted(GRID)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_numpy_sgd_accepts_every_params_form_and_updates_in_place() -> None:

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import math
 import pickle
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 
 import optiplug
+
+from . import trajectory
+from .trajectory import as_numpy, as_torch, split_groups
 
 torch = pytest.importorskip("torch")
 
@@ -30,13 +33,6 @@ GROUPS = (("w1", "b1"), ("w2", "b2"))
 # Steps at which a parameter has no gradient (its grad is None): the first steps included.
 NO_GRAD = {"b1": {0, 1, 5}, "w2": {0, 3, 4}, "b2": {7}}
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def initial(dtype: Any = np.float64) -> dict[str, Array]:
@@ -221,30 +217,16 @@ def reference_run(name: str, hyper: dict[str, Any], overrides: dict[str, Any],
 
 
 def numpy_groups(params: dict[str, Array], overrides: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"params": {n: params[n] for n in GROUPS[0]}},
-            {"params": {n: params[n] for n in GROUPS[1]}, **overrides}]
+    return split_groups(params, GROUPS, overrides)
 
 
 def torch_groups(params: dict[str, Any], overrides: dict[str, Any],
                  named: bool = True) -> list[dict[str, Any]]:
-    if named:
-        return [{"params": {n: params[n] for n in GROUPS[0]}},
-                {"params": {n: params[n] for n in GROUPS[1]}, **overrides}]
-    return [{"params": [params[n] for n in GROUPS[0]]},
-            {"params": [params[n] for n in GROUPS[1]], **overrides}]
-
-
-def as_torch(params: dict[str, Array]) -> dict[str, Any]:
-    return {n: torch.nn.Parameter(torch.from_numpy(a.copy())) for n, a in params.items()}
-
-
-def as_numpy(params: dict[str, Any]) -> dict[str, Array]:
-    return {n: p.detach().numpy().copy() for n, p in params.items()}
+    return split_groups(params, GROUPS, overrides, named)
 
 
 def set_grads(params: dict[str, Any], step: int, drop: bool = True) -> None:
-    for n, g in gradients(as_numpy(params), step, drop=drop).items():
-        params[n].grad = None if g is None else torch.from_numpy(g.astype(np.float64))
+    trajectory.set_grads(params, gradients(as_numpy(params), step, drop=drop), np.float64)
 
 
 def numpy_run(name: str, hyper: dict[str, Any], overrides: dict[str, Any],

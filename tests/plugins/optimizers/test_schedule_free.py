@@ -10,13 +10,15 @@ warm-up, and a state-dict round trip.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 
 import optiplug
+
+from . import trajectory
+from .trajectory import as_numpy, as_torch, split_groups
 
 torch = pytest.importorskip("torch")
 
@@ -26,13 +28,6 @@ NAMES = ("w", "b", "v")
 GROUPS = (("w", "b"), ("v",))
 NO_GRAD = {"b": {0, 1, 9}, "v": {4}}
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def initial() -> dict[str, Array]:
@@ -111,29 +106,16 @@ def reference(name: str, hyper: dict[str, Any], overrides: dict[str, Any], drop:
 
 
 def numpy_groups(params: dict[str, Array], overrides: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"params": {n: params[n] for n in GROUPS[0]}},
-            {"params": {n: params[n] for n in GROUPS[1]}, **overrides}]
+    return split_groups(params, GROUPS, overrides)
 
 
 def torch_groups(params: dict[str, Any], overrides: dict[str, Any],
                  named: bool = True) -> list[dict[str, Any]]:
-    if named:
-        return numpy_groups(params, overrides)
-    return [{"params": [params[n] for n in GROUPS[0]]},
-            {"params": [params[n] for n in GROUPS[1]], **overrides}]
-
-
-def as_torch(params: dict[str, Array]) -> dict[str, Any]:
-    return {n: torch.nn.Parameter(torch.from_numpy(a.copy())) for n, a in params.items()}
-
-
-def as_numpy(params: dict[str, Any]) -> dict[str, Array]:
-    return {n: p.detach().numpy().copy() for n, p in params.items()}
+    return split_groups(params, GROUPS, overrides, named)
 
 
 def set_grads(params: dict[str, Any], step: int, drop: bool = True) -> None:
-    for n, g in gradients(as_numpy(params), step, drop).items():
-        params[n].grad = None if g is None else torch.from_numpy(g)
+    trajectory.set_grads(params, gradients(as_numpy(params), step, drop))
 
 
 class Run:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import pickle
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -30,13 +30,6 @@ SHAPES = {"hidden.weight": (16, 6), "hidden.bias": (16,), "out.weight": (3, 16),
           "out.bias": (3,), "extra.weight": (3, 3)}
 GROUPS = (("hidden.weight", "hidden.bias"), ("out.weight", "out.bias", "extra.weight"))
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def initial(dtype: Any) -> dict[str, np.ndarray]:

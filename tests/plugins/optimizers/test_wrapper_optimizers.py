@@ -8,13 +8,15 @@ pytorch_optimizer's ``Lookahead`` and ema against ``torch.optim.swa_utils.Averag
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 
 import optiplug
+
+from . import trajectory
+from .trajectory import as_numpy, as_torch, split_groups
 
 torch = pytest.importorskip("torch")
 
@@ -29,13 +31,6 @@ BASES = {
              {"lr": 0.02, "betas": (0.8, 0.95)}),
 }
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def initial() -> dict[str, Array]:
@@ -55,28 +50,15 @@ def gradients(params: dict[str, Array], step: int, drop: bool = False) -> dict[s
 
 
 def numpy_groups(params: dict[str, Array]) -> list[dict[str, Any]]:
-    return [{"params": {"w": params["w"], "b": params["b"]}},
-            {"params": {"v": params["v"]}, "lr": 0.01}]
+    return split_groups(params, (("w", "b"), ("v",)), {"lr": 0.01})
 
 
 def torch_groups(params: dict[str, Any], named: bool = True) -> list[dict[str, Any]]:
-    if named:
-        return [{"params": {"w": params["w"], "b": params["b"]}},
-                {"params": {"v": params["v"]}, "lr": 0.01}]
-    return [{"params": [params["w"], params["b"]]}, {"params": [params["v"]], "lr": 0.01}]
-
-
-def as_torch(params: dict[str, Array]) -> dict[str, Any]:
-    return {n: torch.nn.Parameter(torch.from_numpy(a.copy())) for n, a in params.items()}
-
-
-def as_numpy(params: dict[str, Any]) -> dict[str, Array]:
-    return {n: p.detach().numpy().copy() for n, p in params.items()}
+    return split_groups(params, (("w", "b"), ("v",)), {"lr": 0.01}, named)
 
 
 def set_grads(params: dict[str, Any], step: int, drop: bool = False) -> None:
-    for n, g in gradients(as_numpy(params), step, drop).items():
-        params[n].grad = None if g is None else torch.from_numpy(g)
+    trajectory.set_grads(params, gradients(as_numpy(params), step, drop))
 
 
 def reference(base: str, wrapper: dict[str, Any], drop: bool,

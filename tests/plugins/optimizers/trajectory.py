@@ -1,0 +1,45 @@
+"""Shared pieces of the trajectory tests: parameters moved between NumPy and torch, param
+groups split by name, gradients set on torch parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+Array = np.ndarray
+
+
+def as_torch(params: Mapping[str, Array]) -> dict[str, Any]:
+    """Fresh ``torch.nn.Parameter`` copies of NumPy arrays, by name."""
+    import torch
+
+    return {n: torch.nn.Parameter(torch.from_numpy(a.copy())) for n, a in params.items()}
+
+
+def as_numpy(params: Mapping[str, Any]) -> dict[str, Array]:
+    """NumPy copies of torch tensors, by name."""
+    return {n: p.detach().numpy().copy() for n, p in params.items()}
+
+
+def split_groups(params: Mapping[str, Any], groups: Sequence[Sequence[str]],
+                 overrides: Mapping[str, Any], named: bool = True) -> list[dict[str, Any]]:
+    """Param groups of ``params`` by the names in ``groups``; the last group gets
+    ``overrides``. ``named=False`` gives plain lists, as ``torch.optim`` takes them."""
+    result: list[dict[str, Any]] = []
+    for index, names in enumerate(groups):
+        members = ({n: params[n] for n in names} if named else [params[n] for n in names])
+        extra = dict(overrides) if index == len(groups) - 1 else {}
+        result.append({"params": members, **extra})
+    return result
+
+
+def set_grads(params: Mapping[str, Any], grads: Mapping[str, Any], dtype: Any = None) -> None:
+    """Set each torch parameter's ``.grad`` from a NumPy array (cast to ``dtype`` if given);
+    ``None`` stays ``None``."""
+    import torch
+
+    for n, g in grads.items():
+        params[n].grad = (None if g is None
+                          else torch.from_numpy(g if dtype is None else g.astype(dtype)))
