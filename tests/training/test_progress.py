@@ -115,7 +115,8 @@ def test_each_backend_hands_the_bar_the_losses_it_averages(backend: str,
     trainer = Trainer(load_recipe(recipe))
     for _ in range(3):
         batches: list[tuple[float, int]] = []
-        record = trainer.run_epoch(on_batch=lambda loss, size: batches.append((loss, size)))
+        record = trainer.run_epoch(on_batch=lambda loss, size, seen=batches: seen.append(
+            (loss, size)))
         assert [size for _, size in batches] == [50, 50, 50, 50, 40]
         assert _running_means(batches)[-1] == record["train_loss"]
     stream = io.StringIO()  # not a terminal: bar=True forces the bars, as --progress does
