@@ -132,23 +132,28 @@ def test_each_backend_hands_the_bar_the_losses_it_averages(backend: str,
                                     f"val_acc={record['val_accuracy']:.2%}")
 
 
-def test_compare_draws_one_bar_per_variant_over_all_its_epochs(tmp_path: Path,
-                                                               recipe_file: Any) -> None:
-    path = recipe_file(small_recipe(epochs=2))
-    done = _optiplug("compare", str(path), "--vary", "optimizer=adam,sgd(lr=0.1)", "--out",
-                     "c", "--progress", cwd=tmp_path)
+def test_compare_draws_one_bar_per_variant_over_all_its_epochs(tmp_path: Path) -> None:
+    from optiplug.training.compare import compare
+
+    stream = io.StringIO()  # not a terminal: bar=True forces the bars, as --progress does
+    outcome = compare(small_recipe(epochs=2), ["optimizer=adam,sgd(lr=0.1)"],
+                      out=tmp_path / "c", bar=True, stream=stream)
     variants = json.loads((tmp_path / "c" / "compare.json").read_text())["variants"]
-    states = _states(done.stderr)
+    assert [v["label"] for v in variants] == [r.label for r in outcome.results]
+    states = _states(stream.getvalue())
     # Variants train one after the other: each one's bar is drawn, then finished, in turn.
     labels = [s["desc"] for s in states]
     assert labels == sorted(labels, key=["adam", "sgd(lr=0.1)"].index)
+    assert set(labels) == {"adam", "sgd(lr=0.1)"}
     for variant in variants:
         drawn = [s for s in states if s["desc"] == variant["label"]]
-        assert {s["total"] for s in drawn} == {16}  # 2 epochs of 8 batches
-        assert [s["n"] for s in drawn if "val_loss" not in s["postfix"]] == list(range(17))
+        assert {s["total"] for s in drawn} == {16}  # 2 epochs of 8 batches, one bar
+        counts = [s["n"] for s in drawn]
+        assert counts == sorted(counts) and counts[0] == 0 and counts[-1] == 16
         for epoch, record in enumerate(variant["history"], start=1):
-            end = [s for s in drawn if s["postfix"].startswith(f"epoch {epoch}/2 ")
-                   and "val_loss" in s["postfix"]]
+            # Each epoch's end is drawn with that epoch's metrics, at 8 * epoch batches.
+            end = [s for s in drawn if "val_loss" in s["postfix"]
+                   and s["postfix"].startswith(f"epoch {epoch}/2 ")]
             assert end and {s["n"] for s in end} == {8 * epoch}
             assert end[-1]["postfix"] == (
                 f"epoch {epoch}/2 loss={_fmt(record['train_loss'])} "
