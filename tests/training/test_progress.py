@@ -107,10 +107,9 @@ def test_run_bars_move_per_batch_with_the_running_loss(tmp_path: Path,
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_each_backend_hands_the_bar_the_losses_it_averages(backend: str,
-                                                          tmp_path: Path) -> None:
-    from optiplug.training.run import run
-
+def test_each_backend_hands_the_bar_the_losses_it_averages(
+        backend: str, tmp_path: Path, recipe_file: Any,
+        capsys: pytest.CaptureFixture[str]) -> None:
     recipe = small_recipe(batch_size=50, backend=backend)
     trainer = Trainer(load_recipe(recipe))
     for _ in range(3):
@@ -119,12 +118,13 @@ def test_each_backend_hands_the_bar_the_losses_it_averages(backend: str,
             (loss, size)))
         assert [size for _, size in batches] == [50, 50, 50, 50, 40]
         assert _running_means(batches)[-1] == record["train_loss"]
-    stream = io.StringIO()  # not a terminal: bar=True forces the bars, as --progress does
-    result = run(recipe, out=tmp_path / "r", bar=True, stream=stream)
-    assert [r["train_loss"] for r in result.history] == [r["train_loss"]
-                                                         for r in trainer.history]
-    states = _states(stream.getvalue())
-    for epoch, record in enumerate(result.history, start=1):
+    # stderr is captured (not a terminal): --progress forces the bars.
+    assert main(["run", str(recipe_file(recipe)), "--out", str(tmp_path / "r"),
+                 "--progress"]) == 0
+    history = json.loads((tmp_path / "r" / "metrics.json").read_text())["epochs"]
+    assert [r["train_loss"] for r in history] == [r["train_loss"] for r in trainer.history]
+    states = _states(capsys.readouterr().err)
+    for epoch, record in enumerate(history, start=1):
         final = [s for s in states if s["desc"] == f"epoch {epoch}/3"][-1]
         assert (final["n"], final["total"]) == (5, 5)
         assert final["postfix"] == (f"loss={_fmt(record['train_loss'])} "
@@ -132,15 +132,14 @@ def test_each_backend_hands_the_bar_the_losses_it_averages(backend: str,
                                     f"val_acc={record['val_accuracy']:.2%}")
 
 
-def test_compare_draws_one_bar_per_variant_over_all_its_epochs(tmp_path: Path) -> None:
-    from optiplug.training.compare import compare
-
-    stream = io.StringIO()  # not a terminal: bar=True forces the bars, as --progress does
-    outcome = compare(small_recipe(epochs=2), ["optimizer=adam,sgd(lr=0.1)"],
-                      out=tmp_path / "c", bar=True, stream=stream)
+def test_compare_draws_one_bar_per_variant_over_all_its_epochs(
+        tmp_path: Path, recipe_file: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    path = recipe_file(small_recipe(epochs=2))
+    # stderr is captured (not a terminal): --progress forces the bars.
+    assert main(["compare", str(path), "--vary", "optimizer=adam,sgd(lr=0.1)", "--out",
+                 str(tmp_path / "c"), "--progress"]) == 0
     variants = json.loads((tmp_path / "c" / "compare.json").read_text())["variants"]
-    assert [v["label"] for v in variants] == [r.label for r in outcome.results]
-    states = _states(stream.getvalue())
+    states = _states(capsys.readouterr().err)
     # Variants train one after the other: each one's bar is drawn, then finished, in turn.
     labels = [s["desc"] for s in states]
     assert labels == sorted(labels, key=["adam", "sgd(lr=0.1)"].index)
