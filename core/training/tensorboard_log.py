@@ -1,14 +1,18 @@
 """TensorBoard event files for ``optiplug run --tensorboard DIR`` and ``compare``.
 
-Written with TensorBoard's own framework-free writer (``tensorboard.summary.Writer``, which
-needs only NumPy and protobuf), so the NumPy backend logs without torch or TensorFlow.
+Written with TensorBoard's own framework-free event-file writer and protocol buffers (the
+pieces ``torch.utils.tensorboard`` builds on; they need only NumPy and protobuf), so the NumPy
+backend logs without torch or TensorFlow. Each epoch is one event holding all of its scalars
+(``tensorboard.summary.Writer`` would write one event per scalar, through a ten-event queue
+that makes the training thread wait for the writer thread: 5 ms per epoch of a 12-layer
+model, against 0.5 ms here, most of it the flush; ``benchmarks/logging_overhead.py``).
 Install the writer with ``pip install 'optiplug[logging]'``; without it ``--tensorboard``
 stops before training with a one-line error saying so. CSV and JSON metrics are written
 either way.
 
-Every epoch adds these scalars at step = epoch number, each the number of ``metrics.json``
-rounded to float32 (TensorBoard's scalar type: its fast loader, the default, shows no
-float64 scalar):
+Every epoch adds these scalars (scalar-plugin tensors, as ``tensorboard.summary.Writer``
+writes them) at step = epoch number, each the number of ``metrics.json`` rounded to float32
+(TensorBoard's scalar type: its fast loader, the default, shows no float64 scalar):
 
 ========================  ====================================================================
 tag                       value
@@ -119,12 +123,19 @@ class TensorBoardLog:
 
     def __init__(self, log_dir: str | Path, history: Iterable[dict[str, Any]] = ()) -> None:
         require_tensorboard()
-        from tensorboard.summary import Writer
+        from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2
+        from tensorboard.plugins.scalar import metadata
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
+        self._event, self._summary, self._tensor = (event_pb2.Event, summary_pb2.Summary,
+                                                    tensor_pb2.TensorProto)
+        self._metadata = summary_pb2.SummaryMetadata
+        self._plugin = self._metadata.PluginData(plugin_name=metadata.PLUGIN_NAME)
+        self._scalar_class = summary_pb2.DATA_CLASS_SCALAR
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         stale = sorted(self.log_dir.glob(_EVENT_FILES))
-        self._writer: Any = Writer(str(self.log_dir))
+        self._writer: Any = EventFileWriter(str(self.log_dir))
         self._described: set[str] = set()
         for record in history:
             self.add_epoch(record, flush=False)
@@ -135,15 +146,19 @@ class TensorBoardLog:
             path.unlink(missing_ok=True)
 
     def add_epoch(self, record: dict[str, Any], *, flush: bool = True) -> None:
-        """Write the scalars of one finished epoch (step = its epoch number)."""
-        step = int(record["epoch"])
+        """Write the scalars of one finished epoch (step = its epoch number) as one event."""
+        event = self._event(wall_time=time.time(), step=int(record["epoch"]))
         for tag, value in epoch_scalars(record):
-            description = None
+            value_proto = event.summary.value.add(tag=tag, tensor=self._tensor(
+                dtype="DT_FLOAT", float_val=[value]))
             if tag not in self._described:
+                # TensorBoard reads a tag's kind and description from its first event.
                 self._described.add(tag)
-                description = _DESCRIPTIONS.get(tag, _DESCRIPTIONS.get(tag.split("/")[0]))
-            self._writer.add_scalar(tag, value, step, wall_time=time.time(),
-                                    description=description)
+                value_proto.metadata.CopyFrom(self._metadata(
+                    plugin_data=self._plugin, data_class=self._scalar_class,
+                    summary_description=_DESCRIPTIONS.get(tag) or _DESCRIPTIONS.get(
+                        tag.split("/")[0], "")))
+        self._writer.add_event(event)
         if flush:
             self.flush()
 
