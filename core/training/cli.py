@@ -33,8 +33,8 @@ def add_commands(subparsers: Any) -> None:
         "run", help="train a recipe (default: digits) and write a run folder",
         description="Train a recipe with a progress bar, print the final metrics and write a "
                     "run folder: config.yaml (resolved recipe), metrics.csv/json, "
-                    "checkpoints/ and curves.png. Without RECIPE the built-in digits recipe "
-                    "is used.")
+                    "checkpoints/ and curves.png (and TensorBoard event files with "
+                    "--tensorboard). Without RECIPE the built-in digits recipe is used.")
     p.add_argument("recipe", nargs="?", metavar="RECIPE",
                    help="YAML, TOML or JSON recipe (optional with --resume)")
     add_overrides_argument(p)
@@ -44,7 +44,7 @@ def add_commands(subparsers: Any) -> None:
                    help="continue a run folder from its last checkpoint")
     p.add_argument("--epochs", type=_positive_int, metavar="N",
                    help="override train.epochs (the total, counting resumed epochs)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_logging_arguments(p, "per epoch", "DIR/<run folder name>/")
     p.add_argument("--kill-after-epoch", type=_positive_int, help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_run)
 
@@ -66,7 +66,7 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--epochs", type=_positive_int, metavar="N", help="override train.epochs")
     p.add_argument("--out", metavar="DIR",
                    help="output folder (default runs/compare-<name>-<time>)")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    _add_logging_arguments(p, "per variant", "DIR/<out folder name>/<variant>/")
     p.set_defaults(func=_cmd_compare)
 
     p = subparsers.add_parser(
@@ -99,6 +99,27 @@ def add_commands(subparsers: Any) -> None:
     p.set_defaults(func=_cmd_sweep)
 
 
+def _add_logging_arguments(p: argparse.ArgumentParser, bars: str, events: str) -> None:
+    """``--quiet``, ``--progress``/``--no-progress`` and ``--tensorboard DIR``."""
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--quiet", action="store_true", help="no progress output at all")
+    shown.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                       help=f"progress bars that move with every batch and show the running "
+                            f"loss, one {bars} (default: on a terminal; otherwise plain "
+                            f"lines)")
+    p.add_argument("--tensorboard", metavar="DIR",
+                   help=f"also write TensorBoard event files to {events} (needs "
+                        f"tensorboard: pip install 'optiplug[logging]')")
+
+
+def _require_logging(args: argparse.Namespace) -> None:
+    """Stop before any work when ``--tensorboard`` cannot be written."""
+    if args.tensorboard is not None:
+        from .tensorboard_log import require_tensorboard
+
+        require_tensorboard()
+
+
 def _recipe(args: argparse.Namespace) -> Any:
     """The recipe file (checked to exist) with the command line's overrides applied."""
     from .recipe import load_recipe
@@ -115,20 +136,23 @@ def _recipe(args: argparse.Namespace) -> Any:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    _require_logging(args)
     from .run import run, summary
 
     result = run(_recipe(args), out=args.out, resume=args.resume, backend=args.backend,
-                 epochs=args.epochs, progress=not args.quiet,
-                 kill_after_epoch=args.kill_after_epoch)
+                 epochs=args.epochs, progress=not args.quiet, bar=args.progress,
+                 tensorboard=args.tensorboard, kill_after_epoch=args.kill_after_epoch)
     print(summary(result))
     return 0
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
+    _require_logging(args)
     from .compare import compare
 
     outcome = compare(_recipe(args), args.vary, out=args.out, backend=args.backend,
-                      epochs=args.epochs, progress=not args.quiet)
+                      epochs=args.epochs, progress=not args.quiet, bar=args.progress,
+                      tensorboard=args.tensorboard)
     print(outcome.table())
     best = outcome.best()
     if best is not None:
@@ -142,6 +166,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if not outcome.notes:
         files[:0] = ["curves.png", "gradients.png"]
     print(f"plot and tables: {outcome.out_dir}/" + ", ".join(files))
+    if outcome.tensorboard_dir is not None:
+        print(f"tensorboard: {outcome.tensorboard_dir}/<variant>  (tensorboard --logdir "
+              f"{outcome.tensorboard_dir})")
     for note in outcome.notes:
         print(f"note: {note}")
     # Any failed variant fails the command (after the whole table is printed and written).

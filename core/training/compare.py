@@ -29,9 +29,11 @@ from ..specs import KINDS, Spec
 from .checkpoint import write_text_atomic
 from .data import Dataset, load_dataset
 from .diagnostics import gradient_ratio, plot_gradients
-from .loop import Progress, Trainer
+from .loop import Trainer
+from .progress import ProgressDisplay, progress_display
 from .recipe import Recipe, load_recipe, parse_recipe, recipe_to_dict, with_technique
 from .run import _yaml_dump, default_run_dir, format_table, plot_or_skip
+from .tensorboard_log import TensorBoardLog, require_tensorboard, run_name
 
 __all__ = ["CompareResult", "Variant", "VariantResult", "compare", "installed_optimizers",
            "parse_vary", "variants"]
@@ -69,6 +71,8 @@ class CompareResult:
     skipped: list[str]
     notes: list[str] = field(default_factory=list)
     """What was skipped and why (a plot without matplotlib)."""
+    tensorboard_dir: Path | None = None
+    """The folder holding one TensorBoard run per variant, if asked for."""
 
     def table(self) -> str:
         """The comparison table (one row per variant)."""
@@ -252,11 +256,28 @@ def installed_optimizers(backend: str) -> tuple[list[str], list[str]]:
     return usable, skipped
 
 
-def _show(bar: Progress) -> Any:
+def _on_epoch(display: ProgressDisplay | None, events: TensorBoardLog | None) -> Any:
     def on_epoch(trainer: Trainer, record: dict[str, Any]) -> None:
-        bar.update(record)
+        if events is not None:
+            events.add_epoch(record)
+        if display is not None:
+            display.epoch(record)
 
     return on_epoch
+
+
+def _event_folders(out: Path, labels: list[str]) -> list[Path]:
+    """One TensorBoard run folder per variant under ``out``, unique even for equal labels."""
+    folders: list[Path] = []
+    taken: set[str] = set()
+    for label in labels:
+        name, counter = run_name(label), 1
+        while name in taken:
+            counter += 1
+            name = f"{run_name(label)}-{counter}"
+        taken.add(name)
+        folders.append(out / name)
+    return folders
 
 
 def _epochs_to_target(history: list[dict[str, Any]], recipe: Recipe) -> int | None:
@@ -273,6 +294,7 @@ def _epochs_to_target(history: list[dict[str, Any]], recipe: Recipe) -> int | No
 def compare(recipe: Recipe | dict[str, Any] | str | os.PathLike[str] | None = None,
             vary: list[str] | tuple[str, ...] = (), *, out: str | os.PathLike[str] | None = None,
             backend: str | None = None, epochs: int | None = None, progress: bool = True,
+            bar: bool | None = None, tensorboard: str | os.PathLike[str] | None = None,
             stream: TextIO | None = None) -> CompareResult:
     """Train every variant of ``recipe`` and write the table and the overlaid curves.
 
@@ -283,11 +305,19 @@ def compare(recipe: Recipe | dict[str, Any] | str | os.PathLike[str] | None = No
             (default ``runs/compare-<name>-<timestamp>``).
         backend: Override ``train.backend``.
         epochs: Override ``train.epochs``.
-        progress: Show progress on ``stream`` (stderr).
+        progress: Show progress on ``stream`` (stderr); ``False`` shows nothing.
+        bar: Per-batch progress bars, one per variant (tqdm): ``None`` when ``stream`` is a
+            terminal, else one plain line per finished variant.
+        tensorboard: Also write TensorBoard event files, one run per variant, into
+            ``tensorboard/<out folder name>/<variant>/`` (needs ``tensorboard``).
+        stream: Where progress goes (``sys.stderr`` by default).
 
     Raises:
         ConfigError: invalid recipe or ``--vary`` items (every bad path listed).
+        MissingPackageError: ``tensorboard`` is asked for but not installed (checked first).
     """
+    if tensorboard is not None:
+        require_tensorboard()
     base = load_recipe(recipe)
     if backend is not None or epochs is not None:
         data = recipe_to_dict(base)
@@ -319,24 +349,32 @@ def compare(recipe: Recipe | dict[str, Any] | str | os.PathLike[str] | None = No
     datasets: dict[str, Dataset] = {}
     results: list[VariantResult] = []
     width = max(len(v.label) for v in runs)
-    for variant in runs:
+    tensorboard_dir = None if tensorboard is None else Path(tensorboard) / out_dir.name
+    event_folders = ([None] * len(runs) if tensorboard_dir is None else
+                     _event_folders(tensorboard_dir, [v.label for v in runs]))
+    for variant, event_folder in zip(runs, event_folders, strict=True):
         result = VariantResult(label=variant.label, recipe=recipe_to_dict(variant.recipe))
         results.append(result)
-        bar = None
+        display: ProgressDisplay | None = None
+        events = None
         try:
             key = json.dumps(recipe_to_dict(variant.recipe)["data"], sort_keys=True) + \
                 variant.recipe.train.dtype
             if key not in datasets:
                 datasets[key] = load_dataset(variant.recipe.data,
                                              dtype=variant.recipe.train.dtype)
-            if progress:
-                bar = Progress(variant.recipe.train.epochs, label=variant.label.ljust(width),
-                               stream=stream, every_epoch=False)
             trainer = Trainer(variant.recipe, data=datasets[key])
+            if progress:
+                display = progress_display(variant.recipe.train.epochs,
+                                           trainer.batches_per_epoch, stream=stream, bar=bar,
+                                           label=variant.label.ljust(width), per_epoch=False)
+            if event_folder is not None:
+                events = TensorBoardLog(event_folder)
             # Training time only: building may include one-time library imports (torch.optim
             # imports its compiler on first use) that would be charged to the first variant.
             started = time.perf_counter()
-            trainer.fit(on_epoch=None if bar is None else _show(bar))
+            trainer.fit(on_epoch=_on_epoch(display, events),
+                        on_batch=None if display is None else display.batch)
             result.seconds = time.perf_counter() - started
             result.history = trainer.history
             result.epochs_to_target = _epochs_to_target(trainer.history, variant.recipe)
@@ -346,14 +384,21 @@ def compare(recipe: Recipe | dict[str, Any] | str | os.PathLike[str] | None = No
             known = isinstance(exc, (OptiplugError, ArithmeticError, ValueError))
             message = " ".join(str(exc).split())
             result.error = message if known else f"{type(exc).__name__}: {message}"
-            if bar is not None:
-                bar.close()
+            if display is not None:
+                display.close()
+                display = None
             if progress:
                 stream.write(f"{variant.label}: failed: {result.error}\n")
+        finally:
+            if display is not None:
+                display.close()
+            if events is not None:
+                events.close()
     target = "target" if base.task == "regression" and base.train.target_loss is None else (
         f"{base.train.target_accuracy:.0%}" if base.task == "classification"
         else f"loss<={base.train.target_loss:g}")
-    outcome = CompareResult(out_dir=out_dir, results=results, target=target, skipped=skipped)
+    outcome = CompareResult(out_dir=out_dir, results=results, target=target, skipped=skipped,
+                            tensorboard_dir=tensorboard_dir)
     _write(outcome, base)
     return outcome
 

@@ -1,4 +1,4 @@
-"""The training loop shared by both backends: epochs, batches, metrics, checkpoints, progress.
+"""The training loop shared by both backends: epochs, batches, metrics, checkpoints.
 
 Determinism: the weights come from a generator seeded with ``train.seed``; the order of every
 epoch is a permutation drawn from a separate NumPy generator seeded with ``train.seed``, the
@@ -11,11 +11,10 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal, Protocol, TextIO
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -25,7 +24,7 @@ from .checkpoint import CheckpointError, _one_line
 from .data import Dataset, load_dataset
 from .recipe import Recipe, fingerprint
 
-__all__ = ["METRICS", "Progress", "Runner", "Trainer", "evaluation_weights", "limited_threads",
+__all__ = ["METRICS", "Runner", "Trainer", "evaluation_weights", "limited_threads",
            "make_runner"]
 
 METRICS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
@@ -65,8 +64,10 @@ class Runner(Protocol):
     scheduler: Any
 
     def train_epoch(self, order: NDArray[Any] | None, batch_size: int,
-                    after_batch: Callable[[], None] | None = None
-                    ) -> tuple[float, float | None]: ...
+                    after_batch: Callable[[float, int], None] | None = None
+                    ) -> tuple[float, float | None]:
+        """One pass over the training split; ``after_batch(loss, size)`` is called after
+        every optimizer step with the batch's mean loss and its number of samples."""
 
     def evaluate(self, split: str) -> tuple[float, float | None]: ...
 
@@ -198,15 +199,36 @@ class Trainer:
         else:
             scheduler.step()
 
-    def run_epoch(self) -> dict[str, Any]:
-        """Train one epoch, evaluate both splits, step the scheduler; the epoch's metrics."""
+    @property
+    def batches_per_epoch(self) -> int:
+        """Optimizer steps per epoch (the last batch may be smaller)."""
+        return math.ceil(len(self.data.x_train) / self.batch_size)
+
+    def run_epoch(self, on_batch: Callable[[float, int], None] | None = None
+                  ) -> dict[str, Any]:
+        """Train one epoch, evaluate both splits, step the scheduler; the epoch's metrics.
+
+        Args:
+            on_batch: Called after every optimizer step (and per-batch scheduler step) with
+                the batch's mean loss and its number of samples.
+        """
         start = time.perf_counter()
         n_train = len(self.data.x_train)
         full = self.batch_size >= n_train
         order = None if full else self.order_rng.permutation(n_train)
         lr = self.lr
         per_batch = self.scheduler_interval == "batch"
-        after_batch = self.runner.scheduler.step if per_batch else None
+        step = self.runner.scheduler.step if per_batch else None
+        after_batch: Callable[[float, int], None] | None = None
+        if step is not None and on_batch is not None:
+            def after_batch(loss: float, size: int) -> None:
+                step()
+                on_batch(loss, size)
+        elif step is not None:
+            def after_batch(loss: float, size: int) -> None:
+                step()
+        else:
+            after_batch = on_batch
         train_loss, train_accuracy = self.runner.train_epoch(order, self.batch_size,
                                                              after_batch)
         with evaluation_weights(self.runner.optimizer):
@@ -226,8 +248,8 @@ class Trainer:
 
     def fit(self, epochs: int | None = None, *,
             checkpoint: str | Path | None = None,
-            on_epoch: Callable[[Trainer, dict[str, Any]], None] | None = None) -> list[
-                dict[str, Any]]:
+            on_epoch: Callable[[Trainer, dict[str, Any]], None] | None = None,
+            on_batch: Callable[[float, int], None] | None = None) -> list[dict[str, Any]]:
         """Train until ``epochs`` epochs are finished (the recipe's by default).
 
         Args:
@@ -235,6 +257,8 @@ class Trainer:
             checkpoint: Checkpoint file written every ``train.checkpoint_every`` epochs and
                 after the last; ``None`` for none.
             on_epoch: Called after every epoch (after its checkpoint).
+            on_batch: Called after every optimizer step with the batch's mean loss and its
+                number of samples (progress bars; see :meth:`run_epoch`).
 
         Returns:
             :attr:`history`.
@@ -243,7 +267,7 @@ class Trainer:
         every = self.recipe.train.checkpoint_every
         with limited_threads(self.recipe.train.threads, self.runner.backend):
             while self.epoch < total:
-                record = self.run_epoch()
+                record = self.run_epoch(on_batch)
                 if checkpoint is not None and every and (self.epoch % every == 0 or
                                                          self.epoch == total):
                     self.save(checkpoint)
@@ -300,60 +324,3 @@ class Trainer:
         self.order_rng.bit_generator.state = meta["order_rng"]
         self.epoch = epoch
         self.history = history
-
-
-class Progress:
-    """A progress line on ``stream`` (stderr): a bar redrawn in place on a terminal, plain
-    lines otherwise.
-
-    Args:
-        total: Number of epochs.
-        label: Shown before the bar (the variant in ``compare``).
-        stream: Where to write; ``sys.stderr`` by default.
-        every_epoch: Print a line per epoch when not a terminal (else only the last).
-    """
-
-    def __init__(self, total: int, *, label: str = "", stream: TextIO | None = None,
-                 every_epoch: bool = True) -> None:
-        self.total = total
-        self.label = label
-        self.stream = stream if stream is not None else sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.every_epoch = every_epoch
-        self.start = time.perf_counter()
-        self._width = 0
-
-    def update(self, record: dict[str, Any], elapsed: float | None = None) -> None:
-        """Show the metrics of a finished epoch."""
-        elapsed = time.perf_counter() - self.start if elapsed is None else elapsed
-        epoch = int(record["epoch"])
-        accuracy = record.get("val_accuracy")
-        text = (f"epoch {epoch:>{len(str(self.total))}}/{self.total}  "
-                f"loss {_number(record['train_loss'])}  val_loss {_number(record['val_loss'])}"
-                + (f"  val_acc {accuracy:6.2%}" if accuracy is not None else "")
-                + f"  {elapsed:6.1f}s")
-        prefix = f"{self.label}  " if self.label else ""
-        if self.tty:
-            filled = round(20 * epoch / self.total)
-            line = f"\r{prefix}[{'#' * filled}{'.' * (20 - filled)}] {text}"
-            self.stream.write(line + " " * max(0, self._width - len(line)))
-            self._width = len(line)
-            if epoch >= self.total:
-                self.stream.write("\n")
-                self._width = 0
-        elif self.every_epoch or epoch >= self.total:
-            self.stream.write(f"{prefix}{text}\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        """End the bar's line if it was left unfinished."""
-        if self.tty and self._width:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._width = 0
-
-
-def _number(value: float) -> str:
-    if value is None or not math.isfinite(value):
-        return f"{value!s:>8}"
-    return f"{value:8.4f}"

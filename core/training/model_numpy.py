@@ -238,6 +238,9 @@ class NumpyRunner:
                     after_batch: Any = None) -> tuple[float, float | None]:
         """One pass over the training split in ``order`` (``None``: one full batch).
 
+        ``after_batch(loss, size)``, if given, is called after every optimizer step with the
+        batch's mean loss and its number of samples.
+
         Returns:
             The loss and accuracy (``None`` for regression) averaged over the epoch's samples,
             each as the model was when it trained on them.
@@ -266,7 +269,7 @@ class NumpyRunner:
                                       for name in weight_names])
             step(grads)
             if after_batch is not None:
-                after_batch()
+                after_batch(value, len(yb))
         n = len(y)
         return loss_sum / n, correct / n if self.data.task == "classification" else None
 

@@ -160,6 +160,9 @@ class TorchRunner:
                     after_batch: Any = None) -> tuple[float, float | None]:
         """One pass over the training split in ``order`` (``None``: one full batch).
 
+        ``after_batch(loss, size)``, if given, is called after every optimizer step with the
+        batch's mean loss and its number of samples.
+
         Returns:
             The loss and accuracy (``None`` for regression) averaged over the epoch's samples,
             each as the model was when it trained on them.
@@ -190,11 +193,12 @@ class TorchRunner:
                 self._grad_sums += torch.where(finite, norms, 0.0)
                 self._grad_steps += finite
             optimizer.step()
-            loss_sum += loss.item() * len(yb)
+            value = loss.item()
+            loss_sum += value * len(yb)
             if self.classification:
                 correct += int((output.detach().argmax(dim=1) == yb).sum())
             if after_batch is not None:
-                after_batch()
+                after_batch(value, len(yb))
         n = len(y)
         return loss_sum / n, correct / n if self.classification else None
 

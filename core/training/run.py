@@ -8,6 +8,7 @@ A run folder holds::
     checkpoints/last.npz (NumPy) or last.pt (torch): the latest checkpoint
     curves.png           loss and accuracy per epoch, train and validation (needs matplotlib:
                          without it the run notes that the plot was skipped)
+    layers.csv, gradients.png   per-layer gradient norms and activation statistics
     .lock                held by the process training into the folder (see ``lock``)
 
 Every file is written atomically (``checkpoint.atomic_write``), so a crash at any moment leaves
@@ -33,8 +34,10 @@ from ..errors import ConfigError, ConfigIssue
 from .checkpoint import atomic_write, remove_stale_temporaries, write_text_atomic
 from .diagnostics import layers_csv, plot_gradients
 from .lock import RunFolderInUseError, RunFolderLock
-from .loop import METRICS, Progress, Trainer
+from .loop import METRICS, Trainer
+from .progress import progress_display
 from .recipe import Recipe, fingerprint, load_recipe, parse_recipe, recipe_to_dict
+from .tensorboard_log import TensorBoardLog, require_tensorboard
 
 __all__ = ["RunFolderInUseError", "RunResult", "default_run_dir", "format_table", "plot_curves",
            "plot_or_skip", "read_run_recipe", "run", "summary", "write_metrics"]
@@ -52,6 +55,7 @@ class RunResult:
         history: Metrics per epoch.
         resumed_from: The epoch the run was resumed after, or ``None``.
         notes: What the run left out and how to get it.
+        tensorboard_dir: Where the TensorBoard event files are (``None``: not asked for).
     """
 
     run_dir: Path
@@ -60,6 +64,8 @@ class RunResult:
     resumed_from: int | None = None
     notes: list[str] = field(default_factory=list)
     """What the run left out and how to get it (``curves.png`` without matplotlib)."""
+    tensorboard_dir: Path | None = None
+    """The folder of the run's TensorBoard event files, if any were written."""
 
     @property
     def final(self) -> dict[str, Any]:
@@ -209,6 +215,7 @@ def _final_table(history: list[dict[str, Any]]) -> str:
 def run(recipe: Recipe | dict[str, Any] | str | os.PathLike[str] | None = None, *,
         out: str | os.PathLike[str] | None = None, resume: str | os.PathLike[str] | None = None,
         backend: str | None = None, epochs: int | None = None, progress: bool = True,
+        bar: bool | None = None, tensorboard: str | os.PathLike[str] | None = None,
         stream: TextIO | None = None, kill_after_epoch: int | None = None) -> RunResult:
     """Train a recipe into a run folder, or resume a run folder from its last checkpoint.
 
@@ -227,7 +234,13 @@ def run(recipe: Recipe | dict[str, Any] | str | os.PathLike[str] | None = None, 
             files left by a killed write are removed.
         backend: Override ``train.backend``.
         epochs: Override ``train.epochs`` (the total, counting resumed epochs).
-        progress: Show a progress bar on ``stream`` (stderr).
+        progress: Show progress on ``stream`` (stderr); ``False`` shows nothing.
+        bar: Per-batch progress bars with the running loss (tqdm): ``None`` when ``stream`` is
+            a terminal, else one plain line per epoch (see :mod:`optiplug.training.progress`).
+        tensorboard: Also write TensorBoard event files into ``tensorboard/<run folder
+            name>/`` (needs ``tensorboard``; see :mod:`optiplug.training.tensorboard_log`).
+            A resumed run writes the epochs it keeps again, then continues.
+        stream: Where progress goes (``sys.stderr`` by default).
         kill_after_epoch: Testing aid: SIGKILL this process right after that epoch's
             checkpoint, as a crash would.
 
@@ -235,9 +248,13 @@ def run(recipe: Recipe | dict[str, Any] | str | os.PathLike[str] | None = None, 
         ConfigError: invalid recipe, or a recipe that differs from the resumed run's.
         CheckpointError: the run folder's checkpoint is corrupt or mismatched.
         RunFolderInUseError: another process holds the run folder.
+        MissingPackageError: ``tensorboard`` is asked for but not installed (checked first).
         OSError: the run folder cannot be written (the last checkpoint stays as it was).
     """
+    if tensorboard is not None:
+        require_tensorboard()
     stream = stream if stream is not None else sys.stderr
+    show = _Show(progress, bar, stream, None if tensorboard is None else Path(tensorboard))
     if resume is not None:
         run_dir = Path(resume)
         if out is not None and Path(out).resolve() != run_dir.resolve():
@@ -248,8 +265,7 @@ def run(recipe: Recipe | dict[str, Any] | str | os.PathLike[str] | None = None, 
             raise ConfigError(f"{run_dir} is not a run folder (no such folder); start a run "
                               f"there with --out {run_dir}")
         with RunFolderLock(run_dir):
-            return _resume(run_dir, given, backend, epochs, progress, stream,
-                           kill_after_epoch)
+            return _resume(run_dir, given, backend, epochs, show, kill_after_epoch)
     resolved = _override(load_recipe(recipe), backend, epochs)
     trainer = Trainer(resolved)
     run_dir = Path(out) if out is not None else _new_run_dir(resolved.name)
@@ -260,11 +276,21 @@ def run(recipe: Recipe | dict[str, Any] | str | os.PathLike[str] | None = None, 
                               f"continue it with --resume {run_dir}")
         _clean(run_dir)
         write_text_atomic(run_dir / CONFIG_FILE, _yaml_dump(recipe_to_dict(resolved)))
-        return _train(run_dir, trainer, None, progress, stream, kill_after_epoch)
+        return _train(run_dir, trainer, None, show, kill_after_epoch)
+
+
+@dataclass(frozen=True)
+class _Show:
+    """How a run reports: progress on ``stream``, and where TensorBoard logs go."""
+
+    progress: bool
+    bar: bool | None
+    stream: TextIO
+    tensorboard: Path | None
 
 
 def _resume(run_dir: Path, given: Recipe | None, backend: str | None, epochs: int | None,
-            progress: bool, stream: TextIO, kill_after_epoch: int | None) -> RunResult:
+            show: _Show, kill_after_epoch: int | None) -> RunResult:
     """Continue ``run_dir`` (held by this process) from its checkpoint, or from scratch."""
     _clean(run_dir)
     recorded = (run_dir / CONFIG_FILE).is_file()
@@ -291,10 +317,11 @@ def _resume(run_dir: Path, given: Recipe | None, backend: str | None, epochs: in
         resumed_from = trainer.epoch
     # Metrics of epochs after the checkpoint would be trained again: show what is kept.
     write_metrics(run_dir, trainer.history, durable=False)
-    if progress:
-        stream.write(f"resuming {run_dir} after epoch {resumed_from}\n" if resumed_from
-                     is not None else f"starting {run_dir} again: it has no checkpoint yet\n")
-    return _train(run_dir, trainer, resumed_from, progress, stream, kill_after_epoch)
+    if show.progress:
+        show.stream.write(f"resuming {run_dir} after epoch {resumed_from}\n" if resumed_from
+                          is not None else
+                          f"starting {run_dir} again: it has no checkpoint yet\n")
+    return _train(run_dir, trainer, resumed_from, show, kill_after_epoch)
 
 
 def _clean(run_dir: Path) -> None:
@@ -318,28 +345,37 @@ def _new_run_dir(name: str) -> Path:
         return candidate
 
 
-def _train(run_dir: Path, trainer: Trainer, resumed_from: int | None, progress: bool,
-           stream: TextIO, kill_after_epoch: int | None) -> RunResult:
+def _train(run_dir: Path, trainer: Trainer, resumed_from: int | None, show: _Show,
+           kill_after_epoch: int | None) -> RunResult:
     """Train the held ``run_dir`` to the end: checkpoints, metrics, then the plot."""
     resolved = trainer.recipe
     checkpoint = _checkpoint_path(run_dir, trainer)
     total = resolved.train.epochs
-    bar = Progress(total, stream=stream) if progress else None
+    display = progress_display(total, trainer.batches_per_epoch, stream=show.stream,
+                               bar=show.bar, start_epoch=trainer.epoch) if show.progress else None
+    tensorboard_dir = None if show.tensorboard is None else show.tensorboard / run_dir.name
+    events = None if tensorboard_dir is None else TensorBoardLog(tensorboard_dir,
+                                                                 trainer.history)
     elapsed_before = sum(r["seconds"] for r in trainer.history)
     started = time.perf_counter()
 
     def on_epoch(trainer: Trainer, record: dict[str, Any]) -> None:
         write_metrics(run_dir, trainer.history, durable=False)
-        if bar is not None:
-            bar.update(record, elapsed_before + time.perf_counter() - started)
+        if events is not None:
+            events.add_epoch(record)
+        if display is not None:
+            display.epoch(record, elapsed_before + time.perf_counter() - started)
         if kill_after_epoch is not None and trainer.epoch >= kill_after_epoch:
             os.kill(os.getpid(), signal.SIGKILL)
 
     try:
-        trainer.fit(total, checkpoint=checkpoint, on_epoch=on_epoch)
+        trainer.fit(total, checkpoint=checkpoint, on_epoch=on_epoch,
+                    on_batch=None if display is None else display.batch)
     finally:
-        if bar is not None:
-            bar.close()
+        if display is not None:
+            display.close()
+        if events is not None:
+            events.close()
     history = trainer.history
     write_metrics(run_dir, history, extra={"backend": trainer.runner.backend,
                                            "recipe": resolved.name})
@@ -355,7 +391,7 @@ def _train(run_dir: Path, trainer: Trainer, resumed_from: int | None, progress: 
                            title=f"{resolved.name}: weight-gradient norm by layer "
                                  f"({trainer.runner.backend})")
     return RunResult(run_dir=run_dir, recipe=resolved, history=history,
-                     resumed_from=resumed_from, notes=notes)
+                     resumed_from=resumed_from, notes=notes, tensorboard_dir=tensorboard_dir)
 
 
 def _override(recipe: Recipe, backend: str | None, epochs: int | None) -> Recipe:
@@ -376,6 +412,9 @@ def summary(result: RunResult) -> str:
         ", curves.png" if plotted else "")
     if result.history and result.history[-1].get("layers"):
         files += ", layers.csv" + (", gradients.png" if plotted else "")
-    lines = [_final_table(result.history), f"\nrun folder: {result.run_dir}  ({files})",
-             *(f"note: {note}" for note in result.notes)]
+    lines = [_final_table(result.history), f"\nrun folder: {result.run_dir}  ({files})"]
+    if result.tensorboard_dir is not None:
+        lines.append(f"tensorboard: {result.tensorboard_dir}  (tensorboard --logdir "
+                     f"{result.tensorboard_dir.parent})")
+    lines.extend(f"note: {note}" for note in result.notes)
     return "\n".join(lines)
