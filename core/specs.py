@@ -11,6 +11,7 @@ infinity is never a valid hyperparameter. ``type(spec)(**spec.model_dump())`` an
 from __future__ import annotations
 
 import fnmatch
+import math
 import re
 import threading
 import typing
@@ -183,8 +184,9 @@ class ParamGroupRule(BaseModel):
         return {key: value for key in _SETTINGS if (value := getattr(self, key)) is not None}
 
 
-ClipNormType = Annotated[float, Field(gt=0, allow_inf_nan=True)]
-"""The ``p`` of a ``p``-norm: a positive number, ``inf`` included (NaN is not ``> 0``)."""
+ClipNormType = PositiveFloat | Literal["inf"]
+"""The ``p`` of a ``p``-norm: a positive number, or ``"inf"`` for the largest magnitude
+(a string, as specs hold no infinite numbers: ``clip_grad_norm_type: inf`` in YAML)."""
 _GROUPING_FIELDS: Final = frozenset({"param_groups", "decay_bias_and_norm", "layer_decay",
                                      "layer_patterns"})
 _CLIP_FIELDS: Final = ("clip_grad_norm", "clip_grad_norm_type", "clip_grad_value")
@@ -230,7 +232,7 @@ class OptimizerSpec(Spec):
     """Clip the gradients of all the optimizer's parameters to this total norm before each
     step (``torch.nn.utils.clip_grad_norm_``). ``None``: no clipping."""
     clip_grad_norm_type: ClipNormType = 2.0
-    """The ``p`` of the total ``p``-norm of :attr:`clip_grad_norm` (``inf``: the largest
+    """The ``p`` of the total ``p``-norm of :attr:`clip_grad_norm` (``"inf"``: the largest
     magnitude)."""
     clip_grad_value: PositiveFloat | None = None
     """Clip every gradient element to ``[-value, value]`` before each step
@@ -259,8 +261,9 @@ class OptimizerSpec(Spec):
         """The gradient-clipping options that are set, as optimizer keyword arguments
         (empty when neither :attr:`clip_grad_norm` nor :attr:`clip_grad_value` is)."""
         if self.clip_grad_norm is not None:
+            norm_type = self.clip_grad_norm_type
             return {"clip_grad_norm": self.clip_grad_norm,
-                    "clip_grad_norm_type": self.clip_grad_norm_type}
+                    "clip_grad_norm_type": math.inf if norm_type == "inf" else norm_type}
         if self.clip_grad_value is not None:
             return {"clip_grad_value": self.clip_grad_value}
         return {}

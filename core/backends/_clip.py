@@ -85,4 +85,5 @@ def clip_arrays(grads: Sequence[Array], options: Mapping[str, float]) -> list[Ar
     clamped = coef if math.isnan(coef) else min(coef, 1.0)
     if clamped == 1.0:
         return list(grads)
-    return [g * g.dtype.type(clamped) for g in grads]
+    with np.errstate(invalid="ignore"):  # inf * 0 is NaN, silently, as in torch
+        return [g * g.dtype.type(clamped) for g in grads]
