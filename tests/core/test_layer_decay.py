@@ -149,7 +149,7 @@ def test_layer_decay_errors_name_the_field() -> None:
     for bad in ({"layer_decay": 0.0}, {"layer_decay": 1.5}, {"layer_patterns": ["("]}):
         with pytest.raises(optiplug.ConfigError) as error:
             optiplug.spec("optimizer", "sgd", **bad)
-        assert list(bad)[0] in str(error.value)
+        assert next(iter(bad)) in str(error.value)
 
 
 def test_schedulers_keep_the_layer_ratios() -> None:
