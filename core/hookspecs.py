@@ -79,8 +79,12 @@ def optiplug_optimizers() -> list[Technique]:
     layer or a generator. Both ``torch.optim.Optimizer`` (named params are torch's own
     format) and :class:`~optiplug.backends.numpy.NumpyOptimizer` (which names bare arrays by
     position) take it as it is; a NumPy layer's ``grads`` dict rides along as
-    ``params.grads``. ``spec.group_params(params)`` applies the spec's ``param_groups`` rules
-    to it and returns the same form (named).
+    ``params.grads``. ``spec.group_params(params)`` applies the spec's ``param_groups`` rules,
+    the default no weight decay on biases and normalization weights and ``layer_decay`` to it
+    and returns the same form (named). ``spec.optimizer_arguments()`` holds the gradient
+    clipping options when they are set (``clip_grad_norm``, ``clip_grad_norm_type``,
+    ``clip_grad_value``): pass them on to the base class (``NumpyOptimizer`` or
+    ``TorchOptimizer``, which clip before every step), as ``**options`` do.
 
     The normalization is :func:`optiplug.param_groups.normalize_params`; ``optiplug.build``
     (so the API, config files and the training loop) calls it before every builder, and the

@@ -24,25 +24,42 @@ A rule that matches no parameter is an error, and so is a parameter that two rul
 different values of the same setting (``lr`` and ``lr_mult`` count as the same setting).
 :func:`param_groups` returns the groups together with a dry-run table of what each parameter
 gets, for ``optiplug.param_groups(...)`` and the CLI.
+
+Two defaults of the field come on top of the rules, in this order of precedence:
+
+1. **No weight decay on biases and normalization weights** (roles ``bias`` and ``norm``),
+   as timm's ``filter_bias_and_bn`` and pytorch_optimizer's ``get_optimizer_parameters`` do,
+   when the optimizer's ``weight_decay`` is > 0 and the parameters have names. A rule that
+   sets a parameter's ``weight_decay`` wins over it; ``decay_bias_and_norm=True`` turns it off.
+   The table marks the parameters it applies to with ``no_decay`` in the ``rules`` column.
+   Unnamed parameters (a plain list of tensors) are not filtered, as ``torch.optim`` does not.
+2. **Layer-wise lr decay** (``layer_decay``): the top layer keeps its lr and each layer below
+   gets ``layer_decay`` times the lr of the layer above; the factor multiplies whatever lr the
+   parameter has after the rules (``lr`` or ``lr_mult``). Layers come from
+   ``layer_patterns`` (regular expressions, bottom up) or from the names (see
+   :func:`layer_map`). The table then shows each parameter's ``layer`` and ``lr_scale``.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, Final, NamedTuple
 
 from pydantic import model_validator
 
 from .errors import ConfigError, ConfigIssue
 from .specs import OptimizerSpec, ParamGroupRule, Role
 
-__all__ = ["ForeachChoiceSpec", "GroupRow", "KernelChoiceSpec", "ParamGroupList",
-           "ParamGroupRule", "ParamGroups", "Role", "StandardOptimizerSpec", "dry_run",
-           "holds_params", "named_params", "normalize_params", "param_groups"]
+__all__ = ["NO_DECAY_ROLES", "ForeachChoiceSpec", "GroupRow", "KernelChoiceSpec",
+           "ParamGroupList", "ParamGroupRule", "ParamGroups", "Role", "StandardOptimizerSpec",
+           "dry_run", "holds_params", "layer_map", "named_params", "normalize_params",
+           "param_groups", "spec_param_groups"]
 
 _NORM_COMPONENT = re.compile(r"(norm|^bn\d*$|^ln(_\w+)?\d*$|^gn\d*$)", re.IGNORECASE)
 _NORM_WEIGHT_NAMES = frozenset({"weight", "gamma", "scale"})
+NO_DECAY_ROLES: Final[frozenset[str]] = frozenset({"bias", "norm"})
+"""The roles that get no weight decay by default (see ``decay_bias_and_norm``)."""
 
 
 StandardOptimizerSpec = OptimizerSpec
@@ -90,7 +107,12 @@ class KernelChoiceSpec(ForeachChoiceSpec):
 
 
 class GroupRow(NamedTuple):
-    """One line of the dry-run table: what one parameter gets."""
+    """One line of the dry-run table: what one parameter gets.
+
+    ``lr`` is the parameter's lr with every rule and its layer's ``lr_scale`` applied;
+    ``no_decay`` says the default filter gave it ``weight_decay`` 0; ``layer`` is its layer
+    (counted from the bottom) when layer decay is on, else ``None``.
+    """
 
     name: str
     shape: tuple[int, ...]
@@ -99,6 +121,9 @@ class GroupRow(NamedTuple):
     lr: float | None
     weight_decay: float | None
     rules: tuple[int, ...]
+    lr_scale: float = 1.0
+    no_decay: bool = False
+    layer: int | None = None
 
 
 class ParamGroups(NamedTuple):
@@ -279,7 +304,14 @@ def named_params(params: Any) -> tuple[list[tuple[str, Any]], dict[str, str]]:
         ConfigError: param-group dicts with settings are given (rules need a flat parameter
             list) or a name repeats.
     """
+    items, owners, _ = _flatten(params)
+    return items, owners
+
+
+def _flatten(params: Any) -> tuple[list[tuple[str, Any]], dict[str, str], bool]:
+    """:func:`named_params`, and whether the parameters came with names."""
     owners: dict[str, str] = {}
+    named = True
     if isinstance(params, ParamGroups):
         params = params.groups
     if hasattr(params, "named_parameters") and hasattr(params, "named_modules"):
@@ -297,21 +329,28 @@ def named_params(params: Any) -> tuple[list[tuple[str, Any]], dict[str, str]]:
                   list(params) if isinstance(params, Iterable) and not _is_leaf(params)
                   else [params])
         if any(isinstance(item, Mapping) for item in listed):
-            if any(set(item) - {"params", "param_names"} for item in listed
-                   if isinstance(item, Mapping)):
+            if _has_settings(listed):
                 raise ConfigError("param-group rules need a flat set of parameters, not "
                                   "param-group dicts with their own settings")
-            flat = [item for group in normalize_params(listed) for item in group["params"]]
-            items = [item if _is_named(item) else (str(index), item)
-                     for index, item in enumerate(flat)]
-        else:
-            items = [item if _is_named(item) else (str(index), item)  # type: ignore[misc]
-                     for index, item in enumerate(listed)]
+            listed = [item for group in normalize_params(listed) for item in group["params"]]
+        named = any(_is_named(item) for item in listed)
+        items = [item if _is_named(item) else (str(index), item)  # type: ignore[misc]
+                 for index, item in enumerate(listed)]
     names = [name for name, _ in items]
     if len(set(names)) != len(names):
         repeated = sorted({name for name in names if names.count(name) > 1})
         raise ConfigError(f"parameter names repeat: {', '.join(repeated)}")
-    return items, owners
+    return items, owners, named
+
+
+def _has_settings(params: Any) -> bool:
+    """Whether ``params`` holds param-group dicts with settings of their own (``lr``, ...)."""
+    if isinstance(params, ParamGroups):
+        return False
+    groups = ([params] if isinstance(params, Mapping) and "params" in params else
+              params if isinstance(params, list) else [])
+    return any(isinstance(group, Mapping) and bool(set(group) - {"params", "param_names"})
+               for group in groups)
 
 
 def _is_named(item: Any) -> bool:
@@ -333,32 +372,56 @@ def _roles(name: str, param: Any) -> frozenset[str]:
     return frozenset(roles)
 
 
-def param_groups(params: Any, rules: Sequence[ParamGroupRule | Mapping[str, Any]],
-                 **defaults: Any) -> ParamGroups:
-    """Split ``params`` into param groups by ``rules`` and make the dry-run table.
+def param_groups(params: Any, rules: Sequence[ParamGroupRule | Mapping[str, Any]] = (), *,
+                 lr: float | None = None, weight_decay: float | None = None,
+                 decay_bias_and_norm: bool = False, layer_decay: float | None = None,
+                 layer_patterns: Sequence[str] = ()) -> ParamGroups:
+    """Split ``params`` into param groups by ``rules`` and the defaults, and make the dry-run
+    table.
 
     Args:
         params: An ``nn.Module``, ``named_parameters()``, a ``{name: param}`` mapping, a NumPy
             layer, ``(name, param)`` pairs or plain parameters (named by position).
         rules: :class:`ParamGroupRule` objects or mappings validated into them.
-        **defaults: The optimizer's own ``lr`` and ``weight_decay``: the table shows them for
-            parameters no rule changes, and ``lr_mult`` multiplies ``lr``.
+        lr: The optimizer's lr: the table shows it for parameters no rule changes, and
+            ``lr_mult`` and ``layer_decay`` multiply it.
+        weight_decay: The optimizer's weight decay; when > 0, biases and normalization
+            weights get 0 unless ``decay_bias_and_norm`` or a rule sets theirs.
+        decay_bias_and_norm: Decay biases and normalization weights too (no default filter).
+        layer_decay: Layer-wise lr decay factor in ``(0, 1]``; ``None``: off.
+        layer_patterns: Regular expressions, one per layer from the bottom up (see
+            :func:`layer_map`); empty: layers from the names.
 
     Returns:
         :class:`ParamGroups`: ``groups`` for the optimizer, ``table`` to print, ``rows``.
 
     Raises:
         ConfigError: a rule is invalid or matches no parameter, two rules conflict on one
-            parameter, or ``lr_mult`` is used without a base ``lr``.
+            parameter, ``lr_mult`` or ``layer_decay`` is used without a base ``lr``, a layer
+            pattern matches no parameter (path ``layer_patterns.N``), or ``layer_decay`` is
+            given parameters without names (path ``layer_decay``).
     """
     parsed = _parse_rules(rules)
-    items, _ = named_params(params)
-    base_lr = defaults.get("lr")
-    base_decay = defaults.get("weight_decay")
+    items, _, named = _flatten(params)
+    base_lr, base_decay = lr, weight_decay
+    filtering = (not decay_bias_and_norm and named and isinstance(base_decay, (int, float))
+                 and base_decay > 0)
     issues: list[ConfigIssue] = []
+    layers: list[int] | None = None
+    scales: list[float] = []
+    if layer_decay is not None:
+        if not named:
+            raise ConfigError([ConfigIssue("layer_decay", (
+                "layer-wise lr decay needs named parameters to find the layers: give the "
+                "model, named_parameters() or a {name: param} dict"))])
+        if base_lr is None:
+            issues.append(ConfigIssue("layer_decay", "layer_decay needs the optimizer's lr"))
+        layers, count = layer_map([name for name, _ in items], layer_patterns)
+        scales = [float(layer_decay) ** (count - 1 - index) for index in range(count)]
     hits = [0] * len(parsed)
-    resolved: list[tuple[str, Any, frozenset[str], dict[str, float], tuple[int, ...]]] = []
-    for name, param in items:
+    resolved: list[tuple[str, Any, frozenset[str], dict[str, float], tuple[int, ...], bool,
+                         float, int | None]] = []
+    for position, (name, param) in enumerate(items):
         roles = _roles(name, param)
         settings: dict[str, float] = {}
         source: dict[str, int] = {}
@@ -385,7 +448,14 @@ def param_groups(params: Any, rules: Sequence[ParamGroupRule | Mapping[str, Any]
                     "lr_mult needs the optimizer's lr")))
             else:
                 settings["lr"] = float(base_lr) * settings.pop("lr_mult")
-        resolved.append((name, param, roles, settings, tuple(matched)))
+        no_decay = filtering and "weight_decay" not in settings and bool(roles & NO_DECAY_ROLES)
+        if no_decay:
+            settings["weight_decay"] = 0.0
+        layer = None if layers is None else layers[position]
+        scale = 1.0 if layer is None else scales[layer]
+        if scale != 1.0 and base_lr is not None:
+            settings["lr"] = settings.get("lr", float(base_lr)) * scale
+        resolved.append((name, param, roles, settings, tuple(matched), no_decay, scale, layer))
     for index, count in enumerate(hits):
         if count == 0:
             issues.append(ConfigIssue(str(index), (
@@ -397,7 +467,7 @@ def param_groups(params: Any, rules: Sequence[ParamGroupRule | Mapping[str, Any]
     group_index: dict[tuple[tuple[str, float], ...], int] = {}
     groups: list[dict[str, Any]] = []
     rows: list[GroupRow] = []
-    for name, param, roles, settings, rule_indices in resolved:
+    for name, param, roles, settings, rule_indices, no_decay, scale, layer in resolved:
         signature = tuple(sorted(settings.items()))
         if signature not in group_index:
             group_index[signature] = len(groups)
@@ -408,8 +478,72 @@ def param_groups(params: Any, rules: Sequence[ParamGroupRule | Mapping[str, Any]
                              roles=tuple(sorted(roles)), group=position,
                              lr=settings.get("lr", base_lr),
                              weight_decay=settings.get("weight_decay", base_decay),
-                             rules=rule_indices))
-    return ParamGroups(groups=groups, table=_render(rows), rows=tuple(rows))
+                             rules=rule_indices, lr_scale=scale, no_decay=no_decay,
+                             layer=layer))
+    return ParamGroups(groups=groups, table=_render(rows, layered=layers is not None),
+                       rows=tuple(rows))
+
+
+def layer_map(names: Sequence[str], patterns: Sequence[str] = ()) -> tuple[list[int], int]:
+    """The layer of each parameter name, counted from the bottom, and the number of layers.
+
+    With ``patterns`` (regular expressions, one per layer from the bottom up), a name is in
+    the layer of the first pattern found in it (``re.search``); names no pattern finds form
+    one more layer on top (a classifier head, say).
+
+    Without, layers come from the names, in the order the parameters are given (a model's
+    ``named_parameters()`` follow its definition): a name's *block* is its prefix up to its
+    first all-digit component (``blocks.3.attn.qkv.weight`` -> ``blocks.3``, ``0.weight`` ->
+    ``0``), and each block is a layer. Unnumbered parameters before the first block (a stem:
+    ``patch_embed``, ``pos_embed``) form layer 0, those after the last block (a final norm
+    and head) the top layer, and those between blocks join the block before them. Names with
+    no numbered component at all (``fc1.weight``, ``fc2.bias``) are grouped by their first
+    component, each group a layer. So an ``nn.Module``, its ``named_parameters()`` and a
+    ``{name: array}`` dict of the same model get the same layers.
+
+    Raises:
+        ConfigError: a pattern finds no parameter it would place (path ``layer_patterns.N``).
+    """
+    count: int
+    if patterns:
+        compiled = [re.compile(pattern) for pattern in patterns]
+        found = [next((index for index, pattern in enumerate(compiled) if pattern.search(name)),
+                      len(compiled)) for name in names]
+        unused = [index for index in range(len(compiled)) if index not in found]
+        if unused:
+            raise ConfigError([ConfigIssue(f"layer_patterns.{index}", (
+                f"pattern {patterns[index]!r} places no parameter (an earlier pattern may "
+                f"take them); the parameters are: {_preview(list(names))}"))
+                for index in unused])
+        count = len(compiled) + (len(compiled) in found)
+        return found, count
+    blocks = [_block(name) for name in names]
+    if all(block is None for block in blocks):
+        firsts = {name.split(".")[0]: None for name in names}
+        order = {first: index for index, first in enumerate(firsts)}
+        return [order[name.split(".")[0]] for name in names], len(order)
+    last_numbered = max(index for index, block in enumerate(blocks) if block is not None)
+    stem = blocks[0] is None
+    ids: dict[str, int] = {}
+    layers: list[int] = []
+    current = 0
+    for index, block in enumerate(blocks):
+        if block is not None:
+            if block not in ids:
+                ids[block] = len(ids) + int(stem)
+            current = ids[block]
+        elif index > last_numbered:
+            current = len(ids) + int(stem)
+        layers.append(current)
+    return layers, max(layers) + 1
+
+
+def _block(name: str) -> str | None:
+    parts = name.split(".")
+    for index, part in enumerate(parts):
+        if part.isdigit():
+            return ".".join(parts[:index + 1])
+    return None
 
 
 class _Shape:
@@ -422,26 +556,77 @@ class _Shape:
 
 
 def dry_run(spec: OptimizerSpec, params: Any) -> ParamGroups:
-    """What an optimizer config's ``param_groups`` rules do to ``params``, without building it.
+    """What an optimizer config does to ``params``' groups, without building it: its
+    ``param_groups`` rules, the default no-decay filter and layer-wise lr decay.
 
     Args:
-        spec: A validated optimizer spec (its ``param_groups``, ``lr`` and ``weight_decay``).
+        spec: A validated optimizer spec (a wrapper's base decides, see
+            :meth:`optiplug.OptimizerSpec.grouping_spec`).
         params: Anything :func:`param_groups` takes, or a ``{name: shape}`` mapping (a list of
             ints per name), so a CLI can dry-run from a shapes file.
 
     Raises:
-        ConfigError: as :func:`param_groups`, with paths under ``param_groups``.
+        ConfigError: as :func:`param_groups`, with paths such as ``param_groups.0`` and
+            ``layer_decay``.
     """
     if isinstance(params, Mapping) and params and all(
             isinstance(v, (list, tuple)) and all(isinstance(d, int) for d in v)
             for v in params.values()):
         params = {name: _Shape(shape) for name, shape in params.items()}
-    rules = getattr(spec, "param_groups", ())
+    return _spec_groups(spec.grouping_spec(), params)
+
+
+def spec_param_groups(spec: OptimizerSpec, params: Any) -> ParamGroups | None:
+    """The groups an optimizer spec makes of ``params`` (what
+    :meth:`optiplug.OptimizerSpec.group_params` builds), or ``None`` when nothing applies:
+    no rules and no layer decay, and the no-decay filter off, not applicable (no
+    ``weight_decay`` > 0) or given unnamed parameters or param-group dicts of the user's own.
+
+    Raises:
+        ConfigError: as :func:`param_groups`, with paths such as ``param_groups.0``.
+    """
+    decay = getattr(spec, "weight_decay", None)
+    filtering = (not getattr(spec, "decay_bias_and_norm", True)
+                 and isinstance(decay, (int, float)) and decay > 0)
+    if not spec.param_groups and getattr(spec, "layer_decay", None) is None:
+        if not filtering or _has_settings(params) or not _names_known(params):
+            return None
+    elif getattr(spec, "layer_decay", None) is not None and _has_settings(params):
+        raise ConfigError([ConfigIssue("layer_decay", (
+            "layer-wise lr decay needs one flat set of named parameters (a model, "
+            "named_parameters() or a {name: param} dict), not param-group dicts with settings "
+            "of their own"))])
+    return _spec_groups(spec, params)
+
+
+def _names_known(params: Any) -> bool:
+    """Whether ``params`` names its parameters, read without consuming an iterator (one that
+    is not a list, tuple or mapping counts as unnamed: the no-decay filter then stays off)."""
+    if isinstance(params, ParamGroups) or hasattr(params, "named_parameters") or isinstance(
+            getattr(params, "params", None), Mapping):
+        return True
+    if isinstance(params, Mapping):
+        return "params" not in params or "param_names" in params or _names_known(
+            params["params"])
+    if isinstance(params, (list, tuple)):
+        return any(_is_named(item) or (isinstance(item, Mapping) and _names_known(item))
+                   for item in params)
+    return False
+
+
+def _spec_groups(spec: OptimizerSpec, params: Any) -> ParamGroups:
     try:
-        return param_groups(params, rules, lr=spec.lr,
-                            weight_decay=getattr(spec, "weight_decay", None))
+        return param_groups(params, getattr(spec, "param_groups", ()), lr=spec.lr,
+                            weight_decay=getattr(spec, "weight_decay", None),
+                            decay_bias_and_norm=getattr(spec, "decay_bias_and_norm", True),
+                            layer_decay=getattr(spec, "layer_decay", None),
+                            layer_patterns=getattr(spec, "layer_patterns", ()))
     except ConfigError as exc:
-        raise exc.prefixed("param_groups") from None
+        # Rule issues are reported under param_groups; layer_decay/layer_patterns are fields.
+        raise ConfigError([issue if issue.path.startswith(("layer_decay", "layer_patterns"))
+                           else ConfigIssue(f"param_groups.{issue.path}" if issue.path
+                                            else "param_groups", issue.message)
+                           for issue in exc.issues], source=exc.source) from None
 
 
 def _parse_rules(rules: Sequence[ParamGroupRule | Mapping[str, Any]]) -> list[ParamGroupRule]:
@@ -471,15 +656,19 @@ def _preview(names: list[str], limit: int = 8) -> str:
     return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
-def _render(rows: Sequence[GroupRow]) -> str:
+def _render(rows: Sequence[GroupRow], layered: bool = False) -> str:
     def number(value: float | None) -> str:
         return "-" if value is None else f"{value:g}"
 
-    header = ("parameter", "shape", "roles", "group", "lr", "weight_decay", "rules")
+    header: tuple[str, ...] = ("parameter", "shape", "roles", "group",
+                               *(("layer",) if layered else ()), "lr",
+                               *(("lr_scale",) if layered else ()), "weight_decay", "rules")
     lines = [header] + [
         (row.name, "x".join(str(d) for d in row.shape) or "scalar", ",".join(row.roles) or "-",
-         str(row.group), number(row.lr), number(row.weight_decay),
-         ",".join(str(i) for i in row.rules) or "-")
+         str(row.group), *((str(row.layer),) if layered else ()), number(row.lr),
+         *((f"{row.lr_scale:.6g}",) if layered else ()), number(row.weight_decay),
+         ",".join([*(str(i) for i in row.rules), *(("no_decay",) if row.no_decay else ())])
+         or "-")
         for row in rows]
     widths = [max(len(line[column]) for line in lines) for column in range(len(header))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths,

@@ -11,6 +11,7 @@ infinity is never a valid hyperparameter. ``type(spec)(**spec.model_dump())`` an
 from __future__ import annotations
 
 import fnmatch
+import math
 import re
 import threading
 import typing
@@ -31,6 +32,7 @@ __all__ = [
     "KINDS",
     "ActivationSpec",
     "Beta",
+    "ClipNormType",
     "InitializerSpec",
     "Interval",
     "Kind",
@@ -182,19 +184,30 @@ class ParamGroupRule(BaseModel):
         return {key: value for key in _SETTINGS if (value := getattr(self, key)) is not None}
 
 
+ClipNormType = PositiveFloat | Literal["inf"]
+"""The ``p`` of a ``p``-norm: a positive number, or ``"inf"`` for the largest magnitude
+(a string, as specs hold no infinite numbers: ``clip_grad_norm_type: inf`` in YAML)."""
+_GROUPING_FIELDS: Final = frozenset({"param_groups", "decay_bias_and_norm", "layer_decay",
+                                     "layer_patterns"})
+_CLIP_FIELDS: Final = ("clip_grad_norm", "clip_grad_norm_type", "clip_grad_value")
+
+
 class OptimizerSpec(Spec):
-    """Base of optimizer specs: a learning rate, param-group rules and the nonfinite policy.
+    """Base of optimizer specs: a learning rate, param groups, gradient clipping and the
+    nonfinite policy.
 
     Every optimizer, builtin or third-party, subclasses this. A builder passes
-    :meth:`group_params` (the params split by the rules) and :meth:`optimizer_arguments` (every
-    hyperparameter, ``nonfinite`` included) to its optimizer class: a subclass of
+    :meth:`group_params` (the params split into groups by the rules, the default no-decay
+    filter and layer-wise lr decay) and :meth:`optimizer_arguments` (every hyperparameter,
+    ``nonfinite`` and the clipping options included) to its optimizer class: a subclass of
     ``optiplug.backends.numpy.NumpyOptimizer`` or of a ``torch.optim.Optimizer`` with
-    ``optiplug.backends.torch.TorchOptimizer`` mixed in, which apply the policy and key the
-    state by parameter name.
+    ``optiplug.backends.torch.TorchOptimizer`` mixed in, which apply the policy, clip the
+    gradients and key the state by parameter name.
     """
 
     spec_kind: ClassVar[Kind] = "optimizer"
-    policy_fields: ClassVar[frozenset[str]] = frozenset({"nonfinite", "param_groups"})
+    policy_fields: ClassVar[frozenset[str]] = frozenset({"nonfinite", *_GROUPING_FIELDS,
+                                                         *_CLIP_FIELDS})
     """Fields that choose what happens around the update (policy), not the update itself: the
     conformance kit does not require that changing them changes a finite step's result."""
 
@@ -203,32 +216,85 @@ class OptimizerSpec(Spec):
     """Learning rate (step size), > 0."""
     param_groups: tuple[ParamGroupRule, ...] = ()
     """Param-group rules by name pattern and role setting lr, lr_mult and weight_decay."""
+    decay_bias_and_norm: bool = False
+    """Also decay biases and normalization weights (roles ``bias`` and ``norm``). By default
+    (``false``) they get ``weight_decay: 0`` when the optimizer has a ``weight_decay`` > 0 and
+    is built from named parameters (a model, ``named_parameters()``, a ``{name: param}``
+    dict), as timm's ``filter_bias_and_bn`` does; a rule setting their ``weight_decay`` wins."""
+    layer_decay: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] | None = None
+    """Layer-wise lr decay (BEiT, timm): the top layer keeps its lr, each layer below gets
+    ``layer_decay`` times the lr of the layer above. ``None``: off."""
+    layer_patterns: tuple[str, ...] = ()
+    """Regular expressions, one per layer from the bottom up, that say which layer a
+    parameter is in (the first that matches; the rest form the top layer). Empty: layers are
+    found from the parameter names (the numbered blocks of the model)."""
+    clip_grad_norm: PositiveFloat | None = None
+    """Clip the gradients of all the optimizer's parameters to this total norm before each
+    step (``torch.nn.utils.clip_grad_norm_``). ``None``: no clipping."""
+    clip_grad_norm_type: ClipNormType = 2.0
+    """The ``p`` of the total ``p``-norm of :attr:`clip_grad_norm` (``"inf"``: the largest
+    magnitude)."""
+    clip_grad_value: PositiveFloat | None = None
+    """Clip every gradient element to ``[-value, value]`` before each step
+    (``torch.nn.utils.clip_grad_value_``). ``None``: no clipping."""
     nonfinite: Nonfinite = "ignore"
     """On a NaN/inf gradient: ``raise`` (naming the parameter), ``skip`` the whole step
     (params and state untouched), or ``ignore`` (apply it, like torch)."""
 
+    @model_validator(mode="after")
+    def _one_clipping(self) -> OptimizerSpec:
+        if self.clip_grad_norm is not None and self.clip_grad_value is not None:
+            raise ValueError("give clip_grad_norm or clip_grad_value, not both")
+        if getattr(type(self), "closure_driven", False) and self.clipping():
+            raise ValueError("this optimizer evaluates its closure several times within a "
+                             "step, so its gradients cannot be clipped before the step: leave "
+                             "clip_grad_norm and clip_grad_value unset")
+        for index, pattern in enumerate(self.layer_patterns):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"layer_patterns.{index}: invalid regex {pattern!r}: "
+                                 f"{exc}") from None
+        return self
+
+    def clipping(self) -> dict[str, Any]:
+        """The gradient-clipping options that are set, as optimizer keyword arguments
+        (empty when neither :attr:`clip_grad_norm` nor :attr:`clip_grad_value` is)."""
+        if self.clip_grad_norm is not None:
+            norm_type = self.clip_grad_norm_type
+            return {"clip_grad_norm": self.clip_grad_norm,
+                    "clip_grad_norm_type": math.inf if norm_type == "inf" else norm_type}
+        if self.clip_grad_value is not None:
+            return {"clip_grad_value": self.clip_grad_value}
+        return {}
+
     def optimizer_arguments(self) -> dict[str, Any]:
-        """Keyword arguments for the optimizer classes: every hyperparameter but the rules."""
-        return {key: value for key, value in self.hyperparameters().items()
-                if key != "param_groups"}
+        """Keyword arguments for the optimizer classes: every hyperparameter but the grouping
+        fields, with the clipping options only when clipping is set (so an optimizer class
+        that predates them keeps working)."""
+        return {**{key: value for key, value in self.hyperparameters().items()
+                   if key not in _GROUPING_FIELDS and key not in _CLIP_FIELDS},
+                **self.clipping()}
+
+    def grouping_spec(self) -> OptimizerSpec:
+        """The spec whose grouping fields decide the param groups: this one (a wrapper
+        optimizer returns its base's, so dry runs show what the base builds)."""
+        return self
 
     def group_params(self, params: Any) -> Any:
-        """``params`` split into groups by :attr:`param_groups` (unchanged without rules).
+        """``params`` split into groups by :attr:`param_groups`, the default no-decay filter
+        (:attr:`decay_bias_and_norm`) and :attr:`layer_decay`; unchanged when none applies.
 
         Raises:
-            ConfigError: a rule matches nothing, or two rules conflict on a parameter.
+            ConfigError: a rule or layer pattern matches nothing, two rules conflict on a
+                parameter, or layer decay is asked of parameters without names.
         """
-        if not self.param_groups:
-            return params
-        from .errors import ConfigError
-        from .param_groups import ParamGroupList, param_groups
+        from .param_groups import ParamGroupList, spec_param_groups
 
-        defaults = {"lr": self.lr, "weight_decay": getattr(self, "weight_decay", 0.0)}
-        try:
-            groups = param_groups(params, self.param_groups, **defaults).groups
-        except ConfigError as exc:
-            raise exc.prefixed("param_groups") from None
-        return ParamGroupList(groups, grads=getattr(params, "grads", None))
+        grouped = spec_param_groups(self, params)
+        if grouped is None:
+            return params
+        return ParamGroupList(grouped.groups, grads=getattr(params, "grads", None))
 
 
 class InitializerSpec(Spec):

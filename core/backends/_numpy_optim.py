@@ -37,6 +37,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import ConfigError, NonfiniteGradientError
+from ._clip import checked_clipping, clip_arrays
 
 __all__ = ["NonfiniteGradientError", "NumpyOptimizer", "RemovableHandle", "effective_grad"]
 
@@ -115,6 +116,10 @@ class NumpyOptimizer:
             one per CPU core, up to 4. ``1`` runs everything in the calling thread.
         fused, foreach: torch's kernel choice, accepted so one config serves both backends:
             ``None`` or ``False`` only (NumPy has one kernel).
+        clip_grad_norm, clip_grad_norm_type, clip_grad_value: Gradient clipping before every
+            step, over the gradients of all groups, as ``torch.nn.utils.clip_grad_norm_`` /
+            ``clip_grad_value_`` (see :mod:`optiplug.backends._clip`); after the ``nonfinite``
+            check, on copies (the gradients given are not changed). ``None``: none.
 
     Attributes:
         param_groups: One dict per group: ``params`` (arrays), ``param_names`` and every
@@ -147,7 +152,12 @@ class NumpyOptimizer:
     def __init__(self, params: Any, defaults: Mapping[str, Any], *,
                  nonfinite: Nonfinite = "ignore", block_size: int | None = None,
                  threads: int | None = None, fused: bool | None = None,
-                 foreach: bool | None = None) -> None:
+                 foreach: bool | None = None, clip_grad_norm: float | None = None,
+                 clip_grad_norm_type: float = 2.0, clip_grad_value: float | None = None) -> None:
+        self.clipping = checked_clipping(clip_grad_norm, clip_grad_norm_type, clip_grad_value)
+        if self.clipping is not None and self.requires_closure:
+            raise ConfigError(f"{type(self).__name__} evaluates its closure within the step: "
+                              f"its gradients cannot be clipped before it")
         if nonfinite not in _NONFINITE:
             raise ConfigError(f"nonfinite must be one of {', '.join(_NONFINITE)}, "
                               f"got {nonfinite!r}")
@@ -379,6 +389,11 @@ class NumpyOptimizer:
             if self.nonfinite != "ignore" and not self._all_finite(work):
                 self.skipped_steps += 1
                 work = []
+            clipping = getattr(self, "clipping", None)
+            if work and clipping is not None:
+                clipped = clip_arrays([grad for _, _, _, grad in work], clipping)
+                work = [(group, name, param, grad) for (group, name, param, _), grad
+                        in zip(work, clipped, strict=True)]
             if work:
                 self._apply(work)
         if self._step_post_hooks:

@@ -21,7 +21,11 @@ also:
   after the parameters are reordered, and rejects a mismatch (missing or extra parameter,
   wrong shape, another optimizer's state) with a :class:`~optiplug.ConfigError` before
   changing anything;
-- applies the ``nonfinite`` policy (``raise``, ``skip`` or ``ignore``) to NaN/inf gradients.
+- applies the ``nonfinite`` policy (``raise``, ``skip`` or ``ignore``) to NaN/inf gradients;
+- clips the gradients before every step when asked (``clip_grad_norm``/``clip_grad_value``)
+  with ``torch.nn.utils.clip_grad_norm_``/``clip_grad_value_`` over every parameter of the
+  optimizer, after the ``nonfinite`` check (so a skipped step leaves ``.grad`` untouched);
+  like those functions it clips ``.grad`` in place.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
 from ..errors import ConfigError
 from ..param_groups import normalize_params
+from ._clip import checked_clipping
 from ._numpy_optim import SCHEDULER_GROUP_KEYS, NonfiniteGradientError
 
 __all__ = ["SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "NamedParamsOptimizer", "RMSprop",
@@ -78,6 +83,8 @@ class NamedParamsOptimizer(torch.optim.Optimizer):
         nonfinite: On a NaN/inf gradient: ``"raise"`` ``NonfiniteGradientError`` naming the
             parameter, ``"skip"`` the step (counted in ``skipped_steps``), or ``"ignore"``
             (torch's behaviour).
+        clip_grad_norm, clip_grad_norm_type, clip_grad_value: Gradient clipping before every
+            step (see the module docstring); ``None``: none.
         **kwargs: The torch class's own arguments.
     """
 
@@ -103,7 +110,9 @@ class NamedParamsOptimizer(torch.optim.Optimizer):
             cls.torch_class = algorithm
 
     def __init__(self, params: Any, *args: Any, nonfinite: str = "ignore",
-                 **kwargs: Any) -> None:
+                 clip_grad_norm: float | None = None, clip_grad_norm_type: float = 2.0,
+                 clip_grad_value: float | None = None, **kwargs: Any) -> None:
+        self.clipping = checked_clipping(clip_grad_norm, clip_grad_norm_type, clip_grad_value)
         if nonfinite not in _NONFINITE:
             raise ConfigError(f"nonfinite must be one of {', '.join(_NONFINITE)}, "
                               f"got {nonfinite!r}")
@@ -182,6 +191,7 @@ class NamedParamsOptimizer(torch.optim.Optimizer):
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state["nonfinite"] = getattr(self, "nonfinite", "ignore")
+        state["clipping"] = getattr(self, "clipping", None)
         state["skipped_steps"] = getattr(self, "skipped_steps", 0)
         state["_kernel_request"] = getattr(self, "_kernel_request", {})
         state["_kernel_requests"] = getattr(self, "_kernel_requests", [])
@@ -197,21 +207,32 @@ class NamedParamsOptimizer(torch.optim.Optimizer):
         unsafe = self._groups_unsafe_for_fused()
         for group in unsafe:
             group["fused"] = False
+        clipping = getattr(self, "clipping", None)
         try:
-            if getattr(self, "nonfinite", "ignore") == "ignore":
+            if getattr(self, "nonfinite", "ignore") == "ignore" and clipping is None:
                 return inner(self, closure)
             loss = None
             if closure is not None:
                 with torch.enable_grad():
                     loss = closure()
-            if not self._grads_finite():
+            if getattr(self, "nonfinite", "ignore") != "ignore" and not self._grads_finite():
                 self.skipped_steps += 1
                 return loss
+            if clipping is not None:
+                self._clip_grads(clipping)
             inner(self)
             return loss
         finally:
             for group in unsafe:
                 group["fused"] = True
+
+    def _clip_grads(self, clipping: Mapping[str, float]) -> None:
+        """Clip every parameter's ``.grad`` in place with torch's own functions."""
+        params = [p for group in self.param_groups for p in group["params"]]
+        if "clip_value" in clipping:
+            torch.nn.utils.clip_grad_value_(params, clipping["clip_value"])
+        else:
+            torch.nn.utils.clip_grad_norm_(params, clipping["max_norm"], clipping["norm_type"])
 
     def _groups_unsafe_for_fused(self) -> list[dict[str, Any]]:
         """Fused groups whose fused kernel would be wrong this step (none but in ``SGD``)."""

@@ -28,6 +28,7 @@ from ._initializer_checks import check_initializer_variance
 from ._isolation import check_numpy_without_torch
 from ._layer_checks import check_backends_agree, check_numerical_gradient
 from ._optimizer_checks import (
+    check_optimizer_gradient_clipping,
     check_optimizer_lr_from_param_groups,
     check_optimizer_missing_gradients,
     check_optimizer_state_dict,
@@ -49,6 +50,7 @@ __all__ = [
     "check_initializer_variance",
     "check_numerical_gradient",
     "check_numpy_without_torch",
+    "check_optimizer_gradient_clipping",
     "check_optimizer_lr_from_param_groups",
     "check_optimizer_missing_gradients",
     "check_optimizer_state_dict",
@@ -139,6 +141,7 @@ def _checks_for(technique: Technique, registry: Registry,
         per_backend("lr from param_groups", check_optimizer_lr_from_param_groups)
         per_backend("step hooks", check_optimizer_step_hooks)
         per_backend("gradients None on some steps", check_optimizer_missing_gradients)
+        per_backend("gradient clipping", check_optimizer_gradient_clipping)
         per_backend("trains in optiplug.training", check_optimizer_trains)
     elif t.kind == "scheduler":
         per_backend("state_dict", check_scheduler_state_dict)

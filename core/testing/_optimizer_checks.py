@@ -314,3 +314,42 @@ def check_optimizer_missing_gradients(technique: Technique, backend: str) -> Non
         for name in others:
             _close(technique, clause, values[name], reference[name], rtol=1e-12, atol=1e-15,
                    what=f"parameter {name!r} at step {step} (with {LATE!r} present vs absent)")
+
+
+_CLIP_NORM: Final = 1.0
+
+
+def check_optimizer_gradient_clipping(technique: Technique, backend: str) -> None:
+    """``clip_grad_norm`` (a field of every :class:`~optiplug.OptimizerSpec`) steps exactly as
+    the unclipped optimizer given the gradients clipped by hand before each step
+    (``torch.nn.utils.clip_grad_norm_`` on torch, its formula on NumPy): the base classes clip,
+    so an optimizer that builds its own class around them must pass the option on."""
+    _need(technique, backend)
+    clause = f"gradient clipping[{backend}]"
+    spec = example_spec(technique.spec)
+    if "clip_grad_norm" not in type(spec).model_fields:
+        raise CheckSkipped("the spec has no clip_grad_norm (not an optiplug.OptimizerSpec)")
+    clipped_spec = type(spec).model_validate({**spec.model_dump(), "clip_grad_norm": _CLIP_NORM})
+    clipped, clipped_params = _optimizer(technique, clipped_spec, backend, _numpy_params())
+    plain, plain_params = _optimizer(technique, spec, backend, _numpy_params())
+    for step in range(4):
+        if backend == "numpy":
+            clipped.step(_grads(clipped_params, step))
+            grads = _grads(plain_params, step)
+            norm = math.sqrt(math.fsum(float(np.vdot(g, g)) for g in grads.values()))
+            coef = min(_CLIP_NORM / (norm + 1e-6), 1.0)
+            plain.step({name: g * coef for name, g in grads.items()})
+            continue
+        import torch
+
+        clipped_params.set_grads(step)
+        clipped.step()
+        plain_params.set_grads(step)
+        torch.nn.utils.clip_grad_norm_(list(plain_params.params.values()), _CLIP_NORM)
+        plain.step()
+    got = clipped_params if backend == "numpy" else clipped_params.numpy()
+    want = plain_params if backend == "numpy" else plain_params.numpy()
+    for name in sorted(want):
+        _close(technique, clause, got[name], want[name], rtol=1e-9, atol=1e-12,
+               what=f"parameter {name!r} after 4 steps with clip_grad_norm={_CLIP_NORM}, against "
+                    f"the unclipped optimizer stepping on gradients clipped by hand")

@@ -186,13 +186,15 @@ class NumpyChainOptimizer(NumpyOptimizer):
         transform: A chain, or a :class:`~optiplug.transforms.MultiTransform`.
         lr: Default learning rate of the groups (read by ``scale_by_learning_rate``).
         nonfinite, block_size, threads: As for :class:`~optiplug.backends.numpy.NumpyOptimizer`.
+        **clipping: ``clip_grad_norm``, ``clip_grad_norm_type``, ``clip_grad_value``, as for
+            :class:`~optiplug.backends.numpy.NumpyOptimizer`.
     """
 
     scratch_blocks = 4
 
     def __init__(self, params: Any, transform: Chain | MultiTransform, *, lr: float = 1e-3,
                  nonfinite: Nonfinite = "ignore", block_size: int | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, **clipping: Any) -> None:
         self.transform = (transform if isinstance(transform, MultiTransform)
                           else MultiTransform({"default": transform}))
         self._programs: dict[str, list[Entry]] = {}
@@ -214,7 +216,8 @@ class NumpyChainOptimizer(NumpyOptimizer):
         self._carry: dict[str, Array] = {}
         self._stage_scratch: dict[np.dtype[Any], list[Array]] = {}
         super().__init__(params, {"lr": lr, "weight_decay": None, "label": None},
-                         nonfinite=nonfinite, block_size=block_size, threads=threads)
+                         nonfinite=nonfinite, block_size=block_size, threads=threads,
+                         **clipping)
 
     # ---------------------------------------------------------------- groups and state
     def add_param_group(self, param_group: Mapping[str, Any]) -> None:

@@ -327,7 +327,7 @@ def build_numpy(spec: ChainSpecLike, params: Any) -> Any:
     from ._numpy import NumpyChainOptimizer
 
     return NumpyChainOptimizer(spec.group_params(params), spec.to_transform(), lr=spec.lr,
-                               nonfinite=spec.nonfinite)
+                               nonfinite=spec.nonfinite, **spec.clipping())
 
 
 def build_torch(spec: ChainSpecLike, params: Any) -> Any:
@@ -335,7 +335,7 @@ def build_torch(spec: ChainSpecLike, params: Any) -> Any:
     from ._torch import TorchChainOptimizer
 
     return TorchChainOptimizer(spec.group_params(params), spec.to_transform(), lr=spec.lr,
-                               nonfinite=spec.nonfinite)
+                               nonfinite=spec.nonfinite, **spec.clipping())
 
 
 def _config_error(exc: ValidationError, prefix: str = "") -> ConfigError:

@@ -36,8 +36,7 @@ class EmaSpec(WrapperSpec):
     """A weight EMA around any registered optimizer."""
 
     # The average never changes the training steps: these choose what eval() swaps in.
-    policy_fields: ClassVar[frozenset[str]] = frozenset(
-        {"nonfinite", "param_groups", "decay", "every"})
+    policy_fields: ClassVar[frozenset[str]] = WrapperSpec.policy_fields | {"decay", "every"}
 
     name: Literal["ema"] = "ema"
     decay: optiplug.Beta = 0.999

@@ -332,9 +332,10 @@ class NumpyLBFGS(NumpyOptimizer):
 
 def _single_group(spec: LBFGSSpec, params: Any) -> Any:
     grouped = spec.group_params(params)
-    if spec.param_groups and len(grouped) != 1:
+    if grouped is not params and len(grouped) != 1:
+        field = "param_groups" if spec.param_groups else "layer_decay"
         raise optiplug.ConfigError("lbfgs supports one param group (as torch.optim.LBFGS); "
-                                   "these rules make several").prefixed("param_groups")
+                                   "these settings make several").prefixed(field)
     return grouped
 
 

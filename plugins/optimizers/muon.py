@@ -109,7 +109,7 @@ class MuonSpec(StandardOptimizerSpec):
 
     def group_params(self, params: Any) -> Any:
         groups = super().group_params(params)
-        if not self.param_groups:
+        if groups is params:  # no rule, default or layer decay made groups
             return groups
         for group in groups:
             if "weight_decay" in group:

@@ -67,7 +67,9 @@ BaseOptimizer = Annotated[
 class WrapperSpec(StandardOptimizerSpec):
     """Base of wrapper specs: the wrapped optimizer, and an optional lr that overrides its lr.
 
-    ``param_groups`` rules and the ``nonfinite`` policy given to the wrapper act on the base.
+    ``param_groups`` rules, the grouping fields (``decay_bias_and_norm``, ``layer_decay``,
+    ``layer_patterns``), gradient clipping and the ``nonfinite`` policy given to the wrapper
+    act on the base.
     """
 
     base: BaseOptimizer = Field(default_factory=lambda: _to_optimizer_spec({"name": "adamw"}))
@@ -85,19 +87,27 @@ class WrapperSpec(StandardOptimizerSpec):
         return self
 
     def base_spec(self, *, nonfinite: bool = True) -> optiplug.OptimizerSpec:
-        """The base spec, with :attr:`lr` applied, and the wrapper's ``param_groups`` rules and
-        (with ``nonfinite``) its ``nonfinite`` policy where the wrapper's spec sets them."""
+        """The base spec, with :attr:`lr` applied, and the wrapper's ``param_groups`` rules,
+        grouping and clipping fields and (with ``nonfinite``) its ``nonfinite`` policy where
+        the wrapper's spec sets them."""
         updates: dict[str, Any] = {}
         if self.lr != self.base.lr:
             updates["lr"] = self.lr
-        forwarded = (("param_groups", ()), ("nonfinite", "ignore"))
-        for key, default in forwarded if nonfinite else forwarded[:1]:
+        forwarded = (("param_groups", ()), ("decay_bias_and_norm", False),
+                     ("layer_decay", None), ("layer_patterns", ()), ("clip_grad_norm", None),
+                     ("clip_grad_norm_type", 2.0), ("clip_grad_value", None),
+                     ("nonfinite", "ignore"))
+        for key, default in forwarded if nonfinite else forwarded[:-1]:
             value = getattr(self, key, default)
             if value != default and key in type(self.base).model_fields:
                 updates[key] = value
         if not updates:
             return self.base
         return type(self.base).model_validate({**self.base.model_dump(), **updates})
+
+    def grouping_spec(self) -> optiplug.OptimizerSpec:
+        """The base spec: its settings (with the wrapper's forwarded) decide the groups."""
+        return self.base_spec().grouping_spec()
 
 
 def build_base(spec: WrapperSpec, backend: str, params: Any) -> Any:

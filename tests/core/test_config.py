@@ -62,9 +62,13 @@ def test_model_dump_builds_the_same_spec_again(registry):
     assert optiplug.to_spec(json.loads(spec.model_dump_json()), registry=registry) == spec
     rebuilt, _ = optiplug.build(spec.model_dump(), registry=registry)
     assert rebuilt == spec
-    # param_groups and nonfinite: every optimizer spec has them from optiplug.OptimizerSpec.
+    # param_groups, the grouping and clipping fields and nonfinite: every optimizer spec has
+    # them from optiplug.OptimizerSpec.
     assert spec.hyperparameters() == {"lr": 0.3, "betas": (0.5, 0.6), "eps": 1e-8,
                                       "milestones": (), "amsgrad": False, "param_groups": (),
+                                      "decay_bias_and_norm": False, "layer_decay": None,
+                                      "layer_patterns": (), "clip_grad_norm": None,
+                                      "clip_grad_norm_type": 2.0, "clip_grad_value": None,
                                       "nonfinite": "ignore"}
 
 

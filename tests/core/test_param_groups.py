@@ -109,8 +109,9 @@ def test_optimizer_config_with_param_group_rules_applies_them_on_both_backends(
         backend: str) -> None:
     # AdamW, decoupled decay only: with zero gradients p *= 1 - lr * weight_decay per step.
     rules = [{"role": "bias", "weight_decay": 0.0}, {"match": "head.*", "lr_mult": 2.0}]
+    # decay_bias_and_norm: norm.weight decays (no default filter), only the rules act.
     config = {"kind": "optimizer", "name": "adamw", "lr": 0.1, "weight_decay": 0.5,
-              "param_groups": rules}
+              "decay_bias_and_norm": True, "param_groups": rules}
     if backend == "torch":
         net = Net().double()
         params: dict = dict(net.named_parameters())

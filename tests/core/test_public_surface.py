@@ -54,6 +54,8 @@ def test_the_public_optimizer_spec_has_rules_and_the_nonfinite_policy() -> None:
     fields = optiplug.OptimizerSpec.model_fields
     assert {"lr", "param_groups", "nonfinite"} <= set(fields)
     assert StandardOptimizerSpec is optiplug.OptimizerSpec
-    assert optiplug.OptimizerSpec.policy_fields == {"nonfinite", "param_groups"}
+    assert optiplug.OptimizerSpec.policy_fields == {
+        "nonfinite", "param_groups", "decay_bias_and_norm", "layer_decay", "layer_patterns",
+        "clip_grad_norm", "clip_grad_norm_type", "clip_grad_value"}
     for technique in optiplug.registry().techniques("optimizer"):
         assert issubclass(technique.spec, optiplug.OptimizerSpec), technique.name

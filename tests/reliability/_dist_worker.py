@@ -26,6 +26,9 @@ RESUME_AT = 5
 GLOBAL_BATCH = 8
 OPTIMIZER = "adamw"
 HYPER: dict[str, Any] = {"lr": 0.05, "betas": (0.9, 0.99), "weight_decay": 0.01}
+# ZeRO builds the class over model.parameters() (unnamed: every parameter decays, one group);
+# the runs built from the model say so too (by default its biases would get no decay).
+DECAY_ALL: dict[str, Any] = {"decay_bias_and_norm": True}
 SCHEDULER = "cosine"
 SCHEDULE: dict[str, Any] = {"T_max": STEPS, "eta_min": 0.001, "warmup_steps": 2}
 
@@ -75,7 +78,7 @@ def _train_ddp(out: Path, rank: int, world: int) -> None:
 
     model = make_model()
     ddp = DistributedDataParallel(model)
-    optimizer = optiplug.optimizer(OPTIMIZER, model, **HYPER)
+    optimizer = optiplug.optimizer(OPTIMIZER, model, **HYPER, **DECAY_ALL)
     scheduler = optiplug.scheduler(SCHEDULER, optimizer, **SCHEDULE)
     for step, (x, y) in enumerate(global_batches()):
         if step == RESUME_AT and rank == 0:

@@ -85,7 +85,7 @@ def _single_process(steps: int, start: dict[str, Any] | None = None,
                     first: int = 0) -> tuple[torch.nn.Module, Any, Any]:
     """Train in this process on the full global batches ``first .. steps - 1``."""
     model = worker.make_model()
-    optimizer = optiplug.optimizer(worker.OPTIMIZER, model, **worker.HYPER)
+    optimizer = optiplug.optimizer(worker.OPTIMIZER, model, **worker.HYPER, **worker.DECAY_ALL)
     scheduler = optiplug.scheduler(worker.SCHEDULER, optimizer, **worker.SCHEDULE)
     if start is not None:
         model.load_state_dict(start["model"])

@@ -25,6 +25,9 @@ TECHNIQUES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "adadelta": ("Adadelta", {"lr": 1.0}, {}),
 }
 STEPS, SWITCH = 8, 3
+# The torch.optim reference decays every parameter: so does optiplug, told to decay the bias too
+# (by default it gets no weight decay).
+DECAY_ALL = {"decay_bias_and_norm": True}
 
 
 def _start() -> dict[str, np.ndarray]:
@@ -74,11 +77,11 @@ def _assert_equal_to_reference(result: dict[str, np.ndarray], name: str) -> None
 def test_numpy_state_continues_on_torch_like_an_uninterrupted_run(name: str) -> None:
     _, hyper, _ = TECHNIQUES[name]
     numpy_params = _start()
-    numpy_opt = optiplug.optimizer(name, numpy_params, **hyper)
+    numpy_opt = optiplug.optimizer(name, numpy_params, **hyper, **DECAY_ALL)
     _numpy_steps(numpy_opt, numpy_params, range(SWITCH))
     saved = numpy_opt.state_dict()
     params = {n: torch.nn.Parameter(torch.from_numpy(a.copy())) for n, a in numpy_params.items()}
-    torch_opt = optiplug.optimizer(name, list(params.items()), **hyper)
+    torch_opt = optiplug.optimizer(name, list(params.items()), **hyper, **DECAY_ALL)
     torch_opt.load_state_dict(optiplug.convert_state(saved, to=torch_opt))
     _torch_steps(torch_opt, params, range(SWITCH, STEPS))
     _assert_equal_to_reference({n: p.detach().numpy() for n, p in params.items()}, name)
@@ -96,15 +99,15 @@ def test_numpy_state_continues_on_torch_like_an_uninterrupted_run(name: str) -> 
 def test_torch_state_continues_on_numpy_and_back(name: str) -> None:
     _, hyper, _ = TECHNIQUES[name]
     params = _torch_params()
-    torch_opt = optiplug.optimizer(name, list(params.items()), **hyper)
+    torch_opt = optiplug.optimizer(name, list(params.items()), **hyper, **DECAY_ALL)
     _torch_steps(torch_opt, params, range(SWITCH))
     numpy_params = {n: p.detach().numpy().copy() for n, p in params.items()}
-    numpy_opt = optiplug.optimizer(name, numpy_params, **hyper)
+    numpy_opt = optiplug.optimizer(name, numpy_params, **hyper, **DECAY_ALL)
     numpy_opt.load_state_dict(optiplug.convert_state(torch_opt.state_dict(), to=numpy_opt))
     _numpy_steps(numpy_opt, numpy_params, range(SWITCH, SWITCH + 2))
     # ... and back to torch for the rest: a round trip through both formats.
     back = {n: torch.nn.Parameter(torch.from_numpy(a.copy())) for n, a in numpy_params.items()}
-    torch_again = optiplug.optimizer(name, list(back.items()), **hyper)
+    torch_again = optiplug.optimizer(name, list(back.items()), **hyper, **DECAY_ALL)
     torch_again.load_state_dict(optiplug.convert_state(numpy_opt.state_dict(), to=torch_again))
     _torch_steps(torch_again, back, range(SWITCH + 2, STEPS))
     _assert_equal_to_reference({n: p.detach().numpy() for n, p in back.items()}, name)

@@ -115,7 +115,7 @@ def reference_kwargs(name: str, hyper: dict[str, Any]) -> dict[str, Any]:
     """torch.optim keyword arguments equal to optiplug's spec for ``name`` with ``hyper``."""
     spec = optiplug.spec("optimizer", name, **hyper)
     kwargs = {k: v for k, v in spec.hyperparameters().items()
-              if k not in ("param_groups", "nonfinite", "fused", "foreach")}
+              if k not in {*optiplug.OptimizerSpec.policy_fields, "fused", "foreach"}}
     if name == "nesterov":
         kwargs["nesterov"] = True
     return kwargs

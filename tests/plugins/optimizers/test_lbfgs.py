@@ -43,7 +43,7 @@ class Run:
             self.opt = optiplug.optimizer("lbfgs", self.params, **hyper)
         else:
             kwargs = {k: v for k, v in optiplug.spec("optimizer", "lbfgs", **hyper)
-                      .hyperparameters().items() if k not in ("param_groups", "nonfinite")}
+                      .hyperparameters().items() if k not in optiplug.OptimizerSpec.policy_fields}
             self.opt = torch.optim.LBFGS(list(self.params.values()), **kwargs)
 
     def values(self) -> dict[str, np.ndarray]:
