@@ -15,6 +15,8 @@ import lightning as L  # noqa: E402
 import optiplug  # noqa: E402
 from optiplug.integrations.lightning import configure_optimizers  # noqa: E402
 
+from .reference import no_decay_groups  # noqa: E402
+
 CONFIG = """\
 optimizer: {name: adamw, lr: 1e-2, weight_decay: 0.1}
 scheduler: {name: cosine, T_max: 4, eta_min: 1e-3}
@@ -62,7 +64,7 @@ def _fit(module: Regressor, epochs: int) -> None:
 def _reference(epochs: int) -> tuple[torch.nn.Module, list[float]]:
     """The same training written by hand with torch.optim.AdamW and CosineAnnealingLR."""
     net = _net()
-    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-2, weight_decay=0.1)
+    optimizer = torch.optim.AdamW(no_decay_groups(net), lr=1e-2, weight_decay=0.1)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=4, eta_min=1e-3)
     x, y = _data()
     lrs = []

@@ -14,6 +14,8 @@ import transformers  # noqa: E402
 import optiplug  # noqa: E402
 from optiplug.integrations.transformers import trainer_optimizers  # noqa: E402
 
+from .reference import no_decay_groups  # noqa: E402
+
 BATCH = 8
 STEPS = 4
 CONFIG = """\
@@ -45,7 +47,7 @@ def _reference() -> tuple[torch.nn.Module, list[float]]:
     the whole (tiny) data set as each batch, so the sampler's order does not matter."""
     model = _model()
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(no_decay_groups(model), lr=5e-3, weight_decay=0.01)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.5)
     batch = {key: torch.stack([e[key] for e in _examples()]) for key in _examples()[0]}
     lrs = []
