@@ -1,0 +1,165 @@
+"""torch optimizers of ``yogi``, ``sgdw`` and the ``sam`` wrapper.
+
+Imported only by their torch builders (it imports torch). Each ``<Name>Algorithm`` is a plain
+``torch.optim.Optimizer`` whose step runs multi-tensor ``torch._foreach_*`` kernels over the
+parameters of a group that have a gradient (a ``None`` grad skips the parameter, its state and
+its step count, as in ``torch.optim``); each ``<Name>`` adds
+:class:`optiplug.backends.torch.TorchOptimizer` (named params, state by name, ``nonfinite``).
+The math and its conventions are documented in each technique's plugin module.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
+
+import torch
+
+from optiplug.backends.torch import TorchOptimizer
+from optiplug.plugins.optimizers.wrapping_torch import TorchWrapper, foreach_groups
+
+__all__ = ["SGDW", "Sam", "SGDWAlgorithm", "Yogi", "YogiAlgorithm"]
+
+Tensors = list[torch.Tensor]
+
+
+class ForeachAlgorithm(torch.optim.Optimizer):
+    """Shared step: state allocation, per-parameter step counts, buckets for the kernels.
+
+    Parameters of one group are updated together when they share device, dtype and step count
+    (bias corrections depend on each parameter's own step count).
+    """
+
+    state_names: ClassVar[tuple[str, ...]] = ()
+
+    def init_state(self, group: dict[str, Any], param: torch.Tensor,
+                   name: str) -> torch.Tensor:
+        """The initial value of state ``name`` of ``param`` (zeros)."""
+        return torch.zeros_like(param, memory_format=torch.preserve_format)
+
+    def update(self, group: dict[str, Any], step: int, params: Tensors, grads: Tensors,
+               states: Sequence[Tensors]) -> None:
+        """One step of the parameters ``params`` (same device, dtype and step count)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """One step over every parameter that has a gradient."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            buckets: dict[tuple[Any, ...], list[torch.Tensor]] = {}
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                if param.grad.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse "
+                                       f"gradients")
+                state = self.state[param]
+                if not state:
+                    state["step"] = 0
+                    for name in self.state_names:
+                        state[name] = self.init_state(group, param, name)
+                state["step"] += 1
+                buckets.setdefault((param.device, param.dtype, state["step"]), []).append(param)
+            for (_, _, step), params in buckets.items():
+                grads = [p.grad for p in params]
+                states = [[self.state[p][name] for p in params] for name in self.state_names]
+                self.update(group, step, params, grads, states)  # type: ignore[arg-type]
+        return loss
+
+
+def _check(lr: float, betas: Sequence[float], weight_decay: float) -> None:
+    if not lr > 0:
+        raise ValueError(f"Invalid learning rate: {lr}")
+    if not all(0.0 <= beta < 1.0 for beta in betas):
+        raise ValueError(f"Invalid betas: {tuple(betas)}")
+    if not weight_decay >= 0:
+        raise ValueError(f"Invalid weight_decay: {weight_decay}")
+
+
+# ----------------------------------------------------------------------------------- yogi
+class YogiAlgorithm(ForeachAlgorithm):
+    """Yogi (Zaheer et al. 2018), see :mod:`optiplug.plugins.optimizers.yogi`."""
+
+    state_names = ("exp_avg", "exp_avg_sq")
+
+    def __init__(self, params: Any, lr: float = 1e-2, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-3, initial_accumulator: float = 1e-6,
+                 weight_decay: float = 0.0, decoupled: bool = True) -> None:
+        _check(lr, betas, weight_decay)
+        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps,
+                                  "initial_accumulator": initial_accumulator,
+                                  "weight_decay": weight_decay, "decoupled": decoupled})
+
+    def init_state(self, group: dict[str, Any], param: torch.Tensor,
+                   name: str) -> torch.Tensor:
+        return torch.full_like(param, group["initial_accumulator"],
+                               memory_format=torch.preserve_format)
+
+    def update(self, group: dict[str, Any], step: int, params: Tensors, grads: Tensors,
+               states: Sequence[Tensors]) -> None:
+        exp_avgs, exp_avg_sqs = states
+        beta1, beta2 = group["betas"]
+        lr, decay = group["lr"], group["weight_decay"]
+        if decay:
+            if group["decoupled"]:
+                torch._foreach_mul_(params, 1 - lr * decay)
+            else:
+                grads = torch._foreach_add(grads, params, alpha=decay)
+        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+        squares = torch._foreach_mul(grads, grads)
+        signs = torch._foreach_sub(exp_avg_sqs, squares)
+        torch._foreach_sign_(signs)
+        torch._foreach_addcmul_(exp_avg_sqs, signs, squares, value=-(1 - beta2))
+        del signs, squares
+        denominators = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_div_(denominators, math.sqrt(1 - beta2**step))
+        torch._foreach_add_(denominators, group["eps"])
+        torch._foreach_addcdiv_(params, exp_avgs, denominators, value=-lr / (1 - beta1**step))
+
+
+class Yogi(TorchOptimizer, YogiAlgorithm):
+    """:class:`YogiAlgorithm` with named params and state."""
+
+    torch_class = YogiAlgorithm
+
+
+# ----------------------------------------------------------------------------------- sgdw
+class SGDWAlgorithm(ForeachAlgorithm):
+    """SGDW (Loshchilov & Hutter 2019), see :mod:`optiplug.plugins.optimizers.sgdw`."""
+
+    state_names = ("momentum_buffer",)
+
+    def __init__(self, params: Any, lr: float = 1e-3, momentum: float = 0.0,
+                 dampening: float = 0.0, weight_decay: float = 0.0,
+                 nesterov: bool = False) -> None:
+        _check(lr, (momentum,), weight_decay)
+        super().__init__(params, {"lr": lr, "momentum": momentum, "dampening": dampening,
+                                  "weight_decay": weight_decay, "nesterov": nesterov})
+
+    def update(self, group: dict[str, Any], step: int, params: Tensors, grads: Tensors,
+               states: Sequence[Tensors]) -> None:
+        (buffers,) = states
+        lr, decay, momentum = group["lr"], group["weight_decay"], group["momentum"]
+        if decay:
+            torch._foreach_mul_(params, 1 - lr * decay)
+        direction = grads
+        if momentum:
+            if step == 1:
+                torch._foreach_copy_(buffers, grads)
+            else:
+                torch._foreach_mul_(buffers, momentum)
+                torch._foreach_add_(buffers, grads, alpha=1 - group["dampening"])
+            direction = (torch._foreach_add(grads, buffers, alpha=momentum)
+                         if group["nesterov"] else buffers)
+        torch._foreach_add_(params, direction, alpha=-lr)
+
+
+class SGDW(TorchOptimizer, SGDWAlgorithm):
+    """:class:`SGDWAlgorithm` with named params and state."""
+
+    torch_class = SGDWAlgorithm
