@@ -1,4 +1,4 @@
-"""torch optimizers of ``yogi``, ``sgdw`` and the ``sam`` wrapper.
+"""torch optimizers of ``yogi``, ``sgdw``, ``soap`` and the ``sam`` wrapper.
 
 Imported only by their torch builders (it imports torch). Each ``<Name>Algorithm`` is a plain
 ``torch.optim.Optimizer`` whose step runs multi-tensor ``torch._foreach_*`` kernels over the
@@ -11,15 +11,16 @@ The math and its conventions are documented in each technique's plugin module.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import torch
 
 from optiplug.backends.torch import TorchOptimizer
+from optiplug.plugins.optimizers.sam import group_rho
 from optiplug.plugins.optimizers.wrapping_torch import TorchWrapper, foreach_groups
 
-__all__ = ["SGDW", "Sam", "SGDWAlgorithm", "Yogi", "YogiAlgorithm"]
+__all__ = ["SGDW", "SGDWAlgorithm", "Sam", "Yogi", "YogiAlgorithm"]
 
 Tensors = list[torch.Tensor]
 
@@ -163,3 +164,70 @@ class SGDW(TorchOptimizer, SGDWAlgorithm):
     """:class:`SGDWAlgorithm` with named params and state."""
 
     torch_class = SGDWAlgorithm
+
+
+# ------------------------------------------------------------------------------------ sam
+class Sam(TorchWrapper):
+    """SAM around a torch optimizer, see :mod:`optiplug.plugins.optimizers.sam`."""
+
+    requires_closure: ClassVar[bool] = True
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Perturb, re-evaluate the closure, restore, then step the base optimizer.
+
+        Returns:
+            The closure's loss at the unperturbed parameters.
+
+        Raises:
+            TypeError: no closure.
+            RuntimeError: in evaluation mode.
+        """
+        if self.evaluating:
+            raise RuntimeError("Sam is in evaluation mode: call train() before step()")
+        if closure is None:
+            raise TypeError("Sam.step() needs a closure that zeroes the grads, computes the "
+                            "loss, calls backward() and returns the loss")
+        with torch.enable_grad():
+            loss = closure()
+        if self.nonfinite != "ignore" and not self._grads_finite():
+            self.skipped_steps += 1
+            return loss
+        params = [p for _, p in self._keys() if p.grad is not None]
+        adaptive, eps = self.options["adaptive"], self.options["eps"]
+        if params:
+            grads = [p.grad for p in params]
+            scaled = torch._foreach_mul(grads, torch._foreach_abs(params)) if adaptive else grads
+            norm = torch.stack(torch._foreach_norm(scaled)).norm() + eps
+            del scaled
+        saved: dict[torch.Tensor, torch.Tensor] = {}
+        for index, group in enumerate(self.param_groups):
+            members = [p for p in group["params"] if p.grad is not None]
+            scale = group_rho(self.options, index) / norm if members else None
+            for indices in foreach_groups(members).values():
+                tensors = [members[i] for i in indices]
+                for p in tensors:
+                    saved[p] = p.clone()
+                grads = [p.grad for p in tensors]
+                if adaptive:
+                    steps = torch._foreach_mul(tensors, tensors)
+                    torch._foreach_mul_(steps, grads)
+                else:
+                    steps = torch._foreach_mul(grads, 1.0)
+                torch._foreach_mul_(steps, scale.to(tensors[0]))  # type: ignore[union-attr]
+                torch._foreach_add_(tensors, steps)
+        try:
+            with torch.enable_grad():
+                closure()
+        finally:
+            if saved:
+                torch._foreach_copy_(list(saved), list(saved.values()))
+        if self.nonfinite != "ignore" and not self._grads_finite():
+            self.skipped_steps += 1
+            return loss
+        skipped = getattr(self.base, "skipped_steps", 0)
+        with torch.enable_grad():
+            self.base.step()
+        if getattr(self.base, "skipped_steps", 0) == skipped:
+            self.steps += 1
+        return loss
