@@ -11,16 +11,17 @@ The math and its conventions are documented in each technique's plugin module.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
 
 from optiplug.backends.torch import TorchOptimizer
 from optiplug.plugins.optimizers.sam import group_rho
+from optiplug.plugins.optimizers.soap import preconditioned_axes, refuse_high_rank
 from optiplug.plugins.optimizers.wrapping_torch import TorchWrapper, foreach_groups
 
-__all__ = ["SGDW", "SGDWAlgorithm", "Sam", "Yogi", "YogiAlgorithm"]
+__all__ = ["SGDW", "SGDWAlgorithm", "Sam", "Soap", "SoapAlgorithm", "Yogi", "YogiAlgorithm"]
 
 Tensors = list[torch.Tensor]
 
@@ -231,3 +232,133 @@ class Sam(TorchWrapper):
         if getattr(self.base, "skipped_steps", 0) == skipped:
             self.steps += 1
         return loss
+
+
+# ----------------------------------------------------------------------------------- soap
+def _project(x: torch.Tensor, bases: list[torch.Tensor | None],
+             forward: bool) -> torch.Tensor:
+    for basis in bases:
+        if basis is None:
+            x = x.movedim(0, -1)
+        else:
+            x = torch.tensordot(x, basis, dims=([0], [0 if forward else 1]))
+    return x
+
+
+class SoapAlgorithm(torch.optim.Optimizer):
+    """SOAP (Vyas et al. 2024), see :mod:`optiplug.plugins.optimizers.soap`: one tensor at a
+    time (its factors are matrices of its own shapes)."""
+
+    def __init__(self, params: Any, lr: float = 3e-3, betas: tuple[float, float] = (0.95, 0.95),
+                 shampoo_beta: float | None = None, eps: float = 1e-8,
+                 weight_decay: float = 0.01, precondition_frequency: int = 10,
+                 max_precondition_dim: int = 10000, precondition_1d: bool = False,
+                 correct_bias: bool = True) -> None:
+        _check(lr, betas, weight_decay)
+        super().__init__(params, {"lr": lr, "betas": tuple(betas), "shampoo_beta": shampoo_beta,
+                                  "eps": eps, "weight_decay": weight_decay,
+                                  "precondition_frequency": precondition_frequency,
+                                  "max_precondition_dim": max_precondition_dim,
+                                  "precondition_1d": precondition_1d,
+                                  "correct_bias": correct_bias})
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """torch's ``add_param_group``; nothing is added if a parameter has more than 4
+        dimensions (raises ``ValueError``)."""
+        super().add_param_group(param_group)
+        refuse_high_rank(self.param_groups)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """One step over every parameter that has a gradient."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                if param.grad.is_sparse:
+                    raise RuntimeError("Soap does not support sparse gradients")
+                self._update(group, param, param.grad)
+        return loss
+
+    def _update(self, group: dict[str, Any], param: torch.Tensor, grad: torch.Tensor) -> None:
+        axes = preconditioned_axes(tuple(param.shape), group["max_precondition_dim"],
+                                   group["precondition_1d"])
+        state = self.state[param]
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            for axis, used in enumerate(axes):
+                if used:
+                    size = param.shape[axis]
+                    state[f"GG{axis}"] = param.new_zeros((size, size))
+                    state[f"Q{axis}"] = param.new_zeros((size, size))
+        state["step"] += 1
+        if state["step"] == 1:
+            self._update_factors(group, grad, state, axes, updates=0)
+            return
+        updates = state["step"] - 1
+        beta1, beta2 = group["betas"]
+        bases = [state[f"Q{axis}"] if used else None for axis, used in enumerate(axes)]
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        projected = _project(grad, bases, forward=True)
+        exp_avg.lerp_(grad, 1 - beta1)
+        exp_avg_sq.lerp_(projected * projected, 1 - beta2)
+        denominator = exp_avg_sq.sqrt().add_(group["eps"])
+        direction = _project(_project(exp_avg, bases, forward=True) / denominator, bases,
+                             forward=False)
+        step_size = group["lr"]
+        if group["correct_bias"]:
+            step_size *= math.sqrt(1 - beta2**updates) / (1 - beta1**updates)
+        param.add_(direction, alpha=-step_size)
+        if group["weight_decay"]:
+            param.mul_(1 - group["lr"] * group["weight_decay"])
+        self._update_factors(group, grad, state, axes, updates)
+
+    @staticmethod
+    def _update_factors(group: Mapping[str, Any], grad: torch.Tensor, state: dict[str, Any],
+                        axes: list[bool], updates: int) -> None:
+        shampoo_beta = group["shampoo_beta"]
+        if shampoo_beta is None:
+            shampoo_beta = group["betas"][1]
+        for axis, used in enumerate(axes):
+            if used:
+                others = [a for a in range(grad.dim()) if a != axis]
+                state[f"GG{axis}"].lerp_(torch.tensordot(grad, grad, dims=(others, others)),
+                                         1 - shampoo_beta)
+        if updates == 0:
+            for axis, used in enumerate(axes):
+                if used:
+                    factor = state[f"GG{axis}"].double()
+                    eye = torch.eye(len(factor), dtype=factor.dtype, device=factor.device)
+                    _, vectors = torch.linalg.eigh(factor + 1e-30 * eye)
+                    state[f"Q{axis}"].copy_(vectors.flip(1))
+        elif updates % group["precondition_frequency"] == 0:
+            exp_avg_sq = state["exp_avg_sq"]
+            for axis, used in enumerate(axes):
+                if not used:
+                    continue
+                factor = state[f"GG{axis}"].double()
+                basis = state[f"Q{axis}"].double()
+                product = factor @ basis
+                order = torch.argsort((basis * product).sum(dim=0), descending=True,
+                                      stable=True)
+                exp_avg_sq.copy_(exp_avg_sq.index_select(axis, order))
+                state[f"Q{axis}"].copy_(torch.linalg.qr(product[:, order])[0])
+
+
+class Soap(TorchOptimizer, SoapAlgorithm):
+    """:class:`SoapAlgorithm` with named params and state."""
+
+    torch_class = SoapAlgorithm
+
+    def state_shape(self, key: str, param: torch.Tensor) -> tuple[int, ...]:
+        """``(d, d)`` for the factor and basis of an axis of length ``d``."""
+        if key.startswith(("GG", "Q")):
+            size = param.shape[int(key[-1])]
+            return (size, size)
+        return tuple(param.shape)
