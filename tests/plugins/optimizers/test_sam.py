@@ -250,24 +250,51 @@ def test_sam_without_a_closure_is_a_clear_error(backend: str) -> None:
         opt.step()
 
 
-def test_sam_skips_a_step_with_a_nonfinite_gradient_and_restores_the_parameters() -> None:
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_sam_skips_a_step_with_a_nonfinite_gradient_and_restores_the_parameters(
+        backend: str) -> None:
+    """A NaN in the gradient at the perturbed point: nothing moves, the step is counted as
+    skipped, and the next finite step goes through."""
     values = initial()
     before = {n: a.copy() for n, a in values.items()}
     config = {"name": "sam", "base": {"name": "sgd", "lr": 0.1}, "nonfinite": "skip"}
-    opt = optiplug.build({"optimizer": config}, backend="numpy", params=values)
-    calls = []
+    calls: list[int] = []
 
-    def closure() -> tuple[float, dict[str, Any]]:
-        calls.append(1)
-        grads = {n: np.ones_like(a) for n, a in values.items()}
-        if len(calls) == 2:
-            grads["w2"][0, 0] = np.nan
-        return 0.0, grads
+    def ones(n: str) -> np.ndarray:
+        grad = np.ones(SHAPES[n])
+        if len(calls) == 2 and n == "w2":
+            grad[0, 0] = np.nan
+        return grad
+
+    if backend == "numpy":
+        opt = optiplug.build({"optimizer": config}, backend="numpy", params=values)
+
+        def closure() -> Any:
+            calls.append(1)
+            return 0.0, {n: ones(n) for n in SHAPES}
+
+        def current() -> dict[str, np.ndarray]:
+            return values
+    else:
+        tparams = as_torch(values)
+        opt = optiplug.build({"optimizer": config}, backend="torch", params=tparams)
+
+        def closure() -> Any:
+            calls.append(1)
+            for n, t in tparams.items():
+                t.grad = torch.from_numpy(ones(n))
+            return torch.zeros(())
+
+        def current() -> dict[str, np.ndarray]:
+            return {n: t.detach().numpy() for n, t in tparams.items()}
 
     opt.step(closure)
-    assert opt.skipped_steps == 1
+    assert len(calls) == 2 and opt.skipped_steps == 1
     for n in SHAPES:
-        np.testing.assert_array_equal(values[n], before[n])
+        np.testing.assert_array_equal(current()[n], before[n])
+    opt.step(closure)
+    assert opt.skipped_steps == 1
+    np.testing.assert_allclose(current()["b2"], before["b2"] - 0.1)
 
 
 def test_sam_bad_config_points_at_the_base() -> None:
