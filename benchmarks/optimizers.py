@@ -344,6 +344,8 @@ PAPER_HYPER: dict[str, tuple[dict[str, Any], str, dict[str, Any]]] = {
     "adabelief": ({"lr": 1e-3, "weight_decay": 1e-2}, "AdaBelief", {}),
     "schedule_free_adamw": ({"lr": 2.5e-3, "weight_decay": 1e-2}, "ScheduleFreeAdamW", {}),
     "schedule_free_sgd": ({"lr": 1.0, "weight_decay": 1e-4}, "ScheduleFreeSGD", {}),
+    "yogi": ({"lr": 1e-2, "weight_decay": 1e-2}, "Yogi", {"weight_decouple": True}),
+    "sgdw": ({"lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-2}, "SGDW", {}),
 }
 
 

@@ -249,7 +249,8 @@ def installed_optimizers(backend: str) -> tuple[list[str], list[str]]:
         if backend not in technique.builders:
             skipped.append(f"{name} (no {backend} backend)")
             continue
-        if getattr(technique.spec, "closure_driven", False):
+        if (getattr(technique.spec, "closure_driven", False)
+                and not getattr(technique.spec, "loop_closure", False)):
             skipped.append(f"{name} (closure-driven: the training loop has no closure)")
             continue
         usable.append(name)

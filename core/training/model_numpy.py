@@ -258,6 +258,7 @@ class NumpyRunner:
                         for start in range(0, len(order), batch_size)))
         loss_sum = 0.0
         correct = 0
+        closure_driven = getattr(self.optimizer, "requires_closure", False)
         for xb, yb in batches:
             value, grad_out, hits = loss(model.forward(xb), yb, grad=True)
             assert grad_out is not None
@@ -267,7 +268,13 @@ class NumpyRunner:
             if stats is not None:
                 stats.add_grad_norms([math.sqrt(float(np.vdot(grads[name], grads[name])))
                                       for name in weight_names])
-            step(grads)
+            if closure_driven:
+                # step(closure) (e.g. SAM): the first call returns what was just computed,
+                # later ones re-evaluate the batch at the parameters the optimizer set.
+                step(_batch_closure(model, loss, xb, yb, value, grads))
+                model.record_activations = stats is not None
+            else:
+                step(grads)
             if after_batch is not None:
                 after_batch(value, len(yb))
         n = len(y)
@@ -332,3 +339,20 @@ class NumpyRunner:
         if not isinstance(payload.get("meta"), dict):
             raise CheckpointError(f"checkpoint {path} is corrupt: no loop state")
         return payload
+
+
+def _batch_closure(model: Any, loss: Any, xb: Array, yb: Array, value: float,
+                   grads: dict[str, Array]) -> Any:
+    """A closure for ``step(closure)``: ``(loss, grads)`` on the batch, the first call from the
+    values already computed, each later one by a fresh forward and backward pass (without
+    recording activation statistics)."""
+    first: list[Any] = [(value, grads)]
+
+    def closure() -> Any:
+        if first:
+            return first.pop()
+        model.record_activations = False
+        again, grad_out, _ = loss(model.forward(xb), yb, grad=True)
+        return again, model.backward(grad_out)
+
+    return closure

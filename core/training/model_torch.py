@@ -180,6 +180,7 @@ class TorchRunner:
         # The models are CPU models: reading a scalar costs less than adding tensors.
         loss_sum = 0.0
         correct = 0
+        closure_driven = getattr(optimizer, "requires_closure", False)
         for xb, yb in batches:
             optimizer.zero_grad(set_to_none=True)
             output = model(xb)
@@ -192,7 +193,13 @@ class TorchRunner:
                 finite = norms.isfinite()
                 self._grad_sums += torch.where(finite, norms, 0.0)
                 self._grad_steps += finite
-            optimizer.step()
+            if closure_driven:
+                # step(closure) (e.g. SAM): the first call keeps the gradients just computed,
+                # later ones re-evaluate the batch at the parameters the optimizer set.
+                optimizer.step(_batch_closure(model, loss_fn, optimizer, xb, yb, loss))
+                model.record_activations = recording
+            else:
+                optimizer.step()
             value = loss.item()
             loss_sum += value * len(yb)
             if self.classification:
@@ -272,3 +279,23 @@ class TorchRunner:
         if not isinstance(meta, dict):
             raise CheckpointError(f"checkpoint {path} is corrupt: no loop state")
         return {**payload, "meta": meta}
+
+
+def _batch_closure(model: Any, loss_fn: Any, optimizer: Any, xb: torch.Tensor,
+                   yb: torch.Tensor, loss: torch.Tensor) -> Any:
+    """A closure for ``step(closure)``: the batch's loss with its gradients in ``.grad``; the
+    first call returns the loss whose gradients were just computed, each later one zeroes the
+    grads and runs a fresh forward and backward pass (without recording activation
+    statistics)."""
+    first = [loss]
+
+    def closure() -> Any:
+        if first:
+            return first.pop()
+        model.record_activations = False
+        optimizer.zero_grad(set_to_none=True)
+        again = loss_fn(model(xb), yb)
+        again.backward()
+        return again
+
+    return closure

@@ -361,7 +361,8 @@ def _check_techniques(recipe: Recipe) -> list[ConfigIssue]:
     backend = recipe.train.backend
     for path, spec in technique_entries(recipe):
         technique = registry.get(spec.kind, spec.name)
-        if getattr(technique.spec, "closure_driven", False):
+        if (getattr(technique.spec, "closure_driven", False)
+                and not getattr(technique.spec, "loop_closure", False)):
             issues.append(ConfigIssue(path, (
                 f"{spec.kind} {spec.name!r} is closure-driven (each step re-evaluates the loss "
                 f"through step(closure)); the training loop steps once per batch without a "

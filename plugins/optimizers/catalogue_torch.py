@@ -1,0 +1,364 @@
+"""torch optimizers of ``yogi``, ``sgdw``, ``soap`` and the ``sam`` wrapper.
+
+Imported only by their torch builders (it imports torch). Each ``<Name>Algorithm`` is a plain
+``torch.optim.Optimizer`` whose step runs multi-tensor ``torch._foreach_*`` kernels over the
+parameters of a group that have a gradient (a ``None`` grad skips the parameter, its state and
+its step count, as in ``torch.optim``); each ``<Name>`` adds
+:class:`optiplug.backends.torch.TorchOptimizer` (named params, state by name, ``nonfinite``).
+The math and its conventions are documented in each technique's plugin module.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
+
+import torch
+
+from optiplug.backends.torch import TorchOptimizer
+from optiplug.plugins.optimizers.sam import group_rho
+from optiplug.plugins.optimizers.soap import preconditioned_axes, refuse_high_rank
+from optiplug.plugins.optimizers.wrapping_torch import TorchWrapper, foreach_groups
+
+__all__ = ["SGDW", "SGDWAlgorithm", "Sam", "Soap", "SoapAlgorithm", "Yogi", "YogiAlgorithm"]
+
+Tensors = list[torch.Tensor]
+
+
+class ForeachAlgorithm(torch.optim.Optimizer):
+    """Shared step: state allocation, per-parameter step counts, buckets for the kernels.
+
+    Parameters of one group are updated together when they share device, dtype and step count
+    (bias corrections depend on each parameter's own step count).
+    """
+
+    state_names: ClassVar[tuple[str, ...]] = ()
+
+    def init_state(self, group: dict[str, Any], param: torch.Tensor,
+                   name: str) -> torch.Tensor:
+        """The initial value of state ``name`` of ``param`` (zeros)."""
+        return torch.zeros_like(param, memory_format=torch.preserve_format)
+
+    def update(self, group: dict[str, Any], step: int, params: Tensors, grads: Tensors,
+               states: Sequence[Tensors]) -> None:
+        """One step of the parameters ``params`` (same device, dtype and step count)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """One step over every parameter that has a gradient."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            buckets: dict[tuple[Any, ...], list[torch.Tensor]] = {}
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                if param.grad.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse "
+                                       f"gradients")
+                state = self.state[param]
+                if not state:
+                    state["step"] = 0
+                    for name in self.state_names:
+                        state[name] = self.init_state(group, param, name)
+                state["step"] += 1
+                buckets.setdefault((param.device, param.dtype, state["step"]), []).append(param)
+            for (_, _, step), params in buckets.items():
+                grads = [p.grad for p in params]
+                states = [[self.state[p][name] for p in params] for name in self.state_names]
+                self.update(group, step, params, grads, states)  # type: ignore[arg-type]
+        return loss
+
+
+def _check(lr: float, betas: Sequence[float], weight_decay: float) -> None:
+    if not lr > 0:
+        raise ValueError(f"Invalid learning rate: {lr}")
+    if not all(0.0 <= beta < 1.0 for beta in betas):
+        raise ValueError(f"Invalid betas: {tuple(betas)}")
+    if not weight_decay >= 0:
+        raise ValueError(f"Invalid weight_decay: {weight_decay}")
+
+
+# ----------------------------------------------------------------------------------- yogi
+class YogiAlgorithm(ForeachAlgorithm):
+    """Yogi (Zaheer et al. 2018), see :mod:`optiplug.plugins.optimizers.yogi`."""
+
+    state_names = ("exp_avg", "exp_avg_sq")
+
+    def __init__(self, params: Any, lr: float = 1e-2, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-3, initial_accumulator: float = 1e-6,
+                 weight_decay: float = 0.0, decoupled: bool = True) -> None:
+        _check(lr, betas, weight_decay)
+        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps,
+                                  "initial_accumulator": initial_accumulator,
+                                  "weight_decay": weight_decay, "decoupled": decoupled})
+
+    def init_state(self, group: dict[str, Any], param: torch.Tensor,
+                   name: str) -> torch.Tensor:
+        return torch.full_like(param, group["initial_accumulator"],
+                               memory_format=torch.preserve_format)
+
+    def update(self, group: dict[str, Any], step: int, params: Tensors, grads: Tensors,
+               states: Sequence[Tensors]) -> None:
+        exp_avgs, exp_avg_sqs = states
+        beta1, beta2 = group["betas"]
+        lr, decay = group["lr"], group["weight_decay"]
+        if decay:
+            if group["decoupled"]:
+                torch._foreach_mul_(params, 1 - lr * decay)
+            else:
+                grads = torch._foreach_add(grads, params, alpha=decay)
+        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+        squares = torch._foreach_mul(grads, grads)
+        signs = torch._foreach_sub(exp_avg_sqs, squares)
+        torch._foreach_sign_(signs)
+        torch._foreach_addcmul_(exp_avg_sqs, signs, squares, value=-(1 - beta2))
+        del signs, squares
+        denominators = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_div_(denominators, math.sqrt(1 - beta2**step))
+        torch._foreach_add_(denominators, group["eps"])
+        torch._foreach_addcdiv_(params, exp_avgs, denominators, value=-lr / (1 - beta1**step))
+
+
+class Yogi(TorchOptimizer, YogiAlgorithm):
+    """:class:`YogiAlgorithm` with named params and state."""
+
+    torch_class = YogiAlgorithm
+
+
+# ----------------------------------------------------------------------------------- sgdw
+class SGDWAlgorithm(ForeachAlgorithm):
+    """SGDW (Loshchilov & Hutter 2019), see :mod:`optiplug.plugins.optimizers.sgdw`."""
+
+    state_names = ("momentum_buffer",)
+
+    def __init__(self, params: Any, lr: float = 1e-3, momentum: float = 0.0,
+                 dampening: float = 0.0, weight_decay: float = 0.0,
+                 nesterov: bool = False) -> None:
+        _check(lr, (momentum,), weight_decay)
+        super().__init__(params, {"lr": lr, "momentum": momentum, "dampening": dampening,
+                                  "weight_decay": weight_decay, "nesterov": nesterov})
+
+    def update(self, group: dict[str, Any], step: int, params: Tensors, grads: Tensors,
+               states: Sequence[Tensors]) -> None:
+        (buffers,) = states
+        lr, decay, momentum = group["lr"], group["weight_decay"], group["momentum"]
+        if decay:
+            torch._foreach_mul_(params, 1 - lr * decay)
+        direction = grads
+        if momentum:
+            if step == 1:
+                torch._foreach_copy_(buffers, grads)
+            else:
+                torch._foreach_mul_(buffers, momentum)
+                torch._foreach_add_(buffers, grads, alpha=1 - group["dampening"])
+            direction = (torch._foreach_add(grads, buffers, alpha=momentum)
+                         if group["nesterov"] else buffers)
+        torch._foreach_add_(params, direction, alpha=-lr)
+
+
+class SGDW(TorchOptimizer, SGDWAlgorithm):
+    """:class:`SGDWAlgorithm` with named params and state."""
+
+    torch_class = SGDWAlgorithm
+
+
+# ------------------------------------------------------------------------------------ sam
+class Sam(TorchWrapper):
+    """SAM around a torch optimizer, see :mod:`optiplug.plugins.optimizers.sam`."""
+
+    requires_closure: ClassVar[bool] = True
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Perturb, re-evaluate the closure, restore, then step the base optimizer.
+
+        Returns:
+            The closure's loss at the unperturbed parameters.
+
+        Raises:
+            TypeError: no closure.
+            RuntimeError: in evaluation mode.
+        """
+        if self.evaluating:
+            raise RuntimeError("Sam is in evaluation mode: call train() before step()")
+        if closure is None:
+            raise TypeError("Sam.step() needs a closure that zeroes the grads, computes the "
+                            "loss, calls backward() and returns the loss")
+        with torch.enable_grad():
+            loss = closure()
+        if self.nonfinite != "ignore" and not self._grads_finite():
+            self.skipped_steps += 1
+            return loss
+        params = [p for _, p in self._keys() if p.grad is not None]
+        adaptive, eps = self.options["adaptive"], self.options["eps"]
+        if params:
+            grads = [p.grad for p in params]
+            scaled = torch._foreach_mul(grads, torch._foreach_abs(params)) if adaptive else grads
+            norm = torch.stack(torch._foreach_norm(scaled)).norm() + eps
+            del scaled
+        saved: dict[torch.Tensor, torch.Tensor] = {}
+        for index, group in enumerate(self.param_groups):
+            members = [p for p in group["params"] if p.grad is not None]
+            scale = group_rho(self.options, index) / norm if members else None
+            for indices in foreach_groups(members).values():
+                tensors = [members[i] for i in indices]
+                for p in tensors:
+                    saved[p] = p.clone()
+                grads = [p.grad for p in tensors]
+                if adaptive:
+                    steps = torch._foreach_mul(tensors, tensors)
+                    torch._foreach_mul_(steps, grads)
+                else:
+                    steps = torch._foreach_mul(grads, 1.0)
+                torch._foreach_mul_(steps, scale.to(tensors[0]))  # type: ignore[union-attr]
+                torch._foreach_add_(tensors, steps)
+        try:
+            with torch.enable_grad():
+                closure()
+        finally:
+            if saved:
+                torch._foreach_copy_(list(saved), list(saved.values()))
+        if self.nonfinite != "ignore" and not self._grads_finite():
+            self.skipped_steps += 1
+            return loss
+        skipped = getattr(self.base, "skipped_steps", 0)
+        with torch.enable_grad():
+            self.base.step()
+        if getattr(self.base, "skipped_steps", 0) == skipped:
+            self.steps += 1
+        return loss
+
+
+# ----------------------------------------------------------------------------------- soap
+def _project(x: torch.Tensor, bases: list[torch.Tensor | None],
+             forward: bool) -> torch.Tensor:
+    for basis in bases:
+        if basis is None:
+            x = x.movedim(0, -1)
+        else:
+            x = torch.tensordot(x, basis, dims=([0], [0 if forward else 1]))
+    return x
+
+
+class SoapAlgorithm(torch.optim.Optimizer):
+    """SOAP (Vyas et al. 2024), see :mod:`optiplug.plugins.optimizers.soap`: one tensor at a
+    time (its factors are matrices of its own shapes)."""
+
+    def __init__(self, params: Any, lr: float = 3e-3, betas: tuple[float, float] = (0.95, 0.95),
+                 shampoo_beta: float | None = None, eps: float = 1e-8,
+                 weight_decay: float = 0.01, precondition_frequency: int = 10,
+                 max_precondition_dim: int = 10000, precondition_1d: bool = False,
+                 correct_bias: bool = True) -> None:
+        _check(lr, betas, weight_decay)
+        super().__init__(params, {"lr": lr, "betas": tuple(betas), "shampoo_beta": shampoo_beta,
+                                  "eps": eps, "weight_decay": weight_decay,
+                                  "precondition_frequency": precondition_frequency,
+                                  "max_precondition_dim": max_precondition_dim,
+                                  "precondition_1d": precondition_1d,
+                                  "correct_bias": correct_bias})
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """torch's ``add_param_group``; nothing is added if a parameter has more than 4
+        dimensions (raises ``ValueError``)."""
+        super().add_param_group(param_group)
+        refuse_high_rank(self.param_groups)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """One step over every parameter that has a gradient."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                if param.grad.is_sparse:
+                    raise RuntimeError("Soap does not support sparse gradients")
+                self._update(group, param, param.grad)
+        return loss
+
+    def _update(self, group: dict[str, Any], param: torch.Tensor, grad: torch.Tensor) -> None:
+        axes = preconditioned_axes(tuple(param.shape), group["max_precondition_dim"],
+                                   group["precondition_1d"])
+        state = self.state[param]
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            for axis, used in enumerate(axes):
+                if used:
+                    size = param.shape[axis]
+                    state[f"GG{axis}"] = param.new_zeros((size, size))
+                    state[f"Q{axis}"] = param.new_zeros((size, size))
+        state["step"] += 1
+        if state["step"] == 1:
+            self._update_factors(group, grad, state, axes, updates=0)
+            return
+        updates = state["step"] - 1
+        beta1, beta2 = group["betas"]
+        bases = [state[f"Q{axis}"] if used else None for axis, used in enumerate(axes)]
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        projected = _project(grad, bases, forward=True)
+        exp_avg.lerp_(grad, 1 - beta1)
+        exp_avg_sq.lerp_(projected * projected, 1 - beta2)
+        denominator = exp_avg_sq.sqrt().add_(group["eps"])
+        direction = _project(_project(exp_avg, bases, forward=True) / denominator, bases,
+                             forward=False)
+        step_size = group["lr"]
+        if group["correct_bias"]:
+            step_size *= math.sqrt(1 - beta2**updates) / (1 - beta1**updates)
+        param.add_(direction, alpha=-step_size)
+        if group["weight_decay"]:
+            param.mul_(1 - group["lr"] * group["weight_decay"])
+        self._update_factors(group, grad, state, axes, updates)
+
+    @staticmethod
+    def _update_factors(group: Mapping[str, Any], grad: torch.Tensor, state: dict[str, Any],
+                        axes: list[bool], updates: int) -> None:
+        shampoo_beta = group["shampoo_beta"]
+        if shampoo_beta is None:
+            shampoo_beta = group["betas"][1]
+        for axis, used in enumerate(axes):
+            if used:
+                others = [a for a in range(grad.dim()) if a != axis]
+                state[f"GG{axis}"].lerp_(torch.tensordot(grad, grad, dims=(others, others)),
+                                         1 - shampoo_beta)
+        if updates == 0:
+            for axis, used in enumerate(axes):
+                if used:
+                    factor = state[f"GG{axis}"].double()
+                    eye = torch.eye(len(factor), dtype=factor.dtype, device=factor.device)
+                    _, vectors = torch.linalg.eigh(factor + 1e-30 * eye)
+                    state[f"Q{axis}"].copy_(vectors.flip(1))
+        elif updates % group["precondition_frequency"] == 0:
+            exp_avg_sq = state["exp_avg_sq"]
+            for axis, used in enumerate(axes):
+                if not used:
+                    continue
+                factor = state[f"GG{axis}"].double()
+                basis = state[f"Q{axis}"].double()
+                product = factor @ basis
+                order = torch.argsort((basis * product).sum(dim=0), descending=True,
+                                      stable=True)
+                exp_avg_sq.copy_(exp_avg_sq.index_select(axis, order))
+                state[f"Q{axis}"].copy_(torch.linalg.qr(product[:, order])[0])
+
+
+class Soap(TorchOptimizer, SoapAlgorithm):
+    """:class:`SoapAlgorithm` with named params and state."""
+
+    torch_class = SoapAlgorithm
+
+    def state_shape(self, key: str, param: torch.Tensor) -> tuple[int, ...]:
+        """``(d, d)`` for the factor and basis of an axis of length ``d``."""
+        if key.startswith(("GG", "Q")):
+            size = param.shape[int(key[-1])]
+            return (size, size)
+        return tuple(param.shape)
