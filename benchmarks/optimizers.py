@@ -46,6 +46,7 @@ torch's for-loop and foreach kernels, optiplug's torch backend (``/fastest`` of 
 optiplug's NumPy backend (``/torch``: over torch's fastest). lbfgs is closure-driven: its step
 time is the closure's, so it has no row.
     python benchmarks/optimizers.py --pytorch-optimizer   # paper optimizers vs pytorch_optimizer
+    python benchmarks/optimizers.py --kernel-layouts --quick  # foreach or for-loop per layout
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ import torch
 
 import optiplug
 from optiplug.backends.numpy import NumpyOptimizer
+from optiplug.backends.torch import FOREACH_MAX_NUMEL
 
 Array = np.ndarray
 HYPER: dict[str, dict[str, Any]] = {
@@ -475,6 +477,69 @@ def torchref_main(args: argparse.Namespace) -> None:
         print(f"{name:<10} | {r['torch/fastest']:>13.2f} {r['fastest']:>9} | "
               f"{r['numpy/torch']:>11.2f} | {r['torch for-loop']:.1f} {foreach} "
               f"{r['optiplug torch']:.1f} {r['optiplug numpy']:.1f}", flush=True)
+# ----------------------------------------------- foreach or for-loop, per layout (issue 11)
+LAYOUT_HYPER: dict[str, dict[str, Any]] = {
+    "rmsprop": {"lr": 1e-3}, "adadelta": {"lr": 1.0}, "radam": {"lr": 1e-3},
+    "nadam": {"lr": 2e-3}, "adamax": {"lr": 2e-3}, "rprop": {"lr": 1e-2}, "asgd": {"lr": 1e-2},
+}
+LAYOUT_CLASS = {"rmsprop": "RMSprop", "adadelta": "Adadelta", "radam": "RAdam",
+                "nadam": "NAdam", "adamax": "Adamax", "rprop": "Rprop", "asgd": "ASGD"}
+
+
+def measure_layout(name: str, tensors: int, size: int, repeats: int) -> dict[str, float]:
+    """Milliseconds per step of torch's for-loop and foreach kernels and of optiplug's torch
+    backend (its own kernel choice) on ``tensors`` float32 tensors of ``size`` elements."""
+    rng = np.random.default_rng(0)
+    start = [rng.standard_normal(size, dtype=np.float32) for _ in range(tensors)]
+    grads = [(1e-3 * rng.standard_normal(size)).astype(np.float32) for _ in range(tensors)]
+
+    def params() -> list[torch.nn.Parameter]:
+        made = [torch.nn.Parameter(torch.from_numpy(a.copy())) for a in start]
+        for p, g in zip(made, grads, strict=True):
+            p.grad = torch.from_numpy(g)
+        return made
+
+    hyper = LAYOUT_HYPER[name]
+    cls = getattr(torch.optim, LAYOUT_CLASS[name])
+    kwargs = torch_arguments(name, hyper)
+    ours = optiplug.optimizer(name, [(str(i), p) for i, p in enumerate(params())], **hyper)
+    steps = {"for-loop": cls(params(), **kwargs, foreach=False).step,
+             "foreach": cls(params(), **kwargs, foreach=True).step, "optiplug": ours.step}
+    times = interleaved_medians(steps, repeats)
+    return {**{key: value * 1e3 for key, value in times.items()},
+            "picked": "foreach" if ours.param_groups[0].get("foreach") else "for-loop"}
+
+
+def run_layouts(names: list[str], quick: bool, repeats: int, threads: int | None) -> None:
+    """Print the kernel-per-layout table, each row in a fresh process."""
+    layouts = [(10, 100), (100, 1_000), (1_000, 1_000), (100, 10_000), (30, 100_000)]
+    if not quick:
+        layouts += [(1_000, 10_000), (100, 100_000)]
+    print(f"float32, CPU, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+          f"median of {repeats}; optiplug picks foreach up to a mean tensor size of "
+          f"{FOREACH_MAX_NUMEL} elements")
+    header = (f"{'optimizer':<9} {'layout':>13} | {'foreach/loop':>12} | "
+              f"{'optiplug/fastest':>16} {'(picked)':>9} | ms: for-loop foreach optiplug")
+    print(header)
+    print("-" * len(header))
+    for tensors, size in layouts:
+        for name in names:
+            command = [sys.executable, __file__, "--layout-row", name, str(tensors), str(size),
+                       "--repeats", str(repeats)]
+            if threads is not None:
+                command += ["--threads", str(threads)]
+            done = subprocess.run(command, capture_output=True, text=True)
+            layout = f"{tensors} x {size}"
+            if done.returncode != 0:
+                print(f"{name:<9} {layout:>13} | failed: {done.stderr.strip()[-300:]}")
+                continue
+            r = json.loads(done.stdout.strip().splitlines()[-1])
+            fastest = min(r["for-loop"], r["foreach"])
+            print(f"{name:<9} {layout:>13} | {r['foreach'] / r['for-loop']:>12.2f} | "
+                  f"{r['optiplug'] / fastest:>16.2f} {r['picked']:>9} | "
+                  f"{r['for-loop']:.3f} {r['foreach']:.3f} {r['optiplug']:.3f}", flush=True)
+
+
 # ------------------------------------------------ paper optimizers vs pytorch_optimizer
 # optiplug's torch backend against pytorch_optimizer's implementation of the same rule (its
 # multi-tensor path, the default on CPU), hyperparameters set to the same conventions (issue 10
@@ -559,7 +624,7 @@ def main() -> None:
                         help="numbers of tensors the parameters are split into")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--optimizers", nargs="+", default=None,
-                        choices=sorted({*HYPER, *PAPER_HYPER}))
+                        choices=sorted({*HYPER, *PAPER_HYPER, *LAYOUT_HYPER}))
     parser.add_argument("--pytorch-optimizer", action="store_true",
                         help="optiplug torch vs pytorch_optimizer for the paper optimizers")
     parser.add_argument("--row-pto", action="store_true", help=argparse.SUPPRESS)
@@ -572,6 +637,10 @@ def main() -> None:
     parser.add_argument("--torchref-row", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--row", action="store_true",
                         help="measure in this process and print JSON (used internally)")
+    parser.add_argument("--kernel-layouts", action="store_true",
+                        help="torch's foreach and for-loop kernels per layout, and optiplug's "
+                             "pick, for the optimizers without a fused kernel")
+    parser.add_argument("--layout-row", nargs=3, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--no-peers", action="store_true",
                         help="leave out optax and Keras (installed or not)")
     parser.add_argument("--kernel-choice", action="store_true",
@@ -583,6 +652,14 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
         NumpyOptimizer.default_threads = args.threads
+    if args.layout_row:
+        name, tensors, size = args.layout_row
+        print(json.dumps(measure_layout(name, int(tensors), int(size), repeats)))
+        return
+    if args.kernel_layouts:
+        run_layouts([n for n in (args.optimizers or list(LAYOUT_HYPER)) if n in LAYOUT_HYPER],
+                    args.quick, repeats, args.threads)
+        return
     if args.torchref_row:
         print(json.dumps(measure_torchref(args.torchref_row, total, repeats)))
         return
