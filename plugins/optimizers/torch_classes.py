@@ -215,9 +215,13 @@ class MuonWithAdamW(torch.optim.Optimizer):
             exp_avg_sqs.append(state["exp_avg_sq"])
             steps.append(state["step"])
         beta1, beta2 = group["adamw_betas"]
-        adam(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, beta1=beta1,
-             beta2=beta2, lr=group["adamw_lr"], weight_decay=group["adamw_weight_decay"],
-             eps=group["adamw_eps"], maximize=False, decoupled_weight_decay=True)
+        # torch's multi-tensor kernel: the AdamW part holds the many small tensors (biases,
+        # norm weights), where it is the faster one (see FOREACH_MAX_NUMEL).
+        foreach = all(type(p) in (torch.Tensor, torch.nn.Parameter) for p in params)
+        adam(params, grads, exp_avgs, exp_avg_sqs, [], steps, foreach=foreach, amsgrad=False,
+             beta1=beta1, beta2=beta2, lr=group["adamw_lr"],
+             weight_decay=group["adamw_weight_decay"], eps=group["adamw_eps"], maximize=False,
+             decoupled_weight_decay=True)
 
 
 def _scalar_dtype() -> torch.dtype:
