@@ -112,10 +112,11 @@ class LionAlgorithm(_ForeachAlgorithm):
             torch._foreach_mul_(params, 1 - lr * decay)
         directions = torch._foreach_lerp(exp_avgs, grads, 1 - beta1)
         # sign(c) + 0 c: NaN where c is NaN or infinite (torch.sign maps NaN to 0). One read of
-        # c (its largest magnitude, NaN if any element is) finds the rare tensors that need
-        # the second term, instead of two more passes over every tensor.
-        peaks = torch.stack(torch._foreach_norm(directions, math.inf)).isfinite().tolist()
-        nonfinite = {i: directions[i] * 0.0 for i, finite in enumerate(peaks) if not finite}
+        # c (its norm: not finite if an element is not) finds the rare tensors that need the
+        # second term, instead of two more passes over every tensor; a norm that overflows
+        # sends a finite tensor there too, where adding 0 c changes nothing.
+        norms = torch.stack(torch._foreach_norm(directions)).isfinite().tolist()
+        nonfinite = {i: directions[i] * 0.0 for i, finite in enumerate(norms) if not finite}
         torch._foreach_sign_(directions)
         for i, term in nonfinite.items():
             directions[i].add_(term)
