@@ -14,8 +14,10 @@ also:
   integer or boolean tensors and ``meta`` tensors;
 - picks torch's fastest kernel that is correct for every gradient pattern when the user leaves
   ``fused`` and ``foreach`` unset (``None``): ``fused=True`` where the class has a fused kernel
-  for every parameter, else torch's own choice. Given ``True``/``False``, torch gets them as
-  they are. The state dict records what the user asked for, not the kernel picked, so plain
+  for every parameter; else, on the CPU, ``foreach=True`` for a param group of small tensors
+  where the class declares it faster (``foreach_max_numel``, decided once per group when it
+  is added); else torch's own choice. Given ``True``/``False``, torch gets them as they
+  are. The state dict records what the user asked for, not the kernel picked, so plain
   ``torch.optim`` loading it keeps its own default;
 - loads state by parameter name when both sides carry names, so a checkpoint loads correctly
   after the parameters are reordered, and rejects a mismatch (missing or extra parameter,
