@@ -11,8 +11,20 @@ by side in one run (the implementations take turns within every repeat; medians 
 - ``peak MiB``: the NumPy step's peak traced memory (params + grads + state + what the step
   allocates, measured with tracemalloc) and how much above params + grads + state it goes.
 
+- peers, where they are installed (``pip install 'optiplug[bench]'``; a missing one is skipped
+  with a note): optax (``jax.jit`` on jax's CPU backend, arguments donated; its compile time
+  is reported on its own, not in the step time) and Keras 3 on its torch backend;
+- ``bound``: the memory-bandwidth bound of the step, the bytes it must move at least (each
+  parameter, gradient and state element read once, each parameter and state element written
+  once) over the bandwidth measured at the start of the run (a STREAM triad,
+  ``a = b + s c``, on float32 arrays far larger than the caches).
+
 Targets (issue 3): torch/fastest <= 1.05, numpy/foreach <= 1.0 for Adam, numpy/naive <= 1/3,
-peak extra <= 16 MiB.
+peak extra <= 16 MiB; (issue 11) torch/fastest <= 1.0 in every row.
+
+The default run prints, in one run, the bandwidth, the table of the builtin optimizers with
+their peers, then the paper optimizers against pytorch_optimizer's implementations
+(``--pytorch-optimizer`` prints only that table).
 
     python benchmarks/optimizers.py                 # 10M params in 100 and in 1000 tensors
     python benchmarks/optimizers.py --quick         # 1M params in 10 and 100 tensors
@@ -34,6 +46,7 @@ torch's for-loop and foreach kernels, optiplug's torch backend (``/fastest`` of 
 optiplug's NumPy backend (``/torch``: over torch's fastest). lbfgs is closure-driven: its step
 time is the closure's, so it has no row.
     python benchmarks/optimizers.py --pytorch-optimizer   # paper optimizers vs pytorch_optimizer
+    python benchmarks/optimizers.py --kernel-layouts --quick  # foreach or for-loop per layout
 """
 
 from __future__ import annotations
@@ -42,6 +55,7 @@ import argparse
 import gc
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -55,6 +69,7 @@ import torch
 
 import optiplug
 from optiplug.backends.numpy import NumpyOptimizer
+from optiplug.backends.torch import FOREACH_MAX_NUMEL
 
 Array = np.ndarray
 HYPER: dict[str, dict[str, Any]] = {
@@ -71,6 +86,110 @@ TORCH_CLASS = {"sgd": "SGD", "momentum": "SGD", "nesterov": "SGD", "adagrad": "A
                "rmsprop": "RMSprop", "adadelta": "Adadelta", "adam": "Adam", "adamw": "AdamW"}
 HAS_FUSED = {"SGD", "Adagrad", "Adam", "AdamW"}
 MiB = 1 << 20
+# Bytes an update must move per float32 parameter at least: params, grads and state read
+# once, params and state written once.
+BYTES_PER_PARAM = {"sgd": 12, "momentum": 20, "nesterov": 20, "adagrad": 20, "rmsprop": 20,
+                   "adadelta": 28, "adam": 28, "adamw": 28, "lion": 20, "lamb": 28, "lars": 20,
+                   "adan": 44, "adopt": 28, "adabelief": 28, "schedule_free_adamw": 28,
+                   "schedule_free_sgd": 20}
+
+
+def stream_bandwidth(elements: int = 1 << 25, repeats: int = 7) -> float:
+    """Bytes per second of a STREAM triad ``a = b + s c`` on float32 arrays (best of
+    ``repeats``), with torch's threads: what the fastest update kernel could reach."""
+    b = torch.rand(elements)
+    c = torch.rand(elements)
+    a = torch.empty(elements)
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.add(b, c, alpha=0.5, out=a)
+        best = min(best, time.perf_counter() - start)
+    return 3 * 4 * elements / best
+
+
+# ----------------------------------------------------------------------------- peers
+def optax_step(name: str, hyper: dict[str, Any], start: list[Array], grads: list[Array]
+               ) -> tuple[Callable[[], None], float] | str:
+    """optax's update of ``name`` jitted on jax's CPU backend: the step and its compile
+    seconds, or why it is skipped."""
+    try:
+        import jax
+        import jax.numpy as jnp
+        import optax
+    except ImportError:
+        return "optax not installed (pip install 'optiplug[bench]')"
+    h = optiplug.spec("optimizer", name, **hyper).hyperparameters()
+    makers: dict[str, Callable[[], Any]] = {
+        "sgd": lambda: optax.sgd(h["lr"]),
+        "momentum": lambda: optax.sgd(h["lr"], momentum=h["momentum"]),
+        "nesterov": lambda: optax.sgd(h["lr"], momentum=h["momentum"], nesterov=True),
+        "adagrad": lambda: optax.adagrad(h["lr"], initial_accumulator_value=0.0,
+                                         eps=h["eps"]),
+        "rmsprop": lambda: optax.rmsprop(h["lr"], decay=h["alpha"], eps=h["eps"]),
+        "adadelta": lambda: optax.adadelta(h["lr"], rho=h["rho"], eps=h["eps"]),
+        "adam": lambda: optax.adam(h["lr"], b1=h["betas"][0], b2=h["betas"][1], eps=h["eps"]),
+        "adamw": lambda: optax.adamw(h["lr"], b1=h["betas"][0], b2=h["betas"][1],
+                                     eps=h["eps"], weight_decay=h["weight_decay"]),
+    }
+    if name not in makers:
+        return f"optax: no {name}"
+    transform = makers[name]()
+    params = [jnp.asarray(a) for a in start]
+    jax_grads = [jnp.asarray(g) for g in grads]
+    state = transform.init(params)
+
+    def update(params: Any, state: Any, grads: Any) -> Any:
+        updates, state = transform.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    began = time.perf_counter()
+    compiled = jax.jit(update, donate_argnums=(0, 1)).lower(params, state, jax_grads).compile()
+    compile_seconds = time.perf_counter() - began
+    carry = [params, state]
+
+    def step() -> None:
+        carry[0], carry[1] = compiled(carry[0], carry[1], jax_grads)
+        jax.block_until_ready(carry[0])
+
+    return step, compile_seconds
+
+
+def keras_step(name: str, hyper: dict[str, Any], start: list[Array], grads: list[Array]
+               ) -> Callable[[], None] | str:
+    """Keras 3's optimizer of ``name`` on its torch backend (``KERAS_BACKEND=torch``, set by
+    the parent before this process started), or why it is skipped."""
+    try:
+        import keras
+    except ImportError:
+        return "keras not installed (pip install 'optiplug[bench]')"
+    if keras.backend.backend() != "torch":
+        return f"keras runs on {keras.backend.backend()}, not torch"
+    h = optiplug.spec("optimizer", name, **hyper).hyperparameters()
+    makers: dict[str, Callable[[], Any]] = {
+        "sgd": lambda: keras.optimizers.SGD(h["lr"]),
+        "momentum": lambda: keras.optimizers.SGD(h["lr"], momentum=h["momentum"]),
+        "nesterov": lambda: keras.optimizers.SGD(h["lr"], momentum=h["momentum"],
+                                                 nesterov=True),
+        "adagrad": lambda: keras.optimizers.Adagrad(h["lr"], initial_accumulator_value=0.0,
+                                                    epsilon=h["eps"]),
+        "rmsprop": lambda: keras.optimizers.RMSprop(h["lr"], rho=h["alpha"],
+                                                    epsilon=h["eps"]),
+        "adadelta": lambda: keras.optimizers.Adadelta(h["lr"], rho=h["rho"],
+                                                      epsilon=h["eps"]),
+        "adam": lambda: keras.optimizers.Adam(h["lr"], beta_1=h["betas"][0],
+                                              beta_2=h["betas"][1], epsilon=h["eps"]),
+        "adamw": lambda: keras.optimizers.AdamW(h["lr"], weight_decay=h["weight_decay"],
+                                                beta_1=h["betas"][0], beta_2=h["betas"][1],
+                                                epsilon=h["eps"]),
+    }
+    if name not in makers:
+        return f"keras: no {name}"
+    optimizer = makers[name]()
+    variables = [keras.Variable(torch.from_numpy(a.copy())) for a in start]
+    torch_grads = [torch.from_numpy(g) for g in grads]
+    optimizer.build(variables)
+    return lambda: optimizer.apply(torch_grads, variables)
 
 
 # ------------------------------------------------------------------- naive NumPy updates
@@ -156,7 +275,8 @@ def numpy_peak(name: str, sizes: list[int], hyper: dict[str, Any]) -> tuple[floa
     return peak / MiB, (peak - resident) / MiB
 
 
-def measure(name: str, total: int, tensors: int, repeats: int) -> dict[str, float]:
+def measure(name: str, total: int, tensors: int, repeats: int, peers: bool = True
+            ) -> dict[str, Any]:
     sizes = [total // tensors] * tensors
     hyper = HYPER[name]
     rng = np.random.default_rng(0)
@@ -187,12 +307,26 @@ def measure(name: str, total: int, tensors: int, repeats: int) -> dict[str, floa
     steps["optiplug numpy"] = lambda: numpy_opt.step(grads)
     naive = NaiveNumpy(name, [a.copy() for a in start], hyper)
     steps["naive numpy"] = lambda: naive.step(grads)
+    notes: list[str] = []
+    compile_seconds = math.nan
+    if peers:
+        jitted = optax_step(name, hyper, start, grads)
+        if isinstance(jitted, str):
+            notes.append(jitted)
+        else:
+            steps["optax jit"], compile_seconds = jitted
+        on_keras = keras_step(name, hyper, start, grads)
+        if isinstance(on_keras, str):
+            notes.append(on_keras)
+        else:
+            steps["keras torch"] = on_keras
     times = interleaved_medians(steps, repeats)
     steps.clear()
     gc.collect()
     peak, extra = numpy_peak(name, sizes, hyper)
     fastest = min(times[f"torch {label}"] for label in variants)
-    return {**{key: value * 1e3 for key, value in times.items()},
+    return {**{key: value * 1e3 for key, value in times.items()}, "notes": notes,
+            "compile s": compile_seconds,
             "torch/fastest": times["optiplug torch"] / fastest,
             "numpy/foreach": times["optiplug numpy"] / times["torch foreach"],
             "numpy/naive": times["optiplug numpy"] / times["naive numpy"],
@@ -246,13 +380,26 @@ def print_kernel_rows(name: str, tensors: int, r: dict[str, float]) -> None:
               f"{r['foreach' + suffix]:.2f} {r['for-loop' + suffix]:.2f}", flush=True)
 
 
-def print_row(name: str, tensors: int, r: dict[str, Any]) -> None:
-    fastest_ms = r[f"torch {r['fastest']}"]
+MAIN_HEADER = (f"{'optimizer':<9} {'tensors':>7} | {'torch/fastest':>13} {'(fastest)':>9} | "
+               f"{'numpy/foreach':>13} | {'numpy/naive':>11} | {'torch/bound':>11} | "
+               f"{'peak MiB':>8} {'(+extra)':>8} | ms: bound fused foreach for-loop "
+               f"optiplug-torch optiplug-numpy naive optax-jit keras-torch | optax compile s")
+
+
+def _ms(r: dict[str, Any], key: str) -> str:
+    return f"{r[key]:.2f}" if key in r else "-"
+
+
+def print_row(name: str, tensors: int, r: dict[str, Any], bound_ms: float) -> None:
+    compile_s = r.get("compile s", math.nan)
     print(f"{name:<9} {tensors:>7} | {r['torch/fastest']:>13.2f} {r['fastest']:>9} | "
           f"{r['numpy/foreach']:>13.2f} | {r['numpy/naive']:>11.2f} | "
-          f"{r['peak']:>8.1f} {'+' + format(r['extra'], '.1f'):>8} | "
-          f"{fastest_ms:.1f} {r['torch foreach']:.1f} {r['optiplug torch']:.1f} "
-          f"{r['optiplug numpy']:.1f} {r['naive numpy']:.1f}", flush=True)
+          f"{r['optiplug torch'] / bound_ms:>11.2f} | "
+          f"{r['peak']:>8.1f} {'+' + format(r['extra'], '.1f'):>8} | {bound_ms:.2f} "
+          + " ".join(_ms(r, key) for key in (
+              "torch fused", "torch foreach", "torch for-loop", "optiplug torch",
+              "optiplug numpy", "naive numpy", "optax jit", "keras torch"))
+          + (f" | {compile_s:.2f}" if compile_s == compile_s else " | -"), flush=True)
 
 
 # ------------------------------------------------- optimizers with a torch.optim reference
@@ -330,6 +477,69 @@ def torchref_main(args: argparse.Namespace) -> None:
         print(f"{name:<10} | {r['torch/fastest']:>13.2f} {r['fastest']:>9} | "
               f"{r['numpy/torch']:>11.2f} | {r['torch for-loop']:.1f} {foreach} "
               f"{r['optiplug torch']:.1f} {r['optiplug numpy']:.1f}", flush=True)
+# ----------------------------------------------- foreach or for-loop, per layout (issue 11)
+LAYOUT_HYPER: dict[str, dict[str, Any]] = {
+    "rmsprop": {"lr": 1e-3}, "adadelta": {"lr": 1.0}, "radam": {"lr": 1e-3},
+    "nadam": {"lr": 2e-3}, "adamax": {"lr": 2e-3}, "rprop": {"lr": 1e-2}, "asgd": {"lr": 1e-2},
+}
+LAYOUT_CLASS = {"rmsprop": "RMSprop", "adadelta": "Adadelta", "radam": "RAdam",
+                "nadam": "NAdam", "adamax": "Adamax", "rprop": "Rprop", "asgd": "ASGD"}
+
+
+def measure_layout(name: str, tensors: int, size: int, repeats: int) -> dict[str, float]:
+    """Milliseconds per step of torch's for-loop and foreach kernels and of optiplug's torch
+    backend (its own kernel choice) on ``tensors`` float32 tensors of ``size`` elements."""
+    rng = np.random.default_rng(0)
+    start = [rng.standard_normal(size, dtype=np.float32) for _ in range(tensors)]
+    grads = [(1e-3 * rng.standard_normal(size)).astype(np.float32) for _ in range(tensors)]
+
+    def params() -> list[torch.nn.Parameter]:
+        made = [torch.nn.Parameter(torch.from_numpy(a.copy())) for a in start]
+        for p, g in zip(made, grads, strict=True):
+            p.grad = torch.from_numpy(g)
+        return made
+
+    hyper = LAYOUT_HYPER[name]
+    cls = getattr(torch.optim, LAYOUT_CLASS[name])
+    kwargs = torch_arguments(name, hyper)
+    ours = optiplug.optimizer(name, [(str(i), p) for i, p in enumerate(params())], **hyper)
+    steps = {"for-loop": cls(params(), **kwargs, foreach=False).step,
+             "foreach": cls(params(), **kwargs, foreach=True).step, "optiplug": ours.step}
+    times = interleaved_medians(steps, repeats)
+    return {**{key: value * 1e3 for key, value in times.items()},
+            "picked": "foreach" if ours.param_groups[0].get("foreach") else "for-loop"}
+
+
+def run_layouts(names: list[str], quick: bool, repeats: int, threads: int | None) -> None:
+    """Print the kernel-per-layout table, each row in a fresh process."""
+    layouts = [(10, 100), (100, 1_000), (1_000, 1_000), (100, 10_000), (30, 100_000)]
+    if not quick:
+        layouts += [(1_000, 10_000), (100, 100_000)]
+    print(f"float32, CPU, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+          f"median of {repeats}; optiplug picks foreach up to a mean tensor size of "
+          f"{FOREACH_MAX_NUMEL} elements")
+    header = (f"{'optimizer':<9} {'layout':>13} | {'foreach/loop':>12} | "
+              f"{'optiplug/fastest':>16} {'(picked)':>9} | ms: for-loop foreach optiplug")
+    print(header)
+    print("-" * len(header))
+    for tensors, size in layouts:
+        for name in names:
+            command = [sys.executable, __file__, "--layout-row", name, str(tensors), str(size),
+                       "--repeats", str(repeats)]
+            if threads is not None:
+                command += ["--threads", str(threads)]
+            done = subprocess.run(command, capture_output=True, text=True)
+            layout = f"{tensors} x {size}"
+            if done.returncode != 0:
+                print(f"{name:<9} {layout:>13} | failed: {done.stderr.strip()[-300:]}")
+                continue
+            r = json.loads(done.stdout.strip().splitlines()[-1])
+            fastest = min(r["for-loop"], r["foreach"])
+            print(f"{name:<9} {layout:>13} | {r['foreach'] / r['for-loop']:>12.2f} | "
+                  f"{r['optiplug'] / fastest:>16.2f} {r['picked']:>9} | "
+                  f"{r['for-loop']:.3f} {r['foreach']:.3f} {r['optiplug']:.3f}", flush=True)
+
+
 # ------------------------------------------------ paper optimizers vs pytorch_optimizer
 # optiplug's torch backend against pytorch_optimizer's implementation of the same rule (its
 # multi-tensor path, the default on CPU), hyperparameters set to the same conventions (issue 10
@@ -379,11 +589,13 @@ def measure_against_pytorch_optimizer(name: str, total: int, tensors: int,
 
 
 def run_against_pytorch_optimizer(names: list[str], total: int, splits: list[int],
-                                  repeats: int, threads: int | None) -> None:
+                                  repeats: int, threads: int | None,
+                                  bandwidth: float | None = None) -> None:
     """Print the optiplug-vs-pytorch_optimizer table, each row in a fresh process."""
     print(f"{total / 1e6:g}M float32 params (matrices of 100 columns), CPU, torch "
           f"{torch.__version__}, median of {repeats}; optiplug torch vs pytorch_optimizer")
     header = (f"{'optimizer':<19} {'tensors':>7} | {'optiplug/pto':>12} | "
+              f"{'pto/bound':>9} {'optiplug/bound':>14} | {'bound ms':>8} "
               f"{'pto ms':>8} {'optiplug ms':>11}")
     print(header)
     print("-" * len(header))
@@ -399,8 +611,11 @@ def run_against_pytorch_optimizer(names: list[str], total: int, splits: list[int
                 print(f"{name:<19} {tensors:>7} | failed: {done.stderr.strip()[-300:]}")
                 continue
             r = json.loads(done.stdout.strip().splitlines()[-1])
+            bound = BYTES_PER_PARAM[name] * total / bandwidth * 1e3 if bandwidth else math.nan
             print(f"{name:<19} {tensors:>7} | {r['ratio']:>12.2f} | "
-                  f"{r['pytorch_optimizer']:>8.1f} {r['optiplug']:>11.1f}", flush=True)
+                  f"{r['pytorch_optimizer'] / bound:>9.2f} {r['optiplug'] / bound:>14.2f} | "
+                  f"{bound:>8.2f} {r['pytorch_optimizer']:>8.1f} {r['optiplug']:>11.1f}",
+                  flush=True)
 
 
 def main() -> None:
@@ -411,7 +626,7 @@ def main() -> None:
                         help="numbers of tensors the parameters are split into")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--optimizers", nargs="+", default=None,
-                        choices=sorted({*HYPER, *PAPER_HYPER}))
+                        choices=sorted({*HYPER, *PAPER_HYPER, *LAYOUT_HYPER}))
     parser.add_argument("--pytorch-optimizer", action="store_true",
                         help="optiplug torch vs pytorch_optimizer for the paper optimizers")
     parser.add_argument("--row-pto", action="store_true", help=argparse.SUPPRESS)
@@ -424,6 +639,12 @@ def main() -> None:
     parser.add_argument("--torchref-row", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--row", action="store_true",
                         help="measure in this process and print JSON (used internally)")
+    parser.add_argument("--kernel-layouts", action="store_true",
+                        help="torch's foreach and for-loop kernels per layout, and optiplug's "
+                             "pick, for the optimizers without a fused kernel")
+    parser.add_argument("--layout-row", nargs=3, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--no-peers", action="store_true",
+                        help="leave out optax and Keras (installed or not)")
     parser.add_argument("--kernel-choice", action="store_true",
                         help="the cost of optiplug's torch kernel choice for SGD momentum")
     args = parser.parse_args()
@@ -433,6 +654,14 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
         NumpyOptimizer.default_threads = args.threads
+    if args.layout_row:
+        name, tensors, size = args.layout_row
+        print(json.dumps(measure_layout(name, int(tensors), int(size), repeats)))
+        return
+    if args.kernel_layouts:
+        run_layouts([n for n in (args.optimizers or list(LAYOUT_HYPER)) if n in LAYOUT_HYPER],
+                    args.quick, repeats, args.threads)
+        return
     if args.torchref_row:
         print(json.dumps(measure_torchref(args.torchref_row, total, repeats)))
         return
@@ -441,8 +670,11 @@ def main() -> None:
         torchref_main(args)
         return
     if args.row:
-        measured = (measure_kernel_choice if args.kernel_choice else measure)(
-            args.optimizers[0], total, splits[0], repeats)
+        if args.kernel_choice:
+            measured = measure_kernel_choice(args.optimizers[0], total, splits[0], repeats)
+        else:
+            measured = measure(args.optimizers[0], total, splits[0], repeats,
+                               peers=not args.no_peers)
         print(json.dumps(measured))
         return
     if args.kernel_choice:
@@ -473,29 +705,48 @@ def main() -> None:
         return
     if args.pytorch_optimizer:
         run_against_pytorch_optimizer(args.optimizers or list(PAPER_HYPER), total, splits,
-                                      repeats, args.threads)
+                                      repeats, args.threads, stream_bandwidth())
         return
-    args.optimizers = args.optimizers or list(HYPER)
+    bandwidth = stream_bandwidth()
+    print(f"memory bandwidth (STREAM triad, torch, {torch.get_num_threads()} threads): "
+          f"{bandwidth / 1e9:.1f} GB/s", flush=True)
+    names = [n for n in (args.optimizers or list(HYPER)) if n in HYPER]
+    if names:
+        run_main_table(names, total, splits, repeats, args.threads, bandwidth, args.no_peers)
+    paper = [n for n in (args.optimizers or list(PAPER_HYPER)) if n in PAPER_HYPER]
+    if paper:
+        print()
+        run_against_pytorch_optimizer(paper, total, splits, repeats, args.threads, bandwidth)
+
+
+def run_main_table(names: list[str], total: int, splits: list[int], repeats: int,
+                   threads: int | None, bandwidth: float, no_peers: bool) -> None:
+    """Print the table of the builtin optimizers (and peers), each row in a fresh process."""
     print(f"{total / 1e6:g}M float32 params, CPU, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), numpy {np.__version__}, median of {repeats}; "
           f"each row in a fresh process")
-    header = (f"{'optimizer':<9} {'tensors':>7} | {'torch/fastest':>13} {'(fastest)':>9} | "
-              f"{'numpy/foreach':>13} | {'numpy/naive':>11} | {'peak MiB':>8} "
-              f"{'(+extra)':>8} | ms: fastest foreach optiplug-torch optiplug-numpy naive")
-    print(header)
-    print("-" * len(header))
+    print(MAIN_HEADER)
+    print("-" * len(MAIN_HEADER))
+    notes: set[str] = set()
     for tensors in splits:
-        for name in args.optimizers:
+        for name in names:
             # A fresh process per row: no allocator state or warm caches carried over.
             command = [sys.executable, __file__, "--row", "--optimizers", name, "--splits",
                        str(tensors), "--params", str(total), "--repeats", str(repeats)]
-            if args.threads is not None:
-                command += ["--threads", str(args.threads)]
-            done = subprocess.run(command, capture_output=True, text=True)
+            if threads is not None:
+                command += ["--threads", str(threads)]
+            if no_peers:
+                command.append("--no-peers")
+            done = subprocess.run(command, capture_output=True, text=True,
+                                  env={**os.environ, "KERAS_BACKEND": "torch"})
             if done.returncode != 0:
                 print(f"{name:<9} {tensors:>7} | failed: {done.stderr.strip()[-300:]}")
                 continue
-            print_row(name, tensors, json.loads(done.stdout.strip().splitlines()[-1]))
+            r = json.loads(done.stdout.strip().splitlines()[-1])
+            notes.update(r.get("notes", []))
+            print_row(name, tensors, r, BYTES_PER_PARAM[name] * total / bandwidth * 1e3)
+    for note in sorted(notes):
+        print(f"note: {note}")
 
 
 if __name__ == "__main__":

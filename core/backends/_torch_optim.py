@@ -14,8 +14,10 @@ also:
   integer or boolean tensors and ``meta`` tensors;
 - picks torch's fastest kernel that is correct for every gradient pattern when the user leaves
   ``fused`` and ``foreach`` unset (``None``): ``fused=True`` where the class has a fused kernel
-  for every parameter, else torch's own choice. Given ``True``/``False``, torch gets them as
-  they are. The state dict records what the user asked for, not the kernel picked, so plain
+  for every parameter; else, on the CPU, ``foreach=True`` for a param group of small tensors
+  where the class declares it faster (``foreach_max_numel``, decided once per group when it
+  is added); else torch's own choice. Given ``True``/``False``, torch gets them as they
+  are. The state dict records what the user asked for, not the kernel picked, so plain
   ``torch.optim`` loading it keeps its own default;
 - loads state by parameter name when both sides carry names, so a checkpoint loads correctly
   after the parameters are reordered, and rejects a mismatch (missing or extra parameter,
@@ -43,8 +45,8 @@ from ..param_groups import normalize_params
 from ._clip import checked_clipping
 from ._numpy_optim import SCHEDULER_GROUP_KEYS, NonfiniteGradientError
 
-__all__ = ["SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "NamedParamsOptimizer", "RMSprop",
-           "torch_params"]
+__all__ = ["FOREACH_MAX_NUMEL", "SGD", "Adadelta", "Adagrad", "Adam", "AdamW",
+           "NamedParamsOptimizer", "RMSprop", "torch_params"]
 
 _IMPLEMENTATION_KEYS: Final = frozenset({"params", "param_names", "foreach", "fused",
                                          "capturable", "differentiable"})
@@ -97,6 +99,11 @@ class NamedParamsOptimizer(torch.optim.Optimizer):
     step_in_state: ClassVar[bool] = True
     """Whether the torch class keeps a ``step`` count in each parameter's state (SGD does
     not), for :func:`optiplug.convert_state`."""
+    foreach_max_numel: ClassVar[int | None] = None
+    """For a class without a fused kernel on the CPU: the largest mean tensor size (elements)
+    of a param group for which its foreach kernel is picked over torch's CPU default, the
+    for-loop (measured faster up to there: ``benchmarks/optimizers.py --kernel-layouts``);
+    ``None``: always torch's default. Decided once per group, when the group is added."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -179,9 +186,28 @@ class NamedParamsOptimizer(torch.optim.Optimizer):
         if self.param_groups:
             group["params"] = items if named else [param for _, param in items]
         request = getattr(self, "_kernel_request", {})
+        requested = {key: param_group.get(key, request.get(key)) for key in _KERNEL_KEYS}
+        if all(value is None for value in requested.values()):
+            group.update(self._layout_kernel([param for _, param in items]))
         super().add_param_group(group)
-        self._kernel_requests.append({key: param_group.get(key, request.get(key))
-                                      for key in _KERNEL_KEYS})
+        self._kernel_requests.append(requested)
+
+    def _layout_kernel(self, params: list[Any]) -> dict[str, Any]:
+        """The kernel key for a new group whose kernel the user left unset: ``foreach`` on
+        the CPU where the group's layout is one where it measured faster than the for-loop
+        (see :attr:`foreach_max_numel`); nothing (torch's own choice) elsewhere. Both kernels
+        skip parameters without a gradient and keep each parameter's own step count, so they
+        agree for every gradient pattern."""
+        limit = self.foreach_max_numel
+        defaults = getattr(self, "defaults", {})
+        if (limit is None or not params or "foreach" not in defaults
+                or defaults.get("fused") or defaults.get("differentiable")):
+            return {}
+        if not all(type(p) in (torch.Tensor, torch.nn.Parameter) and p.device.type == "cpu"
+                   and torch.is_floating_point(p) and not p.is_sparse for p in params):
+            return {}
+        mean_numel = sum(p.numel() for p in params) / len(params)
+        return {"foreach": True} if mean_numel <= limit else {}
 
     def state_shape(self, key: str, param: torch.Tensor) -> tuple[int, ...]:
         """Shape of state tensor ``key`` of ``param`` that loading checks: the parameter's;
@@ -442,16 +468,28 @@ class Adagrad(NamedParamsOptimizer, torch.optim.Adagrad):
     fused_unsupported = frozenset({"cuda"})
 
 
+FOREACH_MAX_NUMEL: Final = 65536
+"""Where torch's CPU foreach kernel beats its for-loop (RMSprop, Adadelta, RAdam, NAdam,
+Adamax, Rprop): groups of tensors of at most 64 Ki elements on average (256 KiB in float32),
+where the for-loop's per-tensor Python work is a large part of the step; above it both are
+memory-bound and the for-loop, torch's CPU default, needs no group-sized temporaries.
+Measured in docs/performance.md (``benchmarks/optimizers.py --kernel-layouts``)."""
+
+
 class RMSprop(NamedParamsOptimizer, torch.optim.RMSprop):
-    """``torch.optim.RMSprop`` with named params and state."""
+    """``torch.optim.RMSprop`` with named params and state (foreach on CPU for small tensors,
+    see :data:`FOREACH_MAX_NUMEL`)."""
 
     torch_class = torch.optim.RMSprop
+    foreach_max_numel = FOREACH_MAX_NUMEL
 
 
 class Adadelta(NamedParamsOptimizer, torch.optim.Adadelta):
-    """``torch.optim.Adadelta`` with named params and state."""
+    """``torch.optim.Adadelta`` with named params and state (foreach on CPU for small tensors,
+    see :data:`FOREACH_MAX_NUMEL`)."""
 
     torch_class = torch.optim.Adadelta
+    foreach_max_numel = FOREACH_MAX_NUMEL
 
 
 class Adam(NamedParamsOptimizer, torch.optim.Adam):

@@ -15,6 +15,7 @@ plugins: builtins import only from here.
 from __future__ import annotations
 
 from ._torch_optim import (
+    FOREACH_MAX_NUMEL,
     SGD,
     Adadelta,
     Adagrad,
@@ -28,5 +29,5 @@ from ._torch_optim import (
 TorchOptimizer = NamedParamsOptimizer
 """Public name of the named-params optimizer mixin (see the module docstring)."""
 
-__all__ = ["SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "NamedParamsOptimizer", "RMSprop",
-           "TorchOptimizer", "torch_params"]
+__all__ = ["FOREACH_MAX_NUMEL", "SGD", "Adadelta", "Adagrad", "Adam", "AdamW",
+           "NamedParamsOptimizer", "RMSprop", "TorchOptimizer", "torch_params"]

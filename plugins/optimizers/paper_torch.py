@@ -111,11 +111,15 @@ class LionAlgorithm(_ForeachAlgorithm):
         if decay:
             torch._foreach_mul_(params, 1 - lr * decay)
         directions = torch._foreach_lerp(exp_avgs, grads, 1 - beta1)
-        # sign(c) + 0 c: NaN where c is NaN or infinite (torch.sign maps NaN to 0).
-        nonfinite = torch._foreach_mul(directions, 0.0)
+        # sign(c) + 0 c: NaN where c is NaN or infinite (torch.sign maps NaN to 0). One read of
+        # c (its norm: not finite if an element is not) finds the rare tensors that need the
+        # second term, instead of two more passes over every tensor; a norm that overflows
+        # sends a finite tensor there too, where adding 0 c changes nothing.
+        norms = torch.stack(torch._foreach_norm(directions)).isfinite().tolist()
+        nonfinite = {i: directions[i] * 0.0 for i, finite in enumerate(norms) if not finite}
         torch._foreach_sign_(directions)
-        torch._foreach_add_(directions, nonfinite)
-        del nonfinite
+        for i, term in nonfinite.items():
+            directions[i].add_(term)
         torch._foreach_add_(params, directions, alpha=-lr)
         torch._foreach_lerp_(exp_avgs, grads, 1 - beta2)
 
@@ -258,21 +262,24 @@ class AdanAlgorithm(_ForeachAlgorithm):
         if step == 1:
             # The difference of the first step is zero: g_0 = g_1.
             torch._foreach_copy_(previous, grads)
-        diffs = torch._foreach_sub(grads, previous)
+        # g + b2 (g - g_prev), the input of n, in one pass (lerp with the weight -b2), and
+        # m_diff = lerp(m_diff, g - g_prev, 1 - b2) = lerp(m_diff, g, 1 - b2) - (1 - b2) g_prev
+        # without a tensor of differences: two passes fewer.
+        inputs = torch._foreach_lerp(grads, previous, -beta2)
         torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
-        torch._foreach_lerp_(exp_avg_diffs, diffs, 1 - beta2)
-        # n = b3 n + (1 - b3) (g + b2 (g - g_prev))^2
-        torch._foreach_mul_(diffs, beta2)
-        torch._foreach_add_(diffs, grads)
+        torch._foreach_lerp_(exp_avg_diffs, grads, 1 - beta2)
+        torch._foreach_add_(exp_avg_diffs, previous, alpha=-(1 - beta2))
         torch._foreach_mul_(exp_avg_sqs, beta3)
-        torch._foreach_addcmul_(exp_avg_sqs, diffs, diffs, value=1 - beta3)
-        del diffs
+        torch._foreach_addcmul_(exp_avg_sqs, inputs, inputs, value=1 - beta3)
+        del inputs
+        # p -= lr (m / bc1 + b2 m_diff / bc2) / (sqrt(n / bc3) + eps), with sqrt(bc3) moved
+        # into the step size and the two numerators summed first: one addcdiv, no division.
+        bc1, bc2, bc3_sqrt = 1 - beta1**step, 1 - beta2**step, math.sqrt(1 - beta3**step)
         denominators = torch._foreach_sqrt(exp_avg_sqs)
-        torch._foreach_div_(denominators, math.sqrt(1 - beta3**step))
-        torch._foreach_add_(denominators, group["eps"])
-        torch._foreach_addcdiv_(params, exp_avgs, denominators, value=-lr / (1 - beta1**step))
-        torch._foreach_addcdiv_(params, exp_avg_diffs, denominators,
-                                value=-lr * beta2 / (1 - beta2**step))
+        torch._foreach_add_(denominators, group["eps"] * bc3_sqrt)
+        numerators = torch._foreach_add(exp_avgs, exp_avg_diffs, alpha=beta2 * bc1 / bc2)
+        torch._foreach_addcdiv_(params, numerators, denominators, value=-lr * bc3_sqrt / bc1)
+        del numerators, denominators
         if decay:
             torch._foreach_div_(params, 1 + lr * decay)
         torch._foreach_copy_(previous, grads)

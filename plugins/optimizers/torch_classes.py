@@ -2,9 +2,12 @@
 
 Imported only by torch builders (it imports torch): named params in every form, state loaded
 by parameter name, the ``nonfinite`` policy, on top of torch's unchanged math. Kernels are
-torch's own choice (``foreach`` on accelerators, the for-loop on CPU, where torch's
-``foreach`` fallback measured no faster; see ``benchmarks/optimizers.py``); both handle
-parameters whose ``grad`` is ``None`` on some steps.
+torch's own choice (``foreach`` on accelerators, the for-loop on CPU), except that on the CPU
+RAdam, NAdam, Adamax and Rprop take torch's ``foreach`` kernel for param groups of small
+tensors, where it measured faster (``FOREACH_MAX_NUMEL``, decided once per group; see
+docs/performance.md); ASGD keeps the for-loop (its foreach kernel measured slower in every
+layout). Both kernels skip parameters whose ``grad`` is ``None`` and keep each parameter's
+own step count, so they agree for every gradient pattern.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any
 
 import torch
 
-from optiplug.backends.torch import TorchOptimizer
+from optiplug.backends.torch import FOREACH_MAX_NUMEL, TorchOptimizer
 
 __all__ = ["ASGD", "LBFGS", "Adafactor", "Adamax", "Muon", "MuonWithAdamW", "NAdam", "RAdam",
            "Rprop", "muon_lr", "newton_schulz"]
@@ -37,35 +40,39 @@ class _ScalarState(TorchOptimizer):
 
 
 class RAdam(TorchOptimizer, torch.optim.RAdam):
-    """``torch.optim.RAdam`` with named params and state (torch's kernel choice)."""
+    """``torch.optim.RAdam`` with named params and state (CPU: foreach for small tensors)."""
 
     torch_class = torch.optim.RAdam
+    foreach_max_numel = FOREACH_MAX_NUMEL
 
 
 class NAdam(_ScalarState, torch.optim.NAdam):
-    """``torch.optim.NAdam`` with named params and state (torch's kernel choice)."""
+    """``torch.optim.NAdam`` with named params and state (CPU: foreach for small tensors)."""
 
     torch_class = torch.optim.NAdam
+    foreach_max_numel = FOREACH_MAX_NUMEL
     scalar_state_keys = ("mu_product",)
 
 
 class Adamax(TorchOptimizer, torch.optim.Adamax):
-    """``torch.optim.Adamax`` with named params and state (torch's kernel choice)."""
+    """``torch.optim.Adamax`` with named params and state (CPU: foreach for small tensors)."""
 
     torch_class = torch.optim.Adamax
+    foreach_max_numel = FOREACH_MAX_NUMEL
 
 
 class ASGD(_ScalarState, torch.optim.ASGD):
-    """``torch.optim.ASGD`` with named params and state (torch's kernel choice)."""
+    """``torch.optim.ASGD`` with named params and state (torch's for-loop on the CPU)."""
 
     torch_class = torch.optim.ASGD
     scalar_state_keys = ("eta", "mu")
 
 
 class Rprop(TorchOptimizer, torch.optim.Rprop):
-    """``torch.optim.Rprop`` with named params and state (torch's kernel choice)."""
+    """``torch.optim.Rprop`` with named params and state (CPU: foreach for small tensors)."""
 
     torch_class = torch.optim.Rprop
+    foreach_max_numel = FOREACH_MAX_NUMEL
 
 
 class Adafactor(TorchOptimizer, torch.optim.Adafactor):
@@ -208,9 +215,13 @@ class MuonWithAdamW(torch.optim.Optimizer):
             exp_avg_sqs.append(state["exp_avg_sq"])
             steps.append(state["step"])
         beta1, beta2 = group["adamw_betas"]
-        adam(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, beta1=beta1,
-             beta2=beta2, lr=group["adamw_lr"], weight_decay=group["adamw_weight_decay"],
-             eps=group["adamw_eps"], maximize=False, decoupled_weight_decay=True)
+        # torch's multi-tensor kernel: the AdamW part holds the many small tensors (biases,
+        # norm weights), where it is the faster one (see FOREACH_MAX_NUMEL).
+        foreach = all(type(p) in (torch.Tensor, torch.nn.Parameter) for p in params)
+        adam(params, grads, exp_avgs, exp_avg_sqs, [], steps, foreach=foreach, amsgrad=False,
+             beta1=beta1, beta2=beta2, lr=group["adamw_lr"],
+             weight_decay=group["adamw_weight_decay"], eps=group["adamw_eps"], maximize=False,
+             decoupled_weight_decay=True)
 
 
 def _scalar_dtype() -> torch.dtype:
