@@ -150,3 +150,17 @@ def test_cli_reads_the_cache_concurrently_and_imports_no_plugin_when_warm(tmp_pa
     out, err = doctor.communicate(timeout=300)
     assert json.loads(err.splitlines()[-1]) == [] and "techniques from" in out
     assert [p.suffix for p in cache.iterdir()] == [".json"]
+
+
+def test_schema_of_one_technique_by_name_or_kind_dot_name(capsys):
+    from optiplug.cli import main
+
+    assert main(["schema", "adam"]) == 0
+    by_name = json.loads(capsys.readouterr().out)
+    assert main(["schema", "optimizer.adam"]) == 0
+    assert json.loads(capsys.readouterr().out) == by_name
+    spec = optiplug.registry().get("optimizer", "adam").spec
+    assert by_name["properties"] == spec.model_json_schema()["properties"]
+    assert by_name["title"] == "optiplug optimizer adam"
+    assert main(["schema", "adamm"]) == 1
+    assert "unknown technique 'adamm'; did you mean 'adam'" in capsys.readouterr().err
