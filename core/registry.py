@@ -17,6 +17,9 @@ read when the registry first loads:
     Raise :class:`~optiplug.PluginError` for a broken plugin instead of recording it.
 ``OPTIPLUG_PREFER=optimizer.adam=dist,...``
     Which distribution (or plugin) wins when two claim the same technique.
+``OPTIPLUG_CACHE_DIR=path``
+    Where :meth:`Registry.catalog` (``optiplug list``, ``show``, ``schema``, ``doctor``) keeps
+    its cached catalog (see :mod:`optiplug.catalog`); default: the user cache directory.
 """
 
 from __future__ import annotations
