@@ -110,6 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_show)
 
     p = sub.add_parser("schema", help="JSON Schema for config files (for editors)")
+    p.add_argument("technique", nargs="?", metavar="NAME",
+                   help="only this technique's config (e.g. pto.lion; KIND.NAME when two "
+                        "kinds have the name)")
     p.add_argument("--kind", help="only this kind")
     p.add_argument("-o", "--output", help="write to this file instead of standard output")
     p.set_defaults(func=_cmd_schema)
@@ -207,11 +210,11 @@ def _check_kind(kind: str | None) -> None:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     _check_kind(args.kind)
-    registry = _registry()
+    catalog = _registry().catalog()
     rows = []
-    conflicted = {(c.kind, c.name) for c in registry.conflicts()}
-    available = {b.name: b.available() for b in registry.backends()}
-    for technique in registry.techniques(args.kind):
+    conflicted = {(kind, name) for kind, name, _ in catalog.conflicts()}
+    available = {b.name: b.available() for b in catalog.backends}
+    for technique in catalog.entries(args.kind):
         origin = technique.origin
         rows.append({
             "kind": technique.kind,
@@ -225,7 +228,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
             "status": "conflict" if (technique.kind, technique.name) in conflicted else "ok",
             "summary": technique.summary,
         })
-    for record in registry.broken():
+    for record in catalog.broken:
         kind, _, name = record.plugin.partition(".")
         if args.kind and kind != args.kind:
             continue
@@ -263,8 +266,29 @@ def _print_table(rows: list[list[str]], out: TextIO | None = None) -> None:
 
 def _cmd_show(args: argparse.Namespace) -> int:
     _check_kind(args.kind)
-    technique = _registry().get(args.kind, args.name)
-    schema = technique.spec.model_json_schema()
+    registry = _registry()
+    catalog = registry.catalog()
+    claims = [e for e in catalog.entries(args.kind) if e.name == args.name]
+    if len(claims) != 1:
+        registry.get(args.kind, args.name)  # the registry's own error: unknown or contested
+        return _show_live(registry, args)  # a preference chose one claimant
+    schema = catalog.section(f"spec:{args.kind}/{args.name}", lambda r: r.get(
+        args.kind, args.name).spec.model_json_schema())
+    return _print_show(args, claims[0], schema)
+
+
+def _show_live(registry: Any, args: argparse.Namespace) -> int:
+    from .catalog import CatalogEntry, interval_text
+
+    live = registry.get(args.kind, args.name)
+    text = interval_text(live.spec)
+    entry = CatalogEntry(live.kind, live.name, tuple(live.backends), live.summary,
+                         live.reference, live.origin,
+                         getattr(live.spec, "interval", None) if text else None, text)
+    return _print_show(args, entry, live.spec.model_json_schema())
+
+
+def _print_show(args: argparse.Namespace, technique: Any, schema: dict[str, Any]) -> int:
     params = []
     for field_name, prop in schema.get("properties", {}).items():
         if field_name in ("kind", "name"):
@@ -273,13 +297,13 @@ def _cmd_show(args: argparse.Namespace) -> int:
                        "default": prop.get("default"), "constraint": _constraint(prop),
                        "description": " ".join(prop.get("description", "").split())})
     origin = technique.origin
-    interval = _interval(technique.spec)
+    interval = technique.interval_text
     if args.json:
         json.dump({"kind": technique.kind, "name": technique.name, "summary": technique.summary,
                    "reference": technique.reference, "backends": list(technique.backends),
                    "provider": origin.describe() if origin else None,
                    # The declared default ("batch" or "epoch") for programs to read.
-                   **({"interval": technique.spec.interval} if interval else {}),
+                   **({"interval": technique.interval} if interval else {}),
                    "hyperparameters": params}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
@@ -304,24 +328,6 @@ def _cmd_show(args: argparse.Namespace) -> int:
                       param["description"]])
     _print_table(table)
     return 0
-
-
-def _interval(spec: type[Any]) -> str | None:
-    """A scheduler's declared stepping interval, as ``optiplug show`` prints it."""
-    import inspect
-
-    from .specs import SchedulerSpec
-
-    if not issubclass(spec, SchedulerSpec):
-        return None
-    if spec.steps_on_metric:
-        return f"per {spec.interval}, with the monitored (validation) metric"
-    text = f"per {spec.interval}"
-    if spec.step_interval is not SchedulerSpec.step_interval:
-        # A scheduler that derives its interval from its config says how in step_interval.
-        rule = (inspect.getdoc(spec.step_interval) or "").split("\n")[0].rstrip(".")
-        text = rule[:1].lower() + rule[1:] if rule else f"{text} by default"
-    return f"{text} (train.scheduler_interval overrides it)"
 
 
 def _schema_type(prop: dict[str, Any], schema: dict[str, Any]) -> str:
@@ -362,7 +368,17 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     _check_kind(args.kind)
     from .config import json_schema
 
-    text = json.dumps(json_schema(args.kind), indent=2) + "\n"
+    catalog = _registry().catalog()
+    if args.technique:
+        kind, name = _schema_target(catalog, args.kind, args.technique)
+        spec_schema = catalog.section(f"spec:{kind}/{name}", lambda r: r.get(
+            kind, name).spec.model_json_schema())
+        document = {"$schema": "https://json-schema.org/draft/2020-12/schema",
+                    **spec_schema, "title": f"optiplug {kind} {name}"}
+    else:
+        document = catalog.section(f"schema:{args.kind or '*'}",
+                                   lambda r: json_schema(args.kind, registry=r))
+    text = json.dumps(document, indent=2) + "\n"
     if args.output:
         from pathlib import Path
 
@@ -370,6 +386,24 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _schema_target(catalog: Any, kind: str | None, technique: str) -> tuple[str, str]:
+    """``(kind, name)`` of ``optiplug schema NAME`` (``KIND.NAME`` or ``--kind`` choose)."""
+    from .errors import ConfigError, ConfigIssue
+    from .registry import _unknown_message
+
+    head, _, rest = technique.partition(".")
+    if kind is None and rest and any(e.kind == head and e.name == rest
+                                     for e in catalog.techniques):
+        return head, rest
+    kinds = sorted({e.kind for e in catalog.entries(kind) if e.name == technique})
+    if len(kinds) == 1:
+        return kinds[0], technique
+    if len(kinds) > 1:
+        raise _UsageError(f"{technique!r} is a {' and a '.join(kinds)}: give --kind")
+    known = [e.name for e in catalog.entries(kind)]
+    raise ConfigError([ConfigIssue("name", _unknown_message("technique", technique, known))])
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -448,19 +482,22 @@ def _param_group_table(config_file: str, specs: list[Any], shapes_file: str) -> 
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    registry = _registry()
-    broken = registry.broken()
-    conflicts = registry.conflicts()
-    missing = [b for b in registry.backends() if not b.available()]
-    techniques = registry.techniques()
-    print(f"{len(techniques)} techniques from {len(registry.plugins())} plugins, "
-          f"backends: {', '.join(b.name for b in registry.backends())}")
+    catalog = _registry().catalog()
+    broken = catalog.broken
+    conflicts = catalog.conflicts()
+    missing = [b for b in catalog.backends if not b.available()]
+    print(f"{len(catalog.techniques)} techniques from {len(catalog.plugins)} plugins, "
+          f"backends: {', '.join(b.name for b in catalog.backends)}")
     for backend in missing:
         print(f"note: backend {backend.name!r} is not usable: {backend.module!r} is not installed")
     for record in broken:
         print(f"BROKEN: {record.describe()}")
-    for conflict in conflicts:
-        print(f"CONFLICT: {conflict.describe()}")
+    for kind, name, claimants in conflicts:
+        who = " and ".join(e.origin.describe() if e.origin else "?" for e in claimants)
+        print(f"CONFLICT: {kind} {name!r} is provided by {len(claimants)} plugins: {who}. "
+              f"Choose one with OPTIPLUG_PREFER='{kind}.{name}=<distribution>' (or "
+              f"Registry.prefer), or disable one with "
+              f"OPTIPLUG_DISABLED_PLUGINS=<distribution>:<entry point>")
     if broken or conflicts:
         print(f"{len(broken)} broken plugin(s), {len(conflicts)} conflict(s)")
         return 1

@@ -17,6 +17,9 @@ read when the registry first loads:
     Raise :class:`~optiplug.PluginError` for a broken plugin instead of recording it.
 ``OPTIPLUG_PREFER=optimizer.adam=dist,...``
     Which distribution (or plugin) wins when two claim the same technique.
+``OPTIPLUG_CACHE_DIR=path``
+    Where :meth:`Registry.catalog` (``optiplug list``, ``show``, ``schema``, ``doctor``) keeps
+    its cached catalog (see :mod:`optiplug.catalog`); default: the user cache directory.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ from .technique import Backend, PluginInfo, Technique
 
 if TYPE_CHECKING:
     from importlib import metadata
+
+    from .catalog import Catalog
 
 __all__ = ["ENTRY_POINT_GROUP", "BrokenPlugin", "Conflict", "Registry"]
 
@@ -213,6 +218,18 @@ class Registry:
     def plugins(self) -> list[PluginInfo]:
         """The plugins that loaded, in load order."""
         return list(self._loaded().plugins.values())
+
+    def catalog(self) -> Catalog:
+        """What the plugins contribute as plain data (no spec classes, no builders), read
+        from the on-disk cache without importing any plugin when nothing installed changed.
+
+        ``optiplug list``, ``show``, ``schema`` and ``doctor`` use it; see
+        :mod:`optiplug.catalog` for the cache key. A registry that has already discovered
+        (or holds in-process registrations) answers from its live state.
+        """
+        from .catalog import load_catalog
+
+        return load_catalog(self)
 
     def backends(self) -> list[Backend]:
         """Registered backends, highest detection priority first."""

@@ -1,0 +1,1 @@
+"""Bridges: plugins that register another library's techniques (``pto.*``)."""
