@@ -222,14 +222,25 @@ def variants(base: Recipe, vary: list[tuple[str, list[tuple[str, dict[str, Any] 
 
 def installed_optimizers(backend: str) -> tuple[list[str], list[str]]:
     """Optimizers usable with their default hyperparameters on ``backend``, and the others
-    (with the reason), so ``compare`` can say which it left out."""
+    (with the reason), so ``compare`` can say which it left out.
+
+    Namespaced techniques (a bridged catalogue such as ``pto.<name>``: over a hundred
+    optimizers) are compared only when named with ``--vary``; one line says how many."""
     from ..config import to_spec
     from ..registry import default_registry
 
     registry = default_registry()
     usable, skipped = [], []
     conflicted = {c.name for c in registry.conflicts() if c.kind == "optimizer"}
-    for name in registry.names("optimizer"):
+    names = registry.names("optimizer")
+    namespaced = sorted({n.split(".", 1)[0] for n in names if "." in n})
+    for prefix in namespaced:
+        count = sum(n.startswith(prefix + ".") for n in names)
+        skipped.append(f"{count} {prefix}.* optimizers (name them: --vary "
+                       f"optimizer={prefix}.<name>,...)")
+    for name in names:
+        if "." in name:
+            continue
         if name in conflicted:
             try:
                 registry.get("optimizer", name)      # OPTIPLUG_PREFER may resolve it

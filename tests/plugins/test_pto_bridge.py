@@ -205,3 +205,18 @@ def test_the_bridge_lists_nearly_all_of_pytorch_optimizer(registry):
                if n.startswith("pto.")]
     assert len(bridged) == len(OPTIMIZERS) + len(LR_SCHEDULERS) - 5 == 139
     assert not registry.broken()
+
+
+def test_bare_compare_leaves_the_bridged_catalogue_out_and_says_how_to_name_it(registry,
+                                                                             monkeypatch):
+    import importlib
+
+    from optiplug.training.compare import installed_optimizers
+
+    monkeypatch.setattr(importlib.import_module("optiplug.registry"), "_default", registry)
+    usable, skipped = installed_optimizers("torch")
+    native = [n for n in registry.names("optimizer") if not n.startswith("pto.")]
+    assert not any(n.startswith("pto.") for n in usable)
+    assert set(usable) <= set(native) and "adamw" in usable
+    bridged = sum(n.startswith("pto.") for n in registry.names("optimizer"))
+    assert f"{bridged} pto.* optimizers (name them: --vary optimizer=pto.<name>,...)" in skipped
