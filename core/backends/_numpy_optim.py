@@ -37,6 +37,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import ConfigError, NonfiniteGradientError
+from ._numpy_kernels import Engine, kernel_engine
 
 __all__ = ["NonfiniteGradientError", "NumpyOptimizer", "RemovableHandle", "effective_grad"]
 
@@ -123,6 +124,10 @@ class NumpyOptimizer:
         grads: Gradients ``step()`` uses when called without any.
         defaults: The hyperparameters given at construction.
         skipped_steps: Steps skipped by ``nonfinite="skip"``.
+        kernels: ``"numba"`` when steps run the technique's fused kernel
+            (:meth:`update_fused`), ``"numpy"`` when they run its ufunc chain (:meth:`update`);
+            chosen at construction by ``OPTIPLUG_NUMPY_KERNELS`` (see
+            :func:`optiplug.backends.numpy.kernel_engine`). Both give the same numbers.
     """
 
     optiplug_backend: ClassVar[str] = "numpy"
@@ -163,6 +168,7 @@ class NumpyOptimizer:
         self.nonfinite: Nonfinite = nonfinite
         self.threads = (threads if threads is not None
                         else self.default_threads or min(_cpu_count(), 4))
+        self.kernels: Engine = kernel_engine() if _has_fused(type(self)) else "numpy"
         self.param_groups: list[dict[str, Any]] = []
         self.state: dict[str, dict[str, Any]] = {}
         self.grads: dict[str, Array | None] = {}
@@ -235,6 +241,17 @@ class NumpyOptimizer:
         Must depend on ``group`` and ``state['step']`` only: it is called once per group, step
         count and dtype, and the result serves every parameter that shares them. Floats in a
         returned tuple are turned into NumPy scalars of the parameter's dtype."""
+        raise NotImplementedError
+
+    def update_fused(self, param: Array, grad: Array, state: Sequence[Array],
+                     scalars: Any) -> None:
+        """Optional: the same step as :meth:`update` in one pass, by a
+        :func:`~optiplug.backends.numpy.fused_kernel` (flat arrays of any length, no scratch).
+
+        Used instead of :meth:`update` when numba is installed (see
+        :attr:`kernels`), and only when the class that defines it also defines (or inherits
+        unchanged) the :meth:`update` it replaces. It must give the same bits as :meth:`update`.
+        """
         raise NotImplementedError
 
     def update(self, param: Array, grad: Array, state: Sequence[Array],
@@ -584,6 +601,9 @@ class NumpyOptimizer:
         return _Task(flat, grad.reshape(-1), arrays, scalars, flat.size)
 
     def _run(self, tasks: Iterable[_Task], worker: int) -> None:
+        if self.kernels == "numba":
+            self._run_fused(tasks, worker)
+            return
         size = self.block_size
         update = self.update
         for task in tasks:
@@ -616,6 +636,25 @@ class NumpyOptimizer:
                 m = stop - start
                 update(params[start:stop], grads[start:stop], [a[start:stop] for a in arrays],
                        scratch if m == size else [s[:m] for s in scratch], scalars)
+
+    def _run_fused(self, tasks: Iterable[_Task], worker: int) -> None:
+        # One pass per array: a fused kernel keeps its temporaries in registers, so there is
+        # nothing to block for the cache.
+        update = self.update_fused
+        for params, grads, arrays, scalars, n in tasks:
+            if isinstance(params, list):
+                scratch = self._scratch_for(params[0].dtype, worker)
+                packed_param, packed_grad = scratch[-2][:n], scratch[-1][:n]
+                np.concatenate(params, out=packed_param)
+                np.concatenate(grads, out=packed_grad)
+                update(packed_param, packed_grad, arrays, scalars)
+                start = 0
+                for flat in params:
+                    stop = start + flat.size
+                    np.copyto(flat, packed_param[start:stop])
+                    start = stop
+                continue
+            update(params, grads, arrays, scalars)
 
     def _scratch_for(self, dtype: np.dtype[Any], worker: int) -> list[Array]:
         key = (dtype, worker)
@@ -844,6 +883,15 @@ def _split(tasks: list[_Task], workers: int, total: int,
             filled += stop - start
             start = stop
     return chunks
+
+
+def _has_fused(cls: type) -> bool:
+    """Whether ``cls`` has an :meth:`update_fused` that replaces the :meth:`update` it runs:
+    a subclass that overrides ``update`` alone must not inherit its parent's fused kernel."""
+    mro = cls.__mro__
+    fused_owner = next(k for k in mro if "update_fused" in k.__dict__)
+    update_owner = next(k for k in mro if "update" in k.__dict__)
+    return fused_owner is not NumpyOptimizer and issubclass(fused_owner, update_owner)
 
 
 def _cpu_count() -> int:

@@ -24,6 +24,8 @@ from .optimizer_cases import (
 )
 
 STEPS = 200
+# Every case on both NumPy kernel engines (see conftest.py): the fused path and the fallback.
+pytestmark = pytest.mark.usefixtures("numpy_kernels")
 
 
 @pytest.fixture(autouse=True, scope="module")
