@@ -177,8 +177,8 @@ class NumpyOptimizer:
         self._step_post_hooks: dict[int, StepHook] = {}
         self._scratch: dict[tuple[np.dtype[Any], int], list[Array]] = {}
         self._prepare_cache: dict[tuple[int, int, np.dtype[Any]], Any] = {}
-        self._keys_cache: dict[int, tuple[str, ...]] = {}
         self._buckets: dict[str, _Bucket] = {}
+        self._plan: _Plan | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._next_index = 0
         # A NumPy layer's grads dict, given directly or carried by normalized params
@@ -300,6 +300,7 @@ class NumpyOptimizer:
         group["params"] = [array for _, array in named]
         group["param_names"] = [name for name, _ in named]
         self.param_groups.append(group)
+        self._plan = None
 
     def _named(self, params: Any, names: Sequence[str] | None) -> list[tuple[str, Array]]:
         if isinstance(params, np.ndarray):
@@ -392,12 +393,18 @@ class NumpyOptimizer:
                                 f"(loss, grads), got {type(grads).__name__}")
             result = self.closure_step(grads)
         else:
-            work = self._work(grads)
+            plan = self._plan
+            if plan is None or not plan.serves(self.grads if grads is None else grads):
+                plan = None
+                work = self._work(grads)
+            else:
+                work = plan.work
             if self.nonfinite != "ignore" and not self._all_finite(work):
                 self.skipped_steps += 1
-                work = []
-            if work:
-                self._apply(work)
+            elif plan is not None:
+                self._run_units(plan.units)
+            elif work:
+                self._apply(work, self.grads if grads is None else grads)
         if self._step_post_hooks:
             args = (grads,) if grads is not None else ()
             for hook in list(self._step_post_hooks.values()):
@@ -456,6 +463,10 @@ class NumpyOptimizer:
         limit = self.block_size // 4 if self.pack_limit is None else self.pack_limit
         if self.whole_tensors:
             limit = 0
+        elif self.kernels == "numba":
+            # A fused call costs a few microseconds; copying a parameter and its gradient into
+            # the packed block and back costs more than that beyond a few thousand elements.
+            limit = min(limit, _FUSED_PACK_LIMIT)
         run: list[tuple[str, Array]] = []
         run_group: dict[str, Any] = {}
         run_size = 0
@@ -529,13 +540,11 @@ class NumpyOptimizer:
         self._prepare_cache[key] = scalars
         return scalars
 
-    def _keys(self, group: Mapping[str, Any]) -> tuple[str, ...]:
-        keys = self._keys_cache.get(id(group))
-        if keys is None:
-            keys = self._keys_cache[id(group)] = self.state_keys_for(group)
-        return keys
-
-    def _apply(self, work: list[tuple[dict[str, Any], str, Array, Array]]) -> None:
+    def _apply(self, work: list[tuple[dict[str, Any], str, Array, Array]],
+               source: Any = None) -> None:
+        """Run a step over ``work``; with the gradients' ``source`` (what ``step`` was given),
+        keep the step's units as a plan that later steps with the same arrays reuse (an
+        override that calls this without ``source`` sees every step)."""
         if self.per_tensor:
             for group, name, param, grad in work:
                 if name not in self.state:
@@ -544,35 +553,57 @@ class NumpyOptimizer:
                 state["step"] += 1
                 self.update_tensor(group, param, grad, state)
             return
-        self._prepare_cache.clear()
-        self._keys_cache.clear()
         if any(name not in self.state for _, name, _, _ in work):
             self._allocate(work)
-        tasks: list[_Task] = []
+        units: list[_Unit] = []
         pending: dict[int, dict[str, tuple[dict[str, Any], Array, Array]]] = {}
         for group, name, param, grad in work:
             bucket = self._buckets.get(name)
             if bucket is not None:
                 pending.setdefault(id(bucket), {})[name] = (group, param, grad)
             else:
-                tasks.append(self._array_task(group, name, param, grad))
+                units.append(self._array_unit(group, name, param, grad))
         for members in pending.values():
             names = list(members)
             bucket = self._buckets[names[0]]
             steps = {self.state[name]["step"] for name in names}
             if len(names) == len(bucket.names) and len(steps) == 1:
                 group, param, _ = members[names[0]]
-                for name in names:
-                    self.state[name]["step"] += 1
-                scalars = self._prepared(group, self.state[names[0]], param.dtype)
-                tasks.append(_Task([members[n][1].reshape(-1) for n in bucket.names],
+                units.append(_Unit(group, [self.state[name] for name in bucket.names],
+                                   param.dtype,
+                                   [members[n][1].reshape(-1) for n in bucket.names],
                                    [members[n][2].reshape(-1) for n in bucket.names],
-                                   bucket.buffers, scalars, bucket.offsets[-1]))
+                                   bucket.buffers, bucket.offsets[-1]))
             else:
                 # Members out of step (some skipped a step): update them one by one.
                 for name in names:
                     group, param, grad = members[name]
-                    tasks.append(self._array_task(group, name, param, grad))
+                    units.append(self._array_unit(group, name, param, grad))
+        # The same gradient arrays next step (in place, as backward passes write them) reuse
+        # these units: no per-parameter Python work but the step counts.
+        reusable = (isinstance(source, (Mapping, list, tuple))
+                    and all(grad is given for (_, _, _, grad), given
+                            in zip(work, self._given_grads(work, source), strict=True)))
+        self._plan = _Plan.of(source, work, units) if reusable else None
+        self._run_units(units)
+
+    def _given_grads(self, work: list[tuple[dict[str, Any], str, Array, Array]], source: Any
+                     ) -> list[Any]:
+        """The gradient objects the caller gave for the parameters in ``work``."""
+        if isinstance(source, Mapping):
+            return [source.get(name) for _, name, _, _ in work]
+        index = {name: position for position, name in enumerate(
+            name for group in self.param_groups for name in group["param_names"])}
+        return [source[index[name]] for _, name, _, _ in work]
+
+    def _run_units(self, units: list[_Unit]) -> None:
+        self._prepare_cache.clear()
+        tasks: list[_Task] = []
+        for group, states, dtype, params, grads, arrays, size in units:
+            for state in states:
+                state["step"] += 1
+            tasks.append(_Task(params, grads, arrays, self._prepared(group, states[0], dtype),
+                               size))
         total = sum(task.size for task in tasks)
         # Threads pay only when each task's ufuncs run long enough to release the GIL usefully.
         if (self.threads <= 1 or total < self.parallel_threshold
@@ -588,17 +619,15 @@ class NumpyOptimizer:
         for future in futures:
             future.result()
 
-    def _array_task(self, group: dict[str, Any], name: str, param: Array,
-                    grad: Array) -> _Task:
+    def _array_unit(self, group: dict[str, Any], name: str, param: Array,
+                    grad: Array) -> _Unit:
         state = self.state[name]
-        state["step"] += 1
-        scalars = self._prepared(group, state, param.dtype)
+        keys = self.state_keys_for(group)
         if self.whole_tensors:
-            return _Task(param, grad, [state[key] for key in self._keys(group)], scalars,
+            return _Unit(group, [state], param.dtype, param, grad, [state[key] for key in keys],
                          param.size)
-        arrays = [state[key].reshape(-1) for key in self._keys(group)]
-        flat = param.reshape(-1)
-        return _Task(flat, grad.reshape(-1), arrays, scalars, flat.size)
+        return _Unit(group, [state], param.dtype, param.reshape(-1), grad.reshape(-1),
+                     [state[key].reshape(-1) for key in keys], param.size)
 
     def _run(self, tasks: Iterable[_Task], worker: int) -> None:
         if self.kernels == "numba":
@@ -726,6 +755,7 @@ class NumpyOptimizer:
                 if key not in ("params", "param_names"):
                     group[key] = value
         old_state, self.state = self.state, new_state
+        self._plan = None
         # A bucket survives only if every member still holds views of its buffers.
         self._buckets = {
             name: bucket for name, bucket in self._buckets.items()
@@ -816,9 +846,9 @@ class NumpyOptimizer:
         state["_pool"] = None
         state["_scratch"] = {}
         state["_prepare_cache"] = {}
-        state["_keys_cache"] = {}
         # A copy's state arrays are no longer views of the bucket buffers: unpack them.
         state["_buckets"] = {}
+        state["_plan"] = None
         return state
 
     def __del__(self) -> None:
@@ -836,6 +866,7 @@ class NumpyOptimizer:
 
 
 _MISSING: Final = object()
+_FUSED_PACK_LIMIT: Final = 4096
 
 
 class _Bucket(NamedTuple):
@@ -844,6 +875,48 @@ class _Bucket(NamedTuple):
     names: tuple[str, ...]
     offsets: list[int]
     buffers: list[Array]
+
+
+class _Unit(NamedTuple):
+    """What a step does for one array or bucket, kept between steps: the group and states it
+    advances and the flat views :class:`_Task` hands to the kernel."""
+
+    group: dict[str, Any]
+    states: list[dict[str, Any]]
+    dtype: np.dtype[Any]
+    params: Any
+    grads: Any
+    arrays: list[Array]
+    size: int
+
+
+class _Plan(NamedTuple):
+    """A step's work and units, reused while the gradients are the same array objects."""
+
+    source: Any
+    names: tuple[Any, ...]
+    grads: tuple[Any, ...]
+    work: list[tuple[dict[str, Any], str, Array, Array]]
+    units: list[_Unit]
+
+    @classmethod
+    def of(cls, source: Any, work: list[tuple[dict[str, Any], str, Array, Array]],
+           units: list[_Unit]) -> _Plan:
+        if isinstance(source, Mapping):
+            return cls(source, tuple(source), tuple(source.values()), work, units)
+        return cls(source, (), tuple(source), work, units)
+
+    def serves(self, grads: Any) -> bool:
+        """Whether ``grads`` holds exactly the arrays (and ``None`` entries) this plan saw."""
+        if isinstance(grads, Mapping):
+            if len(grads) != len(self.names):
+                return False
+            get = grads.get
+            return all(get(name, _MISSING) is grad
+                       for name, grad in zip(self.names, self.grads, strict=True))
+        if callable(grads) or not isinstance(grads, Sequence) or len(grads) != len(self.grads):
+            return False
+        return all(given is grad for given, grad in zip(grads, self.grads, strict=True))
 
 
 class _Task(NamedTuple):

@@ -116,3 +116,42 @@ def test_import_and_build_compile_nothing_and_keep_the_cache_out_of_the_package(
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True).stdout.split()
     assert out == ["False", str(tmp_path / "optiplug" / "numba")]
+
+
+@pytest.mark.parametrize("engine", ["numba", "numpy"])
+def test_reused_step_plan_follows_gradients_that_change_in_place_or_are_replaced(
+        engine: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if engine == "numba" and importlib.util.find_spec("numba") is None:
+        pytest.skip("numba is not installed")
+    monkeypatch.setenv("OPTIPLUG_NUMPY_KERNELS", engine)
+    rng = np.random.default_rng(3)
+    start = {f"p{i}": rng.standard_normal(size).astype(np.float32)
+             for i, size in enumerate([50, 7, 3000, 40_000, 12])}
+    reused = {n: p.copy() for n, p in start.items()}
+    fresh = {n: p.copy() for n, p in start.items()}
+    held = optiplug.optimizer("adam", reused, backend="numpy", lr=0.01, amsgrad=True)
+    reference = optiplug.optimizer("adam", fresh, backend="numpy", lr=0.01, amsgrad=True)
+    grads: dict[str, Any] = {n: np.zeros_like(p) for n, p in start.items()}
+    for step in range(8):
+        for grad in grads.values() if isinstance(grads, dict) else grads:
+            if grad is not None:  # a backward pass writing in place
+                grad[...] = rng.standard_normal(grad.shape)
+        if step == 3:
+            grads["p2"] = None  # frozen for a step: the plan must not step it
+        if step == 4:
+            grads["p2"] = rng.standard_normal(3000).astype(np.float32)  # a new array
+        if step == 5:
+            held.load_state_dict(reference.state_dict())
+        if step == 6:
+            grads = list(grads.values())  # the same arrays, as a list
+        held.step(grads)
+        reference.step({n: None if g is None else g.copy() for n, g in zip(
+            start, grads.values() if isinstance(grads, dict) else grads, strict=True)})
+        if step in (2, 7):
+            assert held._plan is not None, step
+    for name in start:
+        np.testing.assert_array_equal(reused[name], fresh[name], strict=True)
+        assert held.state[name]["step"] == reference.state[name]["step"]
+        for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+            np.testing.assert_array_equal(held.state[name][key], reference.state[name][key])
+    assert held.state["p2"]["step"] == 7
