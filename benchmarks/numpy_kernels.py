@@ -21,12 +21,13 @@ tensors; at 2000 x 500, Adam fused/torch <= 0.5 and fused/bound <= 4; at 10 x 10
 
     python benchmarks/numpy_kernels.py            # 10M in 100 and 1000 tensors; 2000x500; 10x100
     python benchmarks/numpy_kernels.py --quick    # fewer repeats (under a minute or two)
-    python benchmarks/numpy_kernels.py --optimizers adam momentum --repeats 15
+    python benchmarks/numpy_kernels.py --optimizers adam momentum --repeats 15 --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import statistics
 import time
@@ -101,7 +102,7 @@ def _numexpr_adam(params: list[np.ndarray], grads: list[np.ndarray]) -> Callable
     return step
 
 
-def measure(name: str, count: int, size: int, repeats: int, steps: int
+def measure(name: str, count: int, size: int, repeats: int, steps: int, threads: int | None
             ) -> tuple[dict[str, float], float]:
     """Median seconds per step of every implementation, and the fused path's first step."""
     rng = np.random.default_rng(0)
@@ -120,6 +121,8 @@ def measure(name: str, count: int, size: int, repeats: int, steps: int
         named_grads = {str(i): g.copy() for i, g in enumerate(grads)}
         opt = optiplug.optimizer(name, params, backend="numpy", **OPTIMIZERS[name])
         assert opt.kernels == engine
+        if threads is not None:
+            opt.threads = threads
         if engine == "numba":
             begin = time.perf_counter()
             opt.step(named_grads)
@@ -127,7 +130,7 @@ def measure(name: str, count: int, size: int, repeats: int, steps: int
         runners["fused" if engine == "numba" else "ufunc"] = (
             lambda opt=opt, named_grads=named_grads: opt.step(named_grads))
     os.environ.pop("OPTIPLUG_NUMPY_KERNELS")
-    if name == "adam":
+    if name == "adam" and importlib.util.find_spec("numexpr") is not None:
         runners["numexpr"] = _numexpr_adam([p.copy() for p in start], grads)
     for run in runners.values():
         run()
@@ -150,10 +153,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for torch, optiplug and numexpr (default: torch's and "
+                             "optiplug's defaults); 1 is steadier on a loaded machine")
     parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS),
                         choices=list(OPTIMIZERS))
     args = parser.parse_args()
     repeats = args.repeats or (3 if args.quick else 9)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+        try:
+            import numexpr
+        except ImportError:
+            pass
+        else:
+            numexpr.set_num_threads(args.threads)
     bytes_per_second = bandwidth()
     print(f"torch {torch.__version__}, NumPy {np.__version__}, {torch.get_num_threads()} torch "
           f"threads; STREAM triad bandwidth {bytes_per_second / 1e9:.1f} GB/s")
@@ -166,7 +180,7 @@ def main() -> None:
               f"  torch kernel")
         for name in args.optimizers:
             steps = 200 if small else (20 if count * size < 2_000_000 else 3)
-            medians, first = measure(name, count, size, repeats, steps)
+            medians, first = measure(name, count, size, repeats, steps, args.threads)
             bound = ARRAYS_MOVED[name] * 4 * count * size / bytes_per_second
             numexpr = f"{medians['numexpr'] * scale:>9.2f}" if "numexpr" in medians else " " * 9
             kernel = [label for label, _ in _torch_variants(name)][int(medians["torch kernel"])]

@@ -605,9 +605,11 @@ class NumpyOptimizer:
             tasks.append(_Task(params, grads, arrays, self._prepared(group, states[0], dtype),
                                size))
         total = sum(task.size for task in tasks)
-        # Threads pay only when each task's ufuncs run long enough to release the GIL usefully.
+        # Threads pay only when each task's ufuncs run long enough to release the GIL usefully;
+        # a fused kernel releases it for the whole task, so shorter tasks already pay.
+        shortest = self.block_size // 4 if self.kernels == "numpy" else _FUSED_PACK_LIMIT
         if (self.threads <= 1 or total < self.parallel_threshold
-                or total < len(tasks) * (self.block_size // 4)):
+                or total < len(tasks) * shortest):
             self._run(tasks, 0)
             return
         chunks = _split(tasks, self.threads, total, self.whole_tensors)
