@@ -32,7 +32,7 @@ from typing import Any, Final, Literal
 from ..errors import ConfigError
 
 __all__ = ["ENGINE_VARIABLE", "FusedKernel", "fused_kernel", "kernel_cache_dir",
-           "kernel_engine"]
+           "kernel_engine", "scatter"]
 
 Engine = Literal["numba", "numpy"]
 ENGINE_VARIABLE: Final = "OPTIPLUG_NUMPY_KERNELS"
@@ -118,6 +118,18 @@ class FusedKernel:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (FusedKernel, (self.__wrapped__,))
+
+
+_scatter: Callable[..., None] | None = None
+
+
+def scatter(packed: Any, addresses: Any, offsets: Any) -> None:
+    """Copy slices of ``packed`` back into the arrays at ``addresses`` in one compiled call."""
+    global _scatter
+    if _scatter is None:
+        _numba()
+        _scatter = importlib.import_module("._numpy_numba", __package__).scatter
+    _scatter(packed, addresses, offsets)
 
 
 def fused_kernel(function: Callable[..., None]) -> FusedKernel:

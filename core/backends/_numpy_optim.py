@@ -37,7 +37,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import ConfigError, NonfiniteGradientError
-from ._numpy_kernels import Engine, kernel_engine
+from ._numpy_kernels import Engine, kernel_engine, scatter
 
 __all__ = ["NonfiniteGradientError", "NumpyOptimizer", "RemovableHandle", "effective_grad"]
 
@@ -571,7 +571,7 @@ class NumpyOptimizer:
                 group, param, _ = members[names[0]]
                 units.append(_Unit(group, [self.state[name] for name in bucket.names],
                                    param.dtype,
-                                   [members[n][1].reshape(-1) for n in bucket.names],
+                                   _Packed(members[n][1].reshape(-1) for n in bucket.names),
                                    [members[n][2].reshape(-1) for n in bucket.names],
                                    bucket.buffers, bucket.offsets[-1]))
             else:
@@ -679,6 +679,9 @@ class NumpyOptimizer:
                 np.concatenate(params, out=packed_param)
                 np.concatenate(grads, out=packed_grad)
                 update(packed_param, packed_grad, arrays, scalars)
+                if isinstance(params, _Packed):
+                    scatter(packed_param, *params.layout())
+                    continue
                 start = 0
                 for flat in params:
                     stop = start + flat.size
@@ -877,6 +880,20 @@ class _Bucket(NamedTuple):
     names: tuple[str, ...]
     offsets: list[int]
     buffers: list[Array]
+
+
+class _Packed(list[Array]):
+    """The flat parameters of a bucket, with their addresses and offsets in the packed block
+    (computed once), for the fused path's one-call copy back."""
+
+    _layout: tuple[Array, Array] | None = None
+
+    def layout(self) -> tuple[Array, Array]:
+        if self._layout is None:
+            addresses = np.array([flat.ctypes.data for flat in self], np.intp)
+            offsets = np.cumsum([0, *(flat.size for flat in self)], dtype=np.intp)
+            self._layout = (addresses, offsets)
+        return self._layout
 
 
 class _Unit(NamedTuple):
