@@ -38,6 +38,7 @@ from numpy.typing import NDArray
 
 from ..errors import ConfigError, NonfiniteGradientError
 from ._clip import checked_clipping, clip_arrays
+from ._numpy_kernels import Engine, kernel_engine, scatter
 
 __all__ = ["NonfiniteGradientError", "NumpyOptimizer", "RemovableHandle", "effective_grad"]
 
@@ -128,6 +129,10 @@ class NumpyOptimizer:
         grads: Gradients ``step()`` uses when called without any.
         defaults: The hyperparameters given at construction.
         skipped_steps: Steps skipped by ``nonfinite="skip"``.
+        kernels: ``"numba"`` when steps run the technique's fused kernel
+            (:meth:`update_fused`), ``"numpy"`` when they run its ufunc chain (:meth:`update`);
+            chosen at construction by ``OPTIPLUG_NUMPY_KERNELS`` (see
+            :func:`optiplug.backends.numpy.kernel_engine`). Both give the same numbers.
     """
 
     optiplug_backend: ClassVar[str] = "numpy"
@@ -173,6 +178,7 @@ class NumpyOptimizer:
         self.nonfinite: Nonfinite = nonfinite
         self.threads = (threads if threads is not None
                         else self.default_threads or min(_cpu_count(), 4))
+        self.kernels: Engine = kernel_engine() if _has_fused(type(self)) else "numpy"
         self.param_groups: list[dict[str, Any]] = []
         self.state: dict[str, dict[str, Any]] = {}
         self.grads: dict[str, Array | None] = {}
@@ -181,8 +187,8 @@ class NumpyOptimizer:
         self._step_post_hooks: dict[int, StepHook] = {}
         self._scratch: dict[tuple[np.dtype[Any], int], list[Array]] = {}
         self._prepare_cache: dict[tuple[int, int, np.dtype[Any]], Any] = {}
-        self._keys_cache: dict[int, tuple[str, ...]] = {}
         self._buckets: dict[str, _Bucket] = {}
+        self._plan: _Plan | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._next_index = 0
         # A NumPy layer's grads dict, given directly or carried by normalized params
@@ -247,6 +253,17 @@ class NumpyOptimizer:
         returned tuple are turned into NumPy scalars of the parameter's dtype."""
         raise NotImplementedError
 
+    def update_fused(self, param: Array, grad: Array, state: Sequence[Array],
+                     scalars: Any) -> None:
+        """Optional: the same step as :meth:`update` in one pass, by a
+        :func:`~optiplug.backends.numpy.fused_kernel` (flat arrays of any length, no scratch).
+
+        Used instead of :meth:`update` when numba is installed (see
+        :attr:`kernels`), and only when the class that defines it also defines (or inherits
+        unchanged) the :meth:`update` it replaces. It must give the same bits as :meth:`update`.
+        """
+        raise NotImplementedError
+
     def update(self, param: Array, grad: Array, state: Sequence[Array],
                scratch: Sequence[Array], scalars: Any) -> None:
         """Apply one step to one block (or to one whole parameter, see
@@ -293,6 +310,7 @@ class NumpyOptimizer:
         group["params"] = [array for _, array in named]
         group["param_names"] = [name for name, _ in named]
         self.param_groups.append(group)
+        self._plan = None
 
     def _named(self, params: Any, names: Sequence[str] | None) -> list[tuple[str, Array]]:
         if isinstance(params, np.ndarray):
@@ -385,17 +403,25 @@ class NumpyOptimizer:
                                 f"(loss, grads), got {type(grads).__name__}")
             result = self.closure_step(grads)
         else:
-            work = self._work(grads)
+            plan = self._plan
+            if plan is None or not plan.serves(self.grads if grads is None else grads):
+                plan = None
+                work = self._work(grads)
+            else:
+                work = plan.work
             if self.nonfinite != "ignore" and not self._all_finite(work):
                 self.skipped_steps += 1
-                work = []
-            clipping = getattr(self, "clipping", None)
-            if work and clipping is not None:
-                clipped = clip_arrays([grad for _, _, _, grad in work], clipping)
-                work = [(group, name, param, grad) for (group, name, param, _), grad
-                        in zip(work, clipped, strict=True)]
-            if work:
-                self._apply(work)
+            else:
+                clipping = getattr(self, "clipping", None)
+                if work and clipping is not None:
+                    # Clipped copies are new arrays every step: nothing to keep as a plan.
+                    clipped = clip_arrays([grad for _, _, _, grad in work], clipping)
+                    self._apply([(group, name, param, grad) for (group, name, param, _), grad
+                                 in zip(work, clipped, strict=True)])
+                elif plan is not None:
+                    self._run_units(plan.units)
+                elif work:
+                    self._apply(work, self.grads if grads is None else grads)
         if self._step_post_hooks:
             args = (grads,) if grads is not None else ()
             for hook in list(self._step_post_hooks.values()):
@@ -454,6 +480,10 @@ class NumpyOptimizer:
         limit = self.block_size // 4 if self.pack_limit is None else self.pack_limit
         if self.whole_tensors:
             limit = 0
+        elif self.kernels == "numba":
+            # A fused call costs a few microseconds; copying a parameter and its gradient into
+            # the packed block and back costs more than that beyond a few thousand elements.
+            limit = min(limit, _FUSED_PACK_LIMIT)
         run: list[tuple[str, Array]] = []
         run_group: dict[str, Any] = {}
         run_size = 0
@@ -527,13 +557,11 @@ class NumpyOptimizer:
         self._prepare_cache[key] = scalars
         return scalars
 
-    def _keys(self, group: Mapping[str, Any]) -> tuple[str, ...]:
-        keys = self._keys_cache.get(id(group))
-        if keys is None:
-            keys = self._keys_cache[id(group)] = self.state_keys_for(group)
-        return keys
-
-    def _apply(self, work: list[tuple[dict[str, Any], str, Array, Array]]) -> None:
+    def _apply(self, work: list[tuple[dict[str, Any], str, Array, Array]],
+               source: Any = None) -> None:
+        """Run a step over ``work``; with the gradients' ``source`` (what ``step`` was given),
+        keep the step's units as a plan that later steps with the same arrays reuse (an
+        override that calls this without ``source`` sees every step)."""
         if self.per_tensor:
             for group, name, param, grad in work:
                 if name not in self.state:
@@ -542,39 +570,63 @@ class NumpyOptimizer:
                 state["step"] += 1
                 self.update_tensor(group, param, grad, state)
             return
-        self._prepare_cache.clear()
-        self._keys_cache.clear()
         if any(name not in self.state for _, name, _, _ in work):
             self._allocate(work)
-        tasks: list[_Task] = []
+        units: list[_Unit] = []
         pending: dict[int, dict[str, tuple[dict[str, Any], Array, Array]]] = {}
         for group, name, param, grad in work:
             bucket = self._buckets.get(name)
             if bucket is not None:
                 pending.setdefault(id(bucket), {})[name] = (group, param, grad)
             else:
-                tasks.append(self._array_task(group, name, param, grad))
+                units.append(self._array_unit(group, name, param, grad))
         for members in pending.values():
             names = list(members)
             bucket = self._buckets[names[0]]
             steps = {self.state[name]["step"] for name in names}
             if len(names) == len(bucket.names) and len(steps) == 1:
                 group, param, _ = members[names[0]]
-                for name in names:
-                    self.state[name]["step"] += 1
-                scalars = self._prepared(group, self.state[names[0]], param.dtype)
-                tasks.append(_Task([members[n][1].reshape(-1) for n in bucket.names],
+                units.append(_Unit(group, [self.state[name] for name in bucket.names],
+                                   param.dtype,
+                                   _Packed(members[n][1].reshape(-1) for n in bucket.names),
                                    [members[n][2].reshape(-1) for n in bucket.names],
-                                   bucket.buffers, scalars, bucket.offsets[-1]))
+                                   bucket.buffers, bucket.offsets[-1]))
             else:
                 # Members out of step (some skipped a step): update them one by one.
                 for name in names:
                     group, param, grad = members[name]
-                    tasks.append(self._array_task(group, name, param, grad))
+                    units.append(self._array_unit(group, name, param, grad))
+        # The same gradient arrays next step (in place, as backward passes write them) reuse
+        # these units: no per-parameter Python work but the step counts.
+        reusable = (isinstance(source, (Mapping, list, tuple))
+                    and all(grad is given for (_, _, _, grad), given
+                            in zip(work, self._given_grads(work, source), strict=True)))
+        self._plan = _Plan.of(source, work, units) if reusable else None
+        self._run_units(units)
+
+    def _given_grads(self, work: list[tuple[dict[str, Any], str, Array, Array]], source: Any
+                     ) -> list[Any]:
+        """The gradient objects the caller gave for the parameters in ``work``."""
+        if isinstance(source, Mapping):
+            return [source.get(name) for _, name, _, _ in work]
+        index = {name: position for position, name in enumerate(
+            name for group in self.param_groups for name in group["param_names"])}
+        return [source[index[name]] for _, name, _, _ in work]
+
+    def _run_units(self, units: list[_Unit]) -> None:
+        self._prepare_cache.clear()
+        tasks: list[_Task] = []
+        for group, states, dtype, params, grads, arrays, size in units:
+            for state in states:
+                state["step"] += 1
+            tasks.append(_Task(params, grads, arrays, self._prepared(group, states[0], dtype),
+                               size))
         total = sum(task.size for task in tasks)
-        # Threads pay only when each task's ufuncs run long enough to release the GIL usefully.
+        # Threads pay only when each task's ufuncs run long enough to release the GIL usefully;
+        # a fused kernel releases it for the whole task, so shorter tasks already pay.
+        shortest = self.block_size // 4 if self.kernels == "numpy" else _FUSED_PACK_LIMIT
         if (self.threads <= 1 or total < self.parallel_threshold
-                or total < len(tasks) * (self.block_size // 4)):
+                or total < len(tasks) * shortest):
             self._run(tasks, 0)
             return
         chunks = _split(tasks, self.threads, total, self.whole_tensors)
@@ -586,19 +638,20 @@ class NumpyOptimizer:
         for future in futures:
             future.result()
 
-    def _array_task(self, group: dict[str, Any], name: str, param: Array,
-                    grad: Array) -> _Task:
+    def _array_unit(self, group: dict[str, Any], name: str, param: Array,
+                    grad: Array) -> _Unit:
         state = self.state[name]
-        state["step"] += 1
-        scalars = self._prepared(group, state, param.dtype)
+        keys = self.state_keys_for(group)
         if self.whole_tensors:
-            return _Task(param, grad, [state[key] for key in self._keys(group)], scalars,
+            return _Unit(group, [state], param.dtype, param, grad, [state[key] for key in keys],
                          param.size)
-        arrays = [state[key].reshape(-1) for key in self._keys(group)]
-        flat = param.reshape(-1)
-        return _Task(flat, grad.reshape(-1), arrays, scalars, flat.size)
+        return _Unit(group, [state], param.dtype, param.reshape(-1), grad.reshape(-1),
+                     [state[key].reshape(-1) for key in keys], param.size)
 
     def _run(self, tasks: Iterable[_Task], worker: int) -> None:
+        if self.kernels == "numba":
+            self._run_fused(tasks, worker)
+            return
         size = self.block_size
         update = self.update
         for task in tasks:
@@ -631,6 +684,28 @@ class NumpyOptimizer:
                 m = stop - start
                 update(params[start:stop], grads[start:stop], [a[start:stop] for a in arrays],
                        scratch if m == size else [s[:m] for s in scratch], scalars)
+
+    def _run_fused(self, tasks: Iterable[_Task], worker: int) -> None:
+        # One pass per array: a fused kernel keeps its temporaries in registers, so there is
+        # nothing to block for the cache.
+        update = self.update_fused
+        for params, grads, arrays, scalars, n in tasks:
+            if isinstance(params, list):
+                scratch = self._scratch_for(params[0].dtype, worker)
+                packed_param, packed_grad = scratch[-2][:n], scratch[-1][:n]
+                np.concatenate(params, out=packed_param)
+                np.concatenate(grads, out=packed_grad)
+                update(packed_param, packed_grad, arrays, scalars)
+                if isinstance(params, _Packed):
+                    scatter(packed_param, *params.layout())
+                    continue
+                start = 0
+                for flat in params:
+                    stop = start + flat.size
+                    np.copyto(flat, packed_param[start:stop])
+                    start = stop
+                continue
+            update(params, grads, arrays, scalars)
 
     def _scratch_for(self, dtype: np.dtype[Any], worker: int) -> list[Array]:
         key = (dtype, worker)
@@ -702,6 +777,7 @@ class NumpyOptimizer:
                 if key not in ("params", "param_names"):
                     group[key] = value
         old_state, self.state = self.state, new_state
+        self._plan = None
         # A bucket survives only if every member still holds views of its buffers.
         self._buckets = {
             name: bucket for name, bucket in self._buckets.items()
@@ -792,9 +868,9 @@ class NumpyOptimizer:
         state["_pool"] = None
         state["_scratch"] = {}
         state["_prepare_cache"] = {}
-        state["_keys_cache"] = {}
         # A copy's state arrays are no longer views of the bucket buffers: unpack them.
         state["_buckets"] = {}
+        state["_plan"] = None
         return state
 
     def __del__(self) -> None:
@@ -812,6 +888,7 @@ class NumpyOptimizer:
 
 
 _MISSING: Final = object()
+_FUSED_PACK_LIMIT: Final = 4096
 
 
 class _Bucket(NamedTuple):
@@ -820,6 +897,62 @@ class _Bucket(NamedTuple):
     names: tuple[str, ...]
     offsets: list[int]
     buffers: list[Array]
+
+
+class _Packed(list[Array]):
+    """The flat parameters of a bucket, with their addresses and offsets in the packed block
+    (computed once), for the fused path's one-call copy back."""
+
+    _layout: tuple[Array, Array] | None = None
+
+    def layout(self) -> tuple[Array, Array]:
+        if self._layout is None:
+            addresses = np.array([flat.ctypes.data for flat in self], np.intp)
+            offsets = np.cumsum([0, *(flat.size for flat in self)], dtype=np.intp)
+            self._layout = (addresses, offsets)
+        return self._layout
+
+
+class _Unit(NamedTuple):
+    """What a step does for one array or bucket, kept between steps: the group and states it
+    advances and the flat views :class:`_Task` hands to the kernel."""
+
+    group: dict[str, Any]
+    states: list[dict[str, Any]]
+    dtype: np.dtype[Any]
+    params: Any
+    grads: Any
+    arrays: list[Array]
+    size: int
+
+
+class _Plan(NamedTuple):
+    """A step's work and units, reused while the gradients are the same array objects."""
+
+    source: Any
+    names: tuple[Any, ...]
+    grads: tuple[Any, ...]
+    work: list[tuple[dict[str, Any], str, Array, Array]]
+    units: list[_Unit]
+
+    @classmethod
+    def of(cls, source: Any, work: list[tuple[dict[str, Any], str, Array, Array]],
+           units: list[_Unit]) -> _Plan:
+        if isinstance(source, Mapping):
+            return cls(source, tuple(source), tuple(source.values()), work, units)
+        return cls(source, (), tuple(source), work, units)
+
+    def serves(self, grads: Any) -> bool:
+        """Whether ``grads`` holds exactly the arrays (and ``None`` entries) this plan saw."""
+        if isinstance(grads, Mapping):
+            if len(grads) != len(self.names):
+                return False
+            get = grads.get
+            return all(get(name, _MISSING) is grad
+                       for name, grad in zip(self.names, self.grads, strict=True))
+        if callable(grads) or not isinstance(grads, Sequence) or len(grads) != len(self.grads):
+            return False
+        return all(given is grad for given, grad in zip(grads, self.grads, strict=True))
 
 
 class _Task(NamedTuple):
@@ -859,6 +992,15 @@ def _split(tasks: list[_Task], workers: int, total: int,
             filled += stop - start
             start = stop
     return chunks
+
+
+def _has_fused(cls: type) -> bool:
+    """Whether ``cls`` has an :meth:`update_fused` that replaces the :meth:`update` it runs:
+    a subclass that overrides ``update`` alone must not inherit its parent's fused kernel."""
+    mro = cls.__mro__
+    fused_owner = next(k for k in mro if "update_fused" in k.__dict__)
+    update_owner = next(k for k in mro if "update" in k.__dict__)
+    return fused_owner is not NumpyOptimizer and issubclass(fused_owner, update_owner)
 
 
 def _cpu_count() -> int:

@@ -2,7 +2,8 @@
 
 - :class:`NumpyModule`: a layer with ``forward``/``backward`` and named ``params``, ``grads``
   and ``buffers`` (activations and normalization layers).
-- :class:`NumpyOptimizer`: param groups, name-keyed state, cache-blocked in-place updates.
+- :class:`NumpyOptimizer`: param groups, name-keyed state, cache-blocked in-place updates;
+  :func:`fused_kernel` turns a technique's update into one compiled pass (numba, optional).
 - :class:`NumpyScheduler`: ``torch.optim.lr_scheduler`` semantics over ``param_groups``;
   :class:`NumpyLambdaScheduler` (a factor of the step), :class:`NumpySequentialScheduler`
   and :class:`NumpyChainedScheduler` (composition).
@@ -20,6 +21,7 @@ the same numbers on both backends.
 from __future__ import annotations
 
 from ..errors import NonfiniteGradientError
+from ._numpy_kernels import FusedKernel, fused_kernel, kernel_cache_dir, kernel_engine
 from ._numpy_math import (
     elu,
     elu_grad,
@@ -55,11 +57,12 @@ from ._numpy_sched import (
     checked_param_groups,
 )
 
-__all__ = ["NonfiniteGradientError", "NotFittedError", "NumpyChainedScheduler",
+__all__ = ["FusedKernel", "NonfiniteGradientError", "NotFittedError", "NumpyChainedScheduler",
            "NumpyLambdaScheduler", "NumpyModule", "NumpyNormLayer",
            "NumpyOptimizer", "NumpyScheduler", "NumpySequentialScheduler", "Scaler",
            "check_per_group", "checked_param_groups", "copy_arrays_into", "effective_grad", "elu",
-           "elu_grad", "erfc", "float_input", "halved_shape", "layer_features",
+           "elu_grad", "erfc", "float_input", "fused_kernel", "halved_shape", "kernel_cache_dir",
+           "kernel_engine", "layer_features",
            "near_constant_std", "nonzero_range", "normal_cdf", "normal_pdf", "normalize",
            "normalize_backward", "reduced_size", "sigmoid", "sigmoid_pair", "softplus",
            "split_halves"]

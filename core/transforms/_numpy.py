@@ -282,11 +282,13 @@ class NumpyChainOptimizer(NumpyOptimizer):
         u, ctx = _run(xp, entries, factors, param, grad, state, step, group)
         _apply_update(xp, param, u, ctx)
 
-    def _apply(self, work: list[tuple[dict[str, Any], str, Array, Array]]) -> None:
+    def _apply(self, work: list[tuple[dict[str, Any], str, Array, Array]],
+               source: Any = None) -> None:
         if self._staged:
             self._apply_staged(work)
             return
         self._norms = self._leading_norms(work)
+        # No source: the norms change every step, so no step reuses another's plan.
         super()._apply(work)
 
     def _leading_norms(self, work: list[tuple[dict[str, Any], str, Array, Array]]

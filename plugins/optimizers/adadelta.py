@@ -12,6 +12,7 @@ Reference: Zeiler, "ADADELTA: An Adaptive Learning Rate Method", 2012.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -19,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 import optiplug
-from optiplug.backends.numpy import NumpyOptimizer, effective_grad
+from optiplug.backends.numpy import NumpyOptimizer, effective_grad, fused_kernel
 from optiplug.param_groups import ForeachChoiceSpec
 
 
@@ -53,6 +54,10 @@ class NumpyAdadelta(NumpyOptimizer):
         return (group["rho"], 1 - group["rho"], group["eps"], -group["lr"],
                 group["weight_decay"], group["maximize"])
 
+    def update_fused(self, param: NDArray[Any], grad: NDArray[Any],
+                     state: Sequence[NDArray[Any]], scalars: Any) -> None:
+        _adadelta_kernel(param, grad, state[0], state[1], *scalars)
+
     def update(self, param: NDArray[Any], grad: NDArray[Any], state: Sequence[NDArray[Any]],
                scratch: Sequence[NDArray[Any]], scalars: Any) -> None:
         rho, one_minus_rho, eps, neg_lr, decay, maximize = scalars
@@ -75,6 +80,25 @@ class NumpyAdadelta(NumpyOptimizer):
         np.add(acc_delta, std, out=acc_delta)
         np.multiply(delta, neg_lr, out=delta)
         np.add(param, delta, out=param)
+
+
+@fused_kernel
+def _adadelta_kernel(param: NDArray[Any], grad: NDArray[Any], square_avg: NDArray[Any],
+                     acc_delta: NDArray[Any], rho: Any, one_minus_rho: Any, eps: Any,
+                     neg_lr: Any, decay: Any, maximize: bool) -> None:
+    # NumpyAdadelta.update in one pass: the same operations in the same order.
+    for i in range(param.size):
+        p = param[i]
+        g = grad[i]
+        if decay:
+            g = p * decay - g if maximize else p * decay + g
+        elif maximize:
+            g = -g
+        v = square_avg[i] * rho + g * one_minus_rho * g
+        square_avg[i] = v
+        delta = math.sqrt(acc_delta[i] + eps) / math.sqrt(v + eps) * g
+        acc_delta[i] = acc_delta[i] * rho + delta * one_minus_rho * delta
+        param[i] = p + delta * neg_lr
 
 
 def build_numpy(spec: AdadeltaSpec, params: Any) -> NumpyAdadelta:

@@ -13,6 +13,7 @@ Stochastic Optimization", JMLR 2011.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -20,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 import optiplug
-from optiplug.backends.numpy import NumpyOptimizer, effective_grad
+from optiplug.backends.numpy import NumpyOptimizer, effective_grad, fused_kernel
 from optiplug.param_groups import KernelChoiceSpec
 
 
@@ -62,6 +63,10 @@ class NumpyAdagrad(NumpyOptimizer):
         clr = group["lr"] / (1 + (state["step"] - 1) * group["lr_decay"])
         return -clr, group["eps"], group["weight_decay"], group["maximize"]
 
+    def update_fused(self, param: NDArray[Any], grad: NDArray[Any],
+                     state: Sequence[NDArray[Any]], scalars: Any) -> None:
+        _adagrad_kernel(param, grad, state[0], *scalars)
+
     def update(self, param: NDArray[Any], grad: NDArray[Any], state: Sequence[NDArray[Any]],
                scratch: Sequence[NDArray[Any]], scalars: Any) -> None:
         neg_clr, eps, decay, maximize = scalars
@@ -74,6 +79,22 @@ class NumpyAdagrad(NumpyOptimizer):
         np.divide(grad, tmp, out=tmp)
         np.multiply(tmp, neg_clr, out=tmp)
         np.add(param, tmp, out=param)
+
+
+@fused_kernel
+def _adagrad_kernel(param: NDArray[Any], grad: NDArray[Any], total: NDArray[Any], neg_clr: Any,
+                    eps: Any, decay: Any, maximize: bool) -> None:
+    # NumpyAdagrad.update in one pass: the same operations in the same order.
+    for i in range(param.size):
+        p = param[i]
+        g = grad[i]
+        if decay:
+            g = p * decay - g if maximize else p * decay + g
+        elif maximize:
+            g = -g
+        s = total[i] + g * g
+        total[i] = s
+        param[i] = p + g / (math.sqrt(s) + eps) * neg_clr
 
 
 def build_numpy(spec: AdagradSpec, params: Any) -> NumpyAdagrad:

@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 import optiplug
-from optiplug.backends.numpy import NumpyOptimizer, effective_grad
+from optiplug.backends.numpy import NumpyOptimizer, effective_grad, fused_kernel
 from optiplug.param_groups import KernelChoiceSpec
 
 
@@ -71,6 +71,10 @@ class NumpyAdam(NumpyOptimizer):
                 0.0 if decoupled else decay, 1 - lr * decay if decoupled and decay else 1.0,
                 group["maximize"], group["amsgrad"])
 
+    def update_fused(self, param: NDArray[Any], grad: NDArray[Any],
+                     state: Sequence[NDArray[Any]], scalars: Any) -> None:
+        _adam_kernel(param, grad, state[0], state[1], state[-1], *scalars)
+
     def update(self, param: NDArray[Any], grad: NDArray[Any], state: Sequence[NDArray[Any]],
                scratch: Sequence[NDArray[Any]], scalars: Any) -> None:
         beta1, one_minus_beta1, beta2, one_minus_beta2, eps, scale, decay, shrink, maximize, \
@@ -95,6 +99,34 @@ class NumpyAdam(NumpyOptimizer):
         np.divide(exp_avg, tmp, out=tmp)
         np.multiply(tmp, scale, out=tmp)
         np.add(param, tmp, out=param)
+
+
+@fused_kernel
+def _adam_kernel(param: NDArray[Any], grad: NDArray[Any], exp_avg: NDArray[Any],
+                 exp_avg_sq: NDArray[Any], max_exp_avg_sq: NDArray[Any], beta1: Any,
+                 one_minus_beta1: Any, beta2: Any, one_minus_beta2: Any, eps: Any, scale: Any,
+                 decay: Any, shrink: Any, maximize: bool, amsgrad: bool) -> None:
+    # NumpyAdam.update in one pass: the same operations in the same order.
+    for i in range(param.size):
+        p = param[i]
+        if shrink != 1.0:
+            p = p * shrink
+        g = grad[i]
+        if decay:
+            g = p * decay - g if maximize else p * decay + g
+        elif maximize:
+            g = -g
+        m = exp_avg[i] * beta1 + g * one_minus_beta1
+        v = exp_avg_sq[i] * beta2 + g * one_minus_beta2 * g
+        exp_avg[i] = m
+        exp_avg_sq[i] = v
+        if amsgrad:
+            largest = max_exp_avg_sq[i]
+            if largest < v or v != v:  # np.maximum: NaN wins
+                largest = v
+            max_exp_avg_sq[i] = largest
+            v = largest
+        param[i] = p + m / (math.sqrt(v) + eps) * scale
 
 
 def build_numpy(spec: AdamSpec, params: Any) -> NumpyAdam:

@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 from pydantic import Field
 
 import optiplug
-from optiplug.backends.numpy import NumpyOptimizer, effective_grad
+from optiplug.backends.numpy import NumpyOptimizer, effective_grad, fused_kernel
 from optiplug.param_groups import KernelChoiceSpec
 
 
@@ -55,6 +55,10 @@ class NumpyNesterov(NumpyOptimizer):
         return (-group["lr"], group["momentum"], state["step"] == 1, group["weight_decay"],
                 group["maximize"])
 
+    def update_fused(self, param: NDArray[Any], grad: NDArray[Any],
+                     state: Sequence[NDArray[Any]], scalars: Any) -> None:
+        _nesterov_kernel(param, grad, state[0], *scalars)
+
     def update(self, param: NDArray[Any], grad: NDArray[Any], state: Sequence[NDArray[Any]],
                scratch: Sequence[NDArray[Any]], scalars: Any) -> None:
         neg_lr, momentum, first, decay, maximize = scalars
@@ -69,6 +73,22 @@ class NumpyNesterov(NumpyOptimizer):
         np.add(tmp, grad, out=tmp)
         np.multiply(tmp, neg_lr, out=tmp)
         np.add(param, tmp, out=param)
+
+
+@fused_kernel
+def _nesterov_kernel(param: NDArray[Any], grad: NDArray[Any], buf: NDArray[Any], neg_lr: Any,
+                     momentum: Any, first: bool, decay: Any, maximize: bool) -> None:
+    # NumpyNesterov.update in one pass: the same operations in the same order.
+    for i in range(param.size):
+        p = param[i]
+        g = grad[i]
+        if decay:
+            g = p * decay - g if maximize else p * decay + g
+        elif maximize:
+            g = -g
+        b = g if first else buf[i] * momentum + g
+        buf[i] = b
+        param[i] = p + (b * momentum + g) * neg_lr
 
 
 def build_numpy(spec: NesterovSpec, params: Any) -> NumpyNesterov:

@@ -15,6 +15,7 @@ Reference: Hinton, Srivastava & Swersky, Neural Networks for Machine Learning, l
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -22,7 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 import optiplug
-from optiplug.backends.numpy import NumpyOptimizer, effective_grad
+from optiplug.backends.numpy import NumpyOptimizer, effective_grad, fused_kernel
 from optiplug.param_groups import ForeachChoiceSpec
 
 
@@ -64,6 +65,12 @@ class NumpyRMSprop(NumpyOptimizer):
         return (group["alpha"], 1 - group["alpha"], group["eps"], -group["lr"],
                 group["momentum"], group["centered"], group["weight_decay"], group["maximize"])
 
+    def update_fused(self, param: NDArray[Any], grad: NDArray[Any],
+                     state: Sequence[NDArray[Any]], scalars: Any) -> None:
+        # Without momentum or centering the kernel never touches the arrays standing in.
+        _rmsprop_kernel(param, grad, state[0], state[1] if len(state) > 1 else state[0],
+                        state[-1], *scalars)
+
     def update(self, param: NDArray[Any], grad: NDArray[Any], state: Sequence[NDArray[Any]],
                scratch: Sequence[NDArray[Any]], scalars: Any) -> None:
         alpha, one_minus_alpha, eps, neg_lr, momentum, centered, decay, maximize = scalars
@@ -93,6 +100,32 @@ class NumpyRMSprop(NumpyOptimizer):
         else:
             np.multiply(tmp, neg_lr, out=tmp)
         np.add(param, tmp, out=param)
+
+
+@fused_kernel
+def _rmsprop_kernel(param: NDArray[Any], grad: NDArray[Any], square_avg: NDArray[Any],
+                    buf: NDArray[Any], grad_avg: NDArray[Any], alpha: Any,
+                    one_minus_alpha: Any, eps: Any, neg_lr: Any, momentum: Any, centered: bool,
+                    decay: Any, maximize: bool) -> None:
+    # NumpyRMSprop.update in one pass: the same operations in the same order.
+    for i in range(param.size):
+        p = param[i]
+        g = grad[i]
+        if decay:
+            g = p * decay - g if maximize else p * decay + g
+        elif maximize:
+            g = -g
+        v = square_avg[i] * alpha + g * one_minus_alpha * g
+        square_avg[i] = v
+        if centered:
+            mean = grad_avg[i] + (g - grad_avg[i]) * one_minus_alpha
+            grad_avg[i] = mean
+            v = v - mean * mean
+        step = g / (math.sqrt(v) + eps)
+        if momentum > 0:
+            step = buf[i] * momentum + step
+            buf[i] = step
+        param[i] = p + step * neg_lr
 
 
 def build_numpy(spec: RMSpropSpec, params: Any) -> NumpyRMSprop:

@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 from pydantic import Field, ValidationInfo, field_validator
 
 import optiplug
-from optiplug.backends.numpy import NumpyOptimizer, effective_grad
+from optiplug.backends.numpy import NumpyOptimizer, effective_grad, fused_kernel
 
 
 class SGDSpec(optiplug.OptimizerSpec):
@@ -76,6 +76,11 @@ class NumpySGD(NumpyOptimizer):
         return (-group["lr"], group["momentum"], 1 - group["dampening"], group["nesterov"],
                 state["step"] == 1, group["weight_decay"], group["maximize"])
 
+    def update_fused(self, param: NDArray[Any], grad: NDArray[Any],
+                     state: Sequence[NDArray[Any]], scalars: Any) -> None:
+        # Without momentum the kernel never touches the gradient standing in for the buffer.
+        _sgd_kernel(param, grad, state[0] if state else grad, *scalars)
+
     def update(self, param: NDArray[Any], grad: NDArray[Any], state: Sequence[NDArray[Any]],
                scratch: Sequence[NDArray[Any]], scalars: Any) -> None:
         neg_lr, momentum, undamped, nesterov, first, decay, maximize = scalars
@@ -101,6 +106,30 @@ class NumpySGD(NumpyOptimizer):
             grad = buf
         np.multiply(grad, neg_lr, out=tmp)
         np.add(param, tmp, out=param)
+
+
+@fused_kernel
+def _sgd_kernel(param: NDArray[Any], grad: NDArray[Any], buf: NDArray[Any], neg_lr: Any,
+                momentum: Any, undamped: Any, nesterov: bool, first: bool, decay: Any,
+                maximize: bool) -> None:
+    # NumpySGD.update in one pass: the same operations in the same order.
+    for i in range(param.size):
+        p = param[i]
+        g = grad[i]
+        if decay:
+            g = p * decay - g if maximize else p * decay + g
+        elif maximize:
+            g = -g
+        if momentum != 0:
+            if first:
+                b = g
+            elif undamped != 1:
+                b = buf[i] * momentum + g * undamped
+            else:
+                b = buf[i] * momentum + g
+            buf[i] = b
+            g = b * momentum + g if nesterov else b
+        param[i] = p + g * neg_lr
 
 
 def build_numpy(spec: SGDSpec, params: Any) -> NumpySGD:

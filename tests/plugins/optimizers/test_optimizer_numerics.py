@@ -23,6 +23,8 @@ from .optimizer_cases import (
 )
 
 STEPS = 200
+# Every case on both NumPy kernel engines (see conftest.py): the fused path and the fallback.
+pytestmark = pytest.mark.usefixtures("numpy_kernels")
 
 
 CASES = [(name, hyper) for name, grid in GRID.items() for hyper in grid]
