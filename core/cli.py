@@ -100,7 +100,12 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="list installed techniques with backends and providers")
     p.add_argument("--kind", help="only this kind (optimizer, initializer, ...)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--distribution", metavar="DIST",
+                   help="only techniques this distribution installed (e.g. optiplug)")
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="machine-readable output")
+    form.add_argument("--markdown", action="store_true",
+                      help="a Markdown table: kind, technique, backends, summary (the README's)")
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("show", help="explain one technique and its hyperparameters")
@@ -216,6 +221,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
     available = {b.name: b.available() for b in catalog.backends}
     for technique in catalog.entries(args.kind):
         origin = technique.origin
+        if args.distribution and (origin is None or origin.distribution != args.distribution):
+            continue
         rows.append({
             "kind": technique.kind,
             "name": technique.name,
@@ -230,7 +237,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
         })
     for record in catalog.broken:
         kind, _, name = record.plugin.partition(".")
-        if args.kind and kind != args.kind:
+        if (args.kind and kind != args.kind) or (args.distribution
+                                               and record.distribution != args.distribution):
             continue
         rows.append({
             "kind": kind if name else "?", "name": name or record.plugin, "backends": [],
@@ -241,6 +249,13 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
         sys.stdout.write("\n")
+        return 0
+    if args.markdown:
+        print("| kind | technique | backends | what it is for |\n|---|---|---|---|")
+        for row in rows:
+            summary = row["summary"].replace("|", "\\|")
+            print(f"| {row['kind']} | `{row['name']}` | {', '.join(row['backends'])} "
+                  f"| {summary} |")
         return 0
     table = [["KIND", "NAME", "BACKENDS", "DISTRIBUTION", "VERSION", "STATUS"]]
     for row in rows:

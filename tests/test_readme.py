@@ -26,6 +26,20 @@ def test_readme_table_lists_every_builtin_technique_with_its_backends():
     assert builtins <= rows, sorted(builtins - rows)
 
 
+def test_readme_table_is_what_optiplug_list_markdown_prints(capsys, monkeypatch):
+    """The table is generated from the registry (the bridged pto.* catalogue left out: the
+    suite's conftest disables it, as the README's command does)."""
+    from optiplug.cli import main
+
+    monkeypatch.setenv("OPTIPLUG_DISABLED_PLUGINS", "bridge.pytorch_optimizer")
+    assert main(["list", "--distribution", "optiplug", "--markdown"]) == 0
+    table = capsys.readouterr().out
+    builtins = [t for t in optiplug.registry().techniques()
+                if t.origin is not None and t.origin.distribution == "optiplug"]
+    assert table.count("\n") == 2 + len(builtins) > 90
+    assert table in README.read_text(encoding="utf-8")
+
+
 def test_readme_train_yaml_builds_on_the_readme_model(tmp_path: Path):
     namespace: dict[str, object] = {}
     exec(compile(blocks("python")[0], str(README), "exec"), namespace)
