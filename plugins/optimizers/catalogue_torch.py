@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import torch
 
 from optiplug.backends.torch import TorchOptimizer
+from optiplug.plugins.optimizers.paper_torch import ForeachAlgorithm, check_hyperparameters
 from optiplug.plugins.optimizers.sam import group_rho
 from optiplug.plugins.optimizers.soap import preconditioned_axes, refuse_high_rank
 from optiplug.plugins.optimizers.wrapping_torch import TorchWrapper, foreach_groups
@@ -24,63 +25,6 @@ from optiplug.plugins.optimizers.wrapping_torch import TorchWrapper, foreach_gro
 __all__ = ["SGDW", "SGDWAlgorithm", "Sam", "Soap", "SoapAlgorithm", "Yogi", "YogiAlgorithm"]
 
 Tensors = list[torch.Tensor]
-
-
-class ForeachAlgorithm(torch.optim.Optimizer):
-    """Shared step: state allocation, per-parameter step counts, buckets for the kernels.
-
-    Parameters of one group are updated together when they share device, dtype and step count
-    (bias corrections depend on each parameter's own step count).
-    """
-
-    state_names: ClassVar[tuple[str, ...]] = ()
-
-    def init_state(self, group: dict[str, Any], param: torch.Tensor,
-                   name: str) -> torch.Tensor:
-        """The initial value of state ``name`` of ``param`` (zeros)."""
-        return torch.zeros_like(param, memory_format=torch.preserve_format)
-
-    def update(self, group: dict[str, Any], step: int, params: Tensors, grads: Tensors,
-               states: Sequence[Tensors]) -> None:
-        """One step of the parameters ``params`` (same device, dtype and step count)."""
-        raise NotImplementedError
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """One step over every parameter that has a gradient."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            buckets: dict[tuple[Any, ...], list[torch.Tensor]] = {}
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                if param.grad.is_sparse:
-                    raise RuntimeError(f"{type(self).__name__} does not support sparse "
-                                       f"gradients")
-                state = self.state[param]
-                if not state:
-                    state["step"] = 0
-                    for name in self.state_names:
-                        state[name] = self.init_state(group, param, name)
-                state["step"] += 1
-                buckets.setdefault((param.device, param.dtype, state["step"]), []).append(param)
-            for (_, _, step), params in buckets.items():
-                grads = [p.grad for p in params]
-                states = [[self.state[p][name] for p in params] for name in self.state_names]
-                self.update(group, step, params, grads, states)  # type: ignore[arg-type]
-        return loss
-
-
-def _check(lr: float, betas: Sequence[float], weight_decay: float) -> None:
-    if not lr > 0:
-        raise ValueError(f"Invalid learning rate: {lr}")
-    if not all(0.0 <= beta < 1.0 for beta in betas):
-        raise ValueError(f"Invalid betas: {tuple(betas)}")
-    if not weight_decay >= 0:
-        raise ValueError(f"Invalid weight_decay: {weight_decay}")
 
 
 # ----------------------------------------------------------------------------------- yogi
@@ -92,7 +36,7 @@ class YogiAlgorithm(ForeachAlgorithm):
     def __init__(self, params: Any, lr: float = 1e-2, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-3, initial_accumulator: float = 1e-6,
                  weight_decay: float = 0.0, decoupled: bool = True) -> None:
-        _check(lr, betas, weight_decay)
+        check_hyperparameters(lr, betas, weight_decay)
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps,
                                   "initial_accumulator": initial_accumulator,
                                   "weight_decay": weight_decay, "decoupled": decoupled})
@@ -139,7 +83,7 @@ class SGDWAlgorithm(ForeachAlgorithm):
     def __init__(self, params: Any, lr: float = 1e-3, momentum: float = 0.0,
                  dampening: float = 0.0, weight_decay: float = 0.0,
                  nesterov: bool = False) -> None:
-        _check(lr, (momentum,), weight_decay)
+        check_hyperparameters(lr, (momentum,), weight_decay)
         super().__init__(params, {"lr": lr, "momentum": momentum, "dampening": dampening,
                                   "weight_decay": weight_decay, "nesterov": nesterov})
 
@@ -254,7 +198,7 @@ class SoapAlgorithm(torch.optim.Optimizer):
                  weight_decay: float = 0.01, precondition_frequency: int = 10,
                  max_precondition_dim: int = 10000, precondition_1d: bool = False,
                  correct_bias: bool = True) -> None:
-        _check(lr, betas, weight_decay)
+        check_hyperparameters(lr, betas, weight_decay)
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "shampoo_beta": shampoo_beta,
                                   "eps": eps, "weight_decay": weight_decay,
                                   "precondition_frequency": precondition_frequency,

@@ -24,6 +24,7 @@ from optiplug.backends.torch import TorchOptimizer
 from optiplug.plugins.optimizers.schedule_free import advance
 
 __all__ = ["Adabelief", "AdabeliefAlgorithm", "Adan", "AdanAlgorithm", "Adopt", "AdoptAlgorithm",
+           "ForeachAlgorithm", "check_hyperparameters",
            "Lamb", "LambAlgorithm", "Lars", "LarsAlgorithm", "Lion", "LionAlgorithm",
            "ScheduleFreeAdamW", "ScheduleFreeAdamWAlgorithm", "ScheduleFreeSGD",
            "ScheduleFreeSGDAlgorithm"]
@@ -31,7 +32,7 @@ __all__ = ["Adabelief", "AdabeliefAlgorithm", "Adan", "AdanAlgorithm", "Adopt", 
 Tensors = list[torch.Tensor]
 
 
-class _ForeachAlgorithm(torch.optim.Optimizer):
+class ForeachAlgorithm(torch.optim.Optimizer):
     """Shared step: state allocation, per-parameter step counts and buckets for the kernels."""
 
     state_names: ClassVar[tuple[str, ...]] = ()
@@ -83,7 +84,8 @@ class _ForeachAlgorithm(torch.optim.Optimizer):
         return loss
 
 
-def _check(lr: float, betas: Sequence[float], weight_decay: float) -> None:
+def check_hyperparameters(lr: float, betas: Sequence[float], weight_decay: float) -> None:
+    """torch.optim's argument checks: ``lr > 0``, every beta in ``[0, 1)``, ``wd >= 0``."""
     if not lr > 0:
         raise ValueError(f"Invalid learning rate: {lr}")
     if not all(0.0 <= beta < 1.0 for beta in betas):
@@ -93,14 +95,14 @@ def _check(lr: float, betas: Sequence[float], weight_decay: float) -> None:
 
 
 # ----------------------------------------------------------------------------------- lion
-class LionAlgorithm(_ForeachAlgorithm):
+class LionAlgorithm(ForeachAlgorithm):
     """Lion: ``p = p (1 - lr wd) - lr sign(lerp(m, g, 1 - b1))``, ``m = lerp(m, g, 1 - b2)``."""
 
     state_names = ("exp_avg",)
 
     def __init__(self, params: Any, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.99),
                  weight_decay: float = 0.0) -> None:
-        _check(lr, betas, weight_decay)
+        check_hyperparameters(lr, betas, weight_decay)
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "weight_decay": weight_decay})
 
     def update(self, group: dict[str, Any], step: int, params: Tensors, grads: Tensors,
@@ -139,7 +141,7 @@ def _trust_ratios(numerators: Tensors, denominators: Tensors) -> Tensors:
     return list(ratios.unbind())
 
 
-class LambAlgorithm(_ForeachAlgorithm):
+class LambAlgorithm(ForeachAlgorithm):
     """LAMB (You et al. 2020, Algorithm 2), see :mod:`optiplug.plugins.optimizers.lamb`."""
 
     state_names = ("exp_avg", "exp_avg_sq")
@@ -147,7 +149,7 @@ class LambAlgorithm(_ForeachAlgorithm):
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-6, weight_decay: float = 0.0, bias_correction: bool = True,
                  max_weight_norm: float | None = None) -> None:
-        _check(lr, betas, weight_decay)
+        check_hyperparameters(lr, betas, weight_decay)
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps,
                                   "weight_decay": weight_decay,
                                   "bias_correction": bias_correction,
@@ -190,7 +192,7 @@ class Lamb(TorchOptimizer, LambAlgorithm):
 
 
 # ----------------------------------------------------------------------------------- lars
-class LarsAlgorithm(_ForeachAlgorithm):
+class LarsAlgorithm(ForeachAlgorithm):
     """LARS (You et al. 2017, Algorithm 1), see :mod:`optiplug.plugins.optimizers.lars`."""
 
     state_names = ("momentum_buffer",)
@@ -198,7 +200,7 @@ class LarsAlgorithm(_ForeachAlgorithm):
     def __init__(self, params: Any, lr: float = 1e-3, momentum: float = 0.9,
                  weight_decay: float = 0.0, trust_coefficient: float = 1e-3,
                  exclude_1d: bool = True) -> None:
-        _check(lr, (momentum,), weight_decay)
+        check_hyperparameters(lr, (momentum,), weight_decay)
         super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay,
                                   "trust_coefficient": trust_coefficient,
                                   "exclude_1d": exclude_1d})
@@ -242,7 +244,7 @@ class Lars(TorchOptimizer, LarsAlgorithm):
 
 
 # ----------------------------------------------------------------------------------- adan
-class AdanAlgorithm(_ForeachAlgorithm):
+class AdanAlgorithm(ForeachAlgorithm):
     """Adan (Xie et al. 2024, Algorithm 1), see :mod:`optiplug.plugins.optimizers.adan`."""
 
     state_names = ("exp_avg", "exp_avg_diff", "exp_avg_sq", "previous_grad")
@@ -250,7 +252,7 @@ class AdanAlgorithm(_ForeachAlgorithm):
     def __init__(self, params: Any, lr: float = 1e-3,
                  betas: tuple[float, float, float] = (0.98, 0.92, 0.99), eps: float = 1e-8,
                  weight_decay: float = 0.0) -> None:
-        _check(lr, betas, weight_decay)
+        check_hyperparameters(lr, betas, weight_decay)
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps,
                                   "weight_decay": weight_decay})
 
@@ -292,7 +294,7 @@ class Adan(TorchOptimizer, AdanAlgorithm):
 
 
 # ---------------------------------------------------------------------------------- adopt
-class AdoptAlgorithm(_ForeachAlgorithm):
+class AdoptAlgorithm(ForeachAlgorithm):
     """ADOPT (Taniguchi et al. 2024), see :mod:`optiplug.plugins.optimizers.adopt`."""
 
     state_names = ("exp_avg", "exp_avg_sq")
@@ -300,7 +302,7 @@ class AdoptAlgorithm(_ForeachAlgorithm):
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.9999),
                  eps: float = 1e-6, weight_decay: float = 0.0, decoupled: bool = False,
                  clip_exponent: float | None = 0.25) -> None:
-        _check(lr, betas, weight_decay)
+        check_hyperparameters(lr, betas, weight_decay)
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps,
                                   "weight_decay": weight_decay, "decoupled": decoupled,
                                   "clip_exponent": clip_exponent})
@@ -337,14 +339,14 @@ class Adopt(TorchOptimizer, AdoptAlgorithm):
 
 
 # ------------------------------------------------------------------------------ adabelief
-class AdabeliefAlgorithm(_ForeachAlgorithm):
+class AdabeliefAlgorithm(ForeachAlgorithm):
     """AdaBelief (Zhuang et al. 2020), see :mod:`optiplug.plugins.optimizers.adabelief`."""
 
     state_names = ("exp_avg", "exp_avg_var")
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-16, weight_decay: float = 0.0, decoupled: bool = True) -> None:
-        _check(lr, betas, weight_decay)
+        check_hyperparameters(lr, betas, weight_decay)
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps,
                                   "weight_decay": weight_decay, "decoupled": decoupled})
 
@@ -378,7 +380,7 @@ class Adabelief(TorchOptimizer, AdabeliefAlgorithm):
 
 
 # ---------------------------------------------------------------------------- schedule-free
-class _ScheduleFree(_ForeachAlgorithm):
+class _ScheduleFree(ForeachAlgorithm):
     """Shared parts: the group scalars, ``eval()`` / ``train()`` and the y/z update."""
 
     momentum_key: ClassVar[str] = "momentum"
@@ -451,7 +453,7 @@ class ScheduleFreeAdamWAlgorithm(_ScheduleFree):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, warmup_steps: int = 0, r: float = 0.0,
                  weight_lr_power: float = 2.0) -> None:
-        _check(lr, betas, weight_decay)
+        check_hyperparameters(lr, betas, weight_decay)
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps,
                                   "weight_decay": weight_decay, "warmup_steps": warmup_steps,
                                   "r": r, "weight_lr_power": weight_lr_power})
@@ -484,7 +486,7 @@ class ScheduleFreeSGDAlgorithm(_ScheduleFree):
     def __init__(self, params: Any, lr: float = 1.0, momentum: float = 0.9,
                  weight_decay: float = 0.0, warmup_steps: int = 0, r: float = 0.0,
                  weight_lr_power: float = 2.0) -> None:
-        _check(lr, (momentum,), weight_decay)
+        check_hyperparameters(lr, (momentum,), weight_decay)
         super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay,
                                   "warmup_steps": warmup_steps, "r": r,
                                   "weight_lr_power": weight_lr_power})
