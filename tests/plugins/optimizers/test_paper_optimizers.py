@@ -22,7 +22,7 @@ import pytest
 import optiplug
 
 from . import trajectory
-from .trajectory import as_numpy, as_torch, split_groups
+from .trajectory import as_numpy, as_torch, split_groups, tanh_net_gradients
 
 torch = pytest.importorskip("torch")
 
@@ -49,24 +49,11 @@ X = _DATA.standard_normal((16, 3))
 Y = _DATA.standard_normal((16, 2))
 
 
-def gradients(params: dict[str, Array], step: int, *, drop: bool = True) -> dict[str, Any]:
-    """Gradients of a 2-layer tanh network's mean squared error, recomputed at ``params``.
-
-    A fresh minibatch weighting per step makes them noisy; ``None`` where :data:`NO_GRAD` says.
-    """
-    p = {name: np.asarray(value, dtype=np.float64) for name, value in params.items()}
-    weights = 1.0 + 0.5 * np.random.default_rng(100 + step).random(len(X))
-    hidden = np.tanh(X @ p["w1"].T + p["b1"])
-    out = hidden @ p["w2"].T + p["b2"]
-    d_out = 2.0 * weights[:, None] * (out - Y) / len(X)
-    d_hidden = (d_out @ p["w2"]) * (1.0 - hidden**2)
-    grads: dict[str, Any] = {"w2": d_out.T @ hidden, "b2": d_out.sum(0),
-                             "w1": d_hidden.T @ X, "b1": d_hidden.sum(0)}
-    if drop:
-        for name, steps in NO_GRAD.items():
-            if step in steps:
-                grads[name] = None
-    return grads
+def gradients(params: dict[str, np.ndarray], step: int, *, drop: bool = True
+              ) -> dict[str, Any]:
+    """Gradients of a 2-layer tanh network's mean squared error, recomputed at ``params``;
+    ``None`` where :data:`NO_GRAD` says."""
+    return tanh_net_gradients(params, X, Y, step, NO_GRAD, drop)
 
 
 # ------------------------------------------------------------------ reference formulas

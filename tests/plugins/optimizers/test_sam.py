@@ -11,7 +11,7 @@ and a direct implementation of the paper's Algorithm 1 written here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,13 +28,6 @@ _DATA = np.random.default_rng(5)
 X = _DATA.standard_normal((16, 3))
 Y = _DATA.standard_normal((16, 2))
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def initial(dtype: Any = np.float64) -> dict[str, np.ndarray]:

@@ -12,13 +12,14 @@ pytorch_optimizer's ``SOAP``: to 1e-10 before its first QR refresh and to 1e-6 a
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 
 import optiplug
+
+from .trajectory import tanh_net_gradients
 
 torch = pytest.importorskip("torch")
 
@@ -34,13 +35,6 @@ HYPER = {"lr": 2e-2, "betas": (0.9, 0.95), "shampoo_beta": 0.8, "eps": 1e-8,
 OVERRIDES = {"lr": 5e-3, "weight_decay": 0.0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def initial(dtype: Any = np.float64) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(7)
@@ -52,19 +46,9 @@ def initial(dtype: Any = np.float64) -> dict[str, np.ndarray]:
 
 def gradients(params: dict[str, np.ndarray], step: int, *, drop: bool = True
               ) -> dict[str, Any]:
-    p = {name: np.asarray(value, dtype=np.float64) for name, value in params.items()}
-    weights = 1.0 + 0.5 * np.random.default_rng(100 + step).random(len(X))
-    hidden = np.tanh(X @ p["w1"].T + p["b1"])
-    out = hidden @ p["w2"].T + p["b2"]
-    d_out = 2.0 * weights[:, None] * (out - Y) / len(X)
-    d_hidden = (d_out @ p["w2"]) * (1.0 - hidden**2)
-    grads: dict[str, Any] = {"w2": d_out.T @ hidden, "b2": d_out.sum(0),
-                             "w1": d_hidden.T @ X, "b1": d_hidden.sum(0)}
-    if drop:
-        for name, steps in NO_GRAD.items():
-            if step in steps:
-                grads[name] = None
-    return grads
+    """Gradients of a 2-layer tanh network's mean squared error, recomputed at ``params``;
+    ``None`` where :data:`NO_GRAD` says."""
+    return tanh_net_gradients(params, X, Y, step, NO_GRAD, drop)
 
 
 def eigenbasis(factor: np.ndarray) -> np.ndarray:

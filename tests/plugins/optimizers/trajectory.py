@@ -43,3 +43,23 @@ def set_grads(params: Mapping[str, Any], grads: Mapping[str, Any], dtype: Any = 
     for n, g in grads.items():
         params[n].grad = (None if g is None
                           else torch.from_numpy(g if dtype is None else g.astype(dtype)))
+
+
+def tanh_net_gradients(params: Mapping[str, Array], x: Array, y: Array, step: int,
+                       no_grad: Mapping[str, set[int]], drop: bool = True) -> dict[str, Any]:
+    """Gradients of a 2-layer tanh network's (``w1, b1, w2, b2``) weighted mean squared error on
+    ``x, y``, recomputed at ``params`` in float64. A fresh sample weighting per step makes them
+    noisy; ``None`` at the steps ``no_grad`` gives per parameter (with ``drop``)."""
+    p = {name: np.asarray(value, dtype=np.float64) for name, value in params.items()}
+    weights = 1.0 + 0.5 * np.random.default_rng(100 + step).random(len(x))
+    hidden = np.tanh(x @ p["w1"].T + p["b1"])
+    out = hidden @ p["w2"].T + p["b2"]
+    d_out = 2.0 * weights[:, None] * (out - y) / len(x)
+    d_hidden = (d_out @ p["w2"]) * (1.0 - hidden**2)
+    grads: dict[str, Any] = {"w2": d_out.T @ hidden, "b2": d_out.sum(0),
+                             "w1": d_hidden.T @ x, "b1": d_hidden.sum(0)}
+    if drop:
+        for name, steps in no_grad.items():
+            if step in steps:
+                grads[name] = None
+    return grads
