@@ -88,10 +88,12 @@ HAS_FUSED = {"SGD", "Adagrad", "Adam", "AdamW"}
 MiB = 1 << 20
 # Bytes an update must move per float32 parameter at least: params, grads and state read
 # once, params and state written once.
+# optiplug's own options (param groups, clipping, nonfinite policy, kernel choice): not torch's.
+AROUND_THE_UPDATE = optiplug.OptimizerSpec.policy_fields | {"fused", "foreach"}
 BYTES_PER_PARAM = {"sgd": 12, "momentum": 20, "nesterov": 20, "adagrad": 20, "rmsprop": 20,
                    "adadelta": 28, "adam": 28, "adamw": 28, "lion": 20, "lamb": 28, "lars": 20,
                    "adan": 44, "adopt": 28, "adabelief": 28, "schedule_free_adamw": 28,
-                   "schedule_free_sgd": 20}
+                   "schedule_free_sgd": 20, "yogi": 28, "sgdw": 20}
 
 
 def stream_bandwidth(elements: int = 1 << 25, repeats: int = 7) -> float:
@@ -336,8 +338,8 @@ def measure(name: str, total: int, tensors: int, repeats: int, peers: bool = Tru
 
 def torch_arguments(name: str, hyper: dict[str, Any]) -> dict[str, Any]:
     """torch.optim keyword arguments for optiplug's spec of ``name`` (no kernel choice)."""
-    return {k: v for k, v in optiplug.spec("optimizer", name, **hyper).hyperparameters().items()
-            if k not in ("param_groups", "nonfinite", "fused", "foreach")}
+    spec = optiplug.spec("optimizer", name, **hyper)
+    return {k: v for k, v in spec.hyperparameters().items() if k not in AROUND_THE_UPDATE}
 
 
 def measure_kernel_choice(name: str, total: int, tensors: int, repeats: int
@@ -429,9 +431,9 @@ def measure_torchref(name: str, total: int, repeats: int) -> dict[str, Any]:
         return params
 
     torch_cls = getattr(torch.optim, TORCHREF_CLASS[name])
-    spec = optiplug.spec("optimizer", name, **hyper).hyperparameters()
-    kwargs = {k: v for k, v in spec.items()
-              if k not in ("param_groups", "nonfinite", "adamw", "ns_dtype")}
+    full = optiplug.spec("optimizer", name, **hyper)
+    kwargs = {k: v for k, v in full.hyperparameters().items()
+              if k not in AROUND_THE_UPDATE | {"adamw", "ns_dtype"}}
     variants = {"for-loop": {"foreach": False}, "foreach": {"foreach": True}}
     if name == "muon":  # torch's Muon has the for-loop kernel only
         variants = {"for-loop": {}}
