@@ -20,47 +20,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import statistics
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 
 import numpy as np
 import torch
+
+# benchmarks/ is this script's folder, first on sys.path: one bound and one timing loop.
+from optimizers import interleaved_medians, stream_bandwidth
 
 import optiplug
 
 BYTES_PER_PARAM = 28
 TENSORS = 10
-
-
-def stream_bandwidth(elements: int = 1 << 25, repeats: int = 7) -> float:
-    """Bytes per second of a STREAM triad ``a = b + s c`` on float32 arrays (best of
-    ``repeats``) with torch's threads."""
-    b, c, a = torch.rand(elements), torch.rand(elements), torch.empty(elements)
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.add(b, c, alpha=0.5, out=a)
-        best = min(best, time.perf_counter() - start)
-    return 3 * 4 * elements / best
-
-
-def medians(steps: dict[str, Callable[[], None]], repeats: int, rounds: int = 3
-            ) -> dict[str, float]:
-    """Median seconds per step of each callable, taking turns in ``rounds`` rounds."""
-    times: dict[str, list[float]] = {key: [] for key in steps}
-    per_round = max(1, -(-repeats // rounds))
-    for _ in range(rounds):
-        for key, step in steps.items():
-            step()
-            for _ in range(per_round):
-                start = time.perf_counter()
-                step()
-                times[key].append(time.perf_counter() - start)
-    return {key: statistics.median(values) for key, values in times.items()}
 
 
 def measure(total: int, tensors: int, repeats: int) -> dict[str, float]:
@@ -79,7 +51,7 @@ def measure(total: int, tensors: int, repeats: int) -> dict[str, float]:
     fused = torch.optim.Adam(params(), lr=1e-3, fused=True)
     ours = optiplug.optimizer("adam", [(str(i), p) for i, p in enumerate(params())], lr=1e-3)
     numpy_opt = optiplug.optimizer("adam", [a.copy() for a in start], lr=1e-3)
-    return medians({"torch fused": fused.step, "optiplug torch": ours.step,
+    return interleaved_medians({"torch fused": fused.step, "optiplug torch": ours.step,
                     "optiplug numpy": lambda: numpy_opt.step(grads)}, repeats)
 
 
