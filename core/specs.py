@@ -210,6 +210,23 @@ class OptimizerSpec(Spec):
                                                          *_CLIP_FIELDS})
     """Fields that choose what happens around the update (policy), not the update itself: the
     conformance kit does not require that changing them changes a finite step's result."""
+    closure_driven: ClassVar[bool] = False
+    """``step`` takes a closure that re-evaluates the loss, possibly several times a step (as
+    ``torch.optim.LBFGS``): on torch it sets the ``.grad`` s and returns the loss, on NumPy it
+    returns ``(loss, grads)``. Gradients cannot be clipped before such a step."""
+    loop_closure: ClassVar[bool] = False
+    """A closure-driven optimizer the training loop (``optiplug run``/``compare``) can drive:
+    it hands ``step`` a closure over the current batch."""
+    single_group: ClassVar[bool] = False
+    """The optimizer takes one param group only (as ``torch.optim.LBFGS``)."""
+    missing_grad_as_zero: ClassVar[bool] = False
+    """A ``None`` gradient counts as zeros in a direction that couples the parameters (L-BFGS,
+    as ``torch.optim.LBFGS``): once the optimizer has history, such a parameter may move."""
+    agreement_steps: ClassVar[int | None] = None
+    """Steps over which the conformance kit holds the NumPy and torch backends to its float64
+    tolerance (``None``: its default, 20). Set it only for an algorithm that amplifies last-bit
+    differences in sums (L-BFGS: each step runs up to 20 iterations, and ``y = g - g_prev``
+    cancels), and document why next to it."""
 
     kind: Literal["optimizer"] = "optimizer"
     lr: PositiveFloat = 1e-3
@@ -245,7 +262,7 @@ class OptimizerSpec(Spec):
     def _one_clipping(self) -> OptimizerSpec:
         if self.clip_grad_norm is not None and self.clip_grad_value is not None:
             raise ValueError("give clip_grad_norm or clip_grad_value, not both")
-        if getattr(type(self), "closure_driven", False) and self.clipping():
+        if type(self).closure_driven and self.clipping():
             raise ValueError("this optimizer evaluates its closure several times within a "
                              "step, so its gradients cannot be clipped before the step: leave "
                              "clip_grad_norm and clip_grad_value unset")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from collections.abc import Callable, Mapping, Sequence
+import zlib
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Final
 
 import numpy as np
@@ -97,22 +98,57 @@ def _numpy_params(dtype: Any = np.float64, seed: int = 1) -> dict[str, Array]:
             "v": rng.standard_normal(7).astype(dtype)}
 
 
-def _numpy_groups(params: Mapping[str, Array], lr: float) -> list[dict[str, Any]]:
-    # Two groups, the second with half the lr: every optimizer must honour group overrides.
+def _numpy_groups(params: Mapping[str, Array], lr: float, *, single: bool = False
+                  ) -> list[dict[str, Any]]:
+    # Two groups, the second with half the lr: every optimizer must honour group overrides
+    # (one group for an optimizer that takes only one: its spec's ``single_group``).
+    if single:
+        return [{"params": dict(params), "lr": lr}]
     return [{"params": {"w": params["w"], "b": params["b"]}},
             {"params": {"v": params["v"]}, "lr": lr * 0.5}]
 
 
-def _grads(params: Mapping[str, Array], step: int) -> dict[str, Array]:
-    """A noisy quadratic bowl's gradient: ``c * p + noise``, the noise fixed by ``step``."""
-    rng = np.random.default_rng(1000 + step)
+def _single_group(technique: Technique) -> bool:
+    return bool(getattr(technique.spec, "single_group", False))
+
+
+def _bowl(params: Mapping[str, Any], step: int) -> tuple[float, dict[str, Array]]:
+    """The kit's objective at ``params``: a noisy quadratic bowl ``sum(c p^2 / 2 + noise p)``,
+    the noise fixed by ``step`` and each parameter's name. Returns the loss and the gradients
+    ``c * p + noise`` (each in its parameter's dtype)."""
+    loss = 0.0
     grads = {}
     for name in sorted(params):
         value = np.asarray(params[name], dtype=np.float64)
+        rng = np.random.default_rng([1000 + step, zlib.crc32(name.encode())])
         curvature = np.linspace(0.5, 2.0, value.size).reshape(value.shape)
         noise = 0.1 * rng.standard_normal(value.shape)
+        loss += float(np.sum(0.5 * curvature * value * value + noise * value))
         grads[name] = (curvature * value + noise).astype(np.asarray(params[name]).dtype)
-    return grads
+    return loss, grads
+
+
+def _grads(params: Mapping[str, Array], step: int) -> dict[str, Array]:
+    """The gradients of :func:`_bowl` at ``params``."""
+    return _bowl(params, step)[1]
+
+
+def _step_numpy(optimizer: Any, params: Mapping[str, Array], step: int, *, scale: float = 1.0,
+                absent: Collection[str] = ()) -> None:
+    """One step of a NumPy optimizer on :func:`_bowl` (times ``scale``): the gradients at the
+    current values, or for a closure-driven optimizer (``requires_closure``) a closure that
+    computes loss and gradients wherever the optimizer evaluates it. Parameters in ``absent``
+    get no gradient."""
+
+    def evaluate() -> tuple[float, dict[str, Array]]:
+        loss, grads = _bowl(params, step)
+        return loss * scale, {name: grad * scale if scale != 1.0 else grad
+                              for name, grad in grads.items() if name not in absent}
+
+    if getattr(optimizer, "requires_closure", False):
+        optimizer.step(evaluate)
+    else:
+        optimizer.step(evaluate()[1])
 
 
 class _TorchParams:
@@ -124,18 +160,38 @@ class _TorchParams:
         self.params = {name: torch.nn.Parameter(torch.from_numpy(value.copy()))
                        for name, value in values.items()}
 
-    def groups(self, lr: float) -> list[dict[str, Any]]:
+    def groups(self, lr: float, *, single: bool = False) -> list[dict[str, Any]]:
+        if single:
+            return [{"params": list(self.params.values()), "lr": lr}]
         return [{"params": [self.params["w"], self.params["b"]]},
                 {"params": [self.params["v"]], "lr": lr * 0.5}]
 
     def numpy(self) -> dict[str, Array]:
         return {name: param.detach().numpy().copy() for name, param in self.params.items()}
 
-    def set_grads(self, step: int) -> None:
+    def set_grads(self, step: int, *, scale: float = 1.0, absent: Collection[str] = ()
+                  ) -> float:
+        """Set each ``.grad`` to :func:`_bowl`'s gradient at the current values (``None`` for
+        the names in ``absent``); returns the loss."""
         import torch
 
-        for name, grad in _grads(self.numpy(), step).items():
-            self.params[name].grad = torch.from_numpy(grad)
+        loss, grads = _bowl(self.numpy(), step)
+        for name, grad in grads.items():
+            self.params[name].grad = (None if name in absent else
+                                      torch.from_numpy(grad * scale if scale != 1.0 else grad))
+        return loss * scale
+
+    def step(self, optimizer: Any, step: int, *, scale: float = 1.0,
+             absent: Collection[str] = ()) -> None:
+        """One step of a torch optimizer on :func:`_bowl`, as :func:`_step_numpy`."""
+        import torch
+
+        if getattr(optimizer, "requires_closure", False):
+            optimizer.step(lambda: torch.tensor(self.set_grads(step, scale=scale, absent=absent),
+                                                dtype=torch.float64))
+        else:
+            self.set_grads(step, scale=scale, absent=absent)
+            optimizer.step()
 
 
 def _probe_numpy_optimizer(params: Any, lr: float = 0.1) -> Any:

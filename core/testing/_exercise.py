@@ -15,7 +15,6 @@ from ..technique import Technique
 from ._common import (
     _build,
     _fail,
-    _grads,
     _is_layer,
     _is_scaler,
     _lrs,
@@ -25,6 +24,8 @@ from ._common import (
     _numpy_params,
     _registered,
     _scheduler_optimizer,
+    _single_group,
+    _step_numpy,
     _step_scheduler,
     _TorchParams,
     built_type,
@@ -65,35 +66,38 @@ def exercise(technique: Technique, backend: str, *, spec: Spec | None = None) ->
 def _exercise_optimizer(technique: Technique, backend: str, spec: Spec) -> Any:
     clause = f"build[{backend}]"
     lr = float(getattr(spec, "lr", 1e-3))
+    single = _single_group(technique)
     start = _numpy_params(np.float32)
     if backend == "numpy":
         from ..backends._numpy_optim import NumpyOptimizer
 
         params = {name: value.copy() for name, value in start.items()}
-        optimizer = _build(technique, spec, backend, params=_numpy_groups(params, lr))
+        optimizer = _build(technique, spec, backend,
+                           params=_numpy_groups(params, lr, single=single))
         if not isinstance(optimizer, NumpyOptimizer):
             raise _fail(technique, clause, f"the NumPy builder returned "
                                            f"{type(optimizer).__name__}, not a NumpyOptimizer")
         for step in range(2):
-            optimizer.step(_grads(params, step))
+            _step_numpy(optimizer, params, step)
         after = params
     else:
         import torch
 
         holder = _TorchParams(start)
-        optimizer = _build(technique, spec, backend, params=holder.groups(lr))
+        optimizer = _build(technique, spec, backend, params=holder.groups(lr, single=single))
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise _fail(technique, clause, f"the torch builder returned "
                                            f"{type(optimizer).__name__}, not a "
                                            f"torch.optim.Optimizer")
         for step in range(2):
-            holder.set_grads(step)
-            optimizer.step()
+            holder.step(optimizer, step)
         after = holder.numpy()
     groups = getattr(optimizer, "param_groups", None)
-    if not isinstance(groups, list) or len(groups) != 2 or any("lr" not in g for g in groups):
-        raise _fail(technique, clause, "param_groups must be a list of the two given groups, "
-                                       "each with an 'lr'")
+    expected = 1 if single else 2
+    if not isinstance(groups, list) or len(groups) != expected or \
+            any("lr" not in g for g in groups):
+        raise _fail(technique, clause, f"param_groups must be a list of the {expected} given "
+                                       f"group(s), each with an 'lr'")
     for name, value in after.items():
         if value.dtype != np.float32:
             raise _fail(technique, clause, f"a float32 parameter became {value.dtype}")
@@ -223,8 +227,10 @@ def check_build(technique: Technique, backend: str, *, registry: Registry | None
 
     runtime: dict[str, Any] = {}
     if technique.kind == "optimizer":
-        runtime["params"] = (_numpy_groups(_numpy_params(), 1e-3) if backend == "numpy"
-                             else _TorchParams(_numpy_params()).groups(1e-3))
+        single = _single_group(technique)
+        runtime["params"] = (_numpy_groups(_numpy_params(), 1e-3, single=single)
+                             if backend == "numpy"
+                             else _TorchParams(_numpy_params()).groups(1e-3, single=single))
     elif technique.kind == "scheduler":
         runtime["optimizer"] = _scheduler_optimizer(backend)
     elif technique.kind == "normalizer":

@@ -25,12 +25,12 @@ from ._common import (
     CheckSkipped,
     _build,
     _fail,
-    _grads,
     _is_layer,
     _lrs,
     _need,
     _numpy_params,
     _scheduler_optimizer,
+    _step_numpy,
     _to_numpy,
     _TorchParams,
     init_shapes,
@@ -124,13 +124,9 @@ def _optimizer_outcome(technique: Technique, spec: Spec, backend: str) -> list[A
     optimizer, params = _optimizer(technique, spec, backend, _numpy_params())
     for step, scale in enumerate(_GRADIENT_SCALES):
         if backend == "numpy":
-            optimizer.step({n: g * scale for n, g in _grads(params, step).items()})
+            _step_numpy(optimizer, params, step, scale=scale)
         else:
-            import torch
-
-            for name, grad in _grads(params.numpy(), step).items():
-                params.params[name].grad = torch.from_numpy(grad * scale)
-            optimizer.step()
+            params.step(optimizer, step, scale=scale)
     values = params if backend == "numpy" else params.numpy()
     return [np.array(values[name]) for name in sorted(values)]
 

@@ -132,10 +132,6 @@ def _checks_for(technique: Technique, registry: Registry,
                             functools.partial(check_build, t, backend, registry=registry),
                             backend == "torch", technique=t))
     add("numpy without torch", lambda: check_numpy_without_torch(t, batch), ["numpy"])
-    if t.kind == "optimizer" and getattr(t.spec, "closure_driven", False):
-        # step(closure) over one param group (L-BFGS): the kit's runs step two groups without
-        # a closure, so they do not apply; the technique's own tests cover these clauses.
-        return checks[:2]
     if t.kind == "optimizer":
         per_backend("state_dict", check_optimizer_state_dict)
         per_backend("lr from param_groups", check_optimizer_lr_from_param_groups)

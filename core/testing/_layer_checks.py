@@ -97,15 +97,17 @@ def check_numerical_gradient(technique: Technique) -> None:
 # -------------------------------------------------------------------- backends agree
 def check_backends_agree(technique: Technique) -> None:
     """NumPy and torch give the same numbers: optimizer trajectories (float64, two param groups,
-    20 steps), scheduler learning rates, initializer sample moments, and layer outputs,
-    input gradients and eval-mode outputs after training steps (float64 and float32)."""
+    20 steps, or the spec's ``agreement_steps``), scheduler learning rates, initializer sample
+    moments, and layer outputs, input gradients and eval-mode outputs after training steps
+    (float64 and float32)."""
     for backend in KNOWN_BACKENDS:
         _need(technique, backend)
     spec = example_spec(technique.spec)
     clause = "numpy vs torch"
     if technique.kind == "optimizer":
-        numpy_run = _optimizer_trajectory(technique, spec, "numpy")
-        torch_run = _optimizer_trajectory(technique, spec, "torch")
+        steps = getattr(technique.spec, "agreement_steps", None) or STEPS
+        numpy_run = _optimizer_trajectory(technique, spec, "numpy", steps)
+        torch_run = _optimizer_trajectory(technique, spec, "torch", steps)
         for step, (a, b) in enumerate(zip(numpy_run, torch_run, strict=True)):
             for name in a:
                 _close(technique, clause, a[name], b[name], rtol=1e-9, atol=1e-12,

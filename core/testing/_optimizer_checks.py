@@ -27,6 +27,8 @@ from ._common import (
     _numpy_groups,
     _numpy_params,
     _registered,
+    _single_group,
+    _step_numpy,
     _TorchParams,
 )
 from ._examples import (
@@ -37,24 +39,25 @@ from ._examples import (
 # --------------------------------------------------------------------------- optimizers
 def _run_numpy(optimizer: Any, params: dict[str, Array], steps: Iterable[int]) -> None:
     for step in steps:
-        optimizer.step(_grads(params, step))
+        _step_numpy(optimizer, params, step)
 
 
 def _run_torch(optimizer: Any, holder: _TorchParams, steps: Iterable[int]) -> None:
     for step in steps:
-        holder.set_grads(step)
-        optimizer.step()
+        holder.step(optimizer, step)
 
 
 def _optimizer(technique: Technique, spec: Spec, backend: str,
                start: Mapping[str, Array]) -> tuple[Any, Any]:
     """A fresh optimizer over a copy of ``start`` and its params holder."""
     lr = float(getattr(spec, "lr", 1e-3))
+    single = _single_group(technique)
     if backend == "numpy":
         params = {name: value.copy() for name, value in start.items()}
-        return _build(technique, spec, backend, params=_numpy_groups(params, lr)), params
+        return _build(technique, spec, backend,
+                      params=_numpy_groups(params, lr, single=single)), params
     holder = _TorchParams(start)
-    return _build(technique, spec, backend, params=holder.groups(lr)), holder
+    return _build(technique, spec, backend, params=holder.groups(lr, single=single)), holder
 
 
 def _run(backend: str, optimizer: Any, params: Any, steps: Iterable[int]) -> dict[str, Array]:
@@ -149,13 +152,15 @@ def check_optimizer_step_hooks(technique: Technique, backend: str) -> None:
     registry.register(counter, name="optiplug-conformance-step-counter")
     spec = example_spec(technique.spec)
     lr = float(getattr(spec, "lr", 1e-3))
+    single = _single_group(technique)
     if backend == "numpy":
         params = _numpy_params()
-        optimizer = registry.build(spec, backend=backend, params=_numpy_groups(params, lr))
+        optimizer = registry.build(spec, backend=backend,
+                                   params=_numpy_groups(params, lr, single=single))
         _run_numpy(optimizer, params, range(2))
     else:
         holder = _TorchParams(_numpy_params())
-        optimizer = registry.build(spec, backend=backend, params=holder.groups(lr))
+        optimizer = registry.build(spec, backend=backend, params=holder.groups(lr, single=single))
         _run_torch(optimizer, holder, range(2))
     calls = (len(counter.built), len(counter.before), len(counter.after))
     if calls != (1, 2, 2) or any(o is not optimizer for o in counter.before + counter.after):
@@ -164,9 +169,10 @@ def check_optimizer_step_hooks(technique: Technique, backend: str) -> None:
             f"and two steps, expected (1, 2, 2)"))
 
 
-def _optimizer_trajectory(technique: Technique, spec: Spec, backend: str) -> list[dict[str, Array]]:
+def _optimizer_trajectory(technique: Technique, spec: Spec, backend: str,
+                          steps: int = STEPS) -> list[dict[str, Array]]:
     optimizer, params = _optimizer(technique, spec, backend, _numpy_params())
-    return [_run(backend, optimizer, params, [step]) for step in range(STEPS)]
+    return [_run(backend, optimizer, params, [step]) for step in range(steps)]
 
 
 
@@ -193,6 +199,10 @@ def check_optimizer_trains(technique: Technique, backend: str) -> None:
     model's named arrays on NumPy), run without error and lower the training loss."""
     _need(technique, backend)
     clause = f"trains in optiplug.training[{backend}]"
+    if getattr(technique.spec, "closure_driven", False) and \
+            not getattr(technique.spec, "loop_closure", False):
+        raise CheckSkipped("closure-driven, and the training loop cannot drive it (its spec "
+                           "does not set loop_closure)")
     registry = default_registry()
     added = False
     if not _registered(technique, registry):
@@ -247,33 +257,25 @@ def _run_with_missing(technique: Technique, spec: Spec, backend: str,
     """Run over the parameters ``names``; ``LATE`` (when among them) gets no gradient on
     :data:`ABSENT_STEPS`. One param group; returns the values after every step."""
     lr = float(getattr(spec, "lr", 1e-3))
-
-    def gradients(values: Mapping[str, Array], step: int) -> dict[str, Array]:
-        # The same noise for each parameter whether or not LATE takes part.
-        every = _grads({**start, **values}, step)
-        return {name: every[name] for name in names
-                if not (name == LATE and step in ABSENT_STEPS)}
-
     history = []
     if backend == "numpy":
         params = {name: start[name].copy() for name in names}
         optimizer = _build(technique, spec, backend, params=[{"params": params, "lr": lr}])
         for step in range(steps):
-            optimizer.step(gradients(params, step))
+            _step_numpy(optimizer, params, step, absent=_absent(step))
             history.append({name: value.copy() for name, value in params.items()})
         return history
-    import torch
-
     holder = _TorchParams({name: start[name] for name in names})
     optimizer = _build(technique, spec, backend,
                        params=[{"params": list(holder.params.values()), "lr": lr}])
     for step in range(steps):
-        grads = gradients(holder.numpy(), step)
-        for name, param in holder.params.items():
-            param.grad = torch.from_numpy(grads[name]) if name in grads else None
-        optimizer.step()
+        holder.step(optimizer, step, absent=_absent(step))
         history.append(holder.numpy())
     return history
+
+
+def _absent(step: int) -> tuple[str, ...]:
+    return (LATE,) if step in ABSENT_STEPS else ()
 
 
 def check_optimizer_missing_gradients(technique: Technique, backend: str) -> None:
@@ -297,10 +299,14 @@ def check_optimizer_missing_gradients(technique: Technique, backend: str) -> Non
     first_gradient = min(set(range(6)) - ABSENT_STEPS)
     # Steps a parameter's first gradients only initialize its state (ADOPT's first step).
     initializing = int(getattr(technique.spec, "initializing_steps", 0))
+    # A None gradient that counts as zeros in a coupled direction (L-BFGS) may move the
+    # parameter once there is history; before its first gradient it must not.
+    coupled = bool(getattr(technique.spec, "missing_grad_as_zero", False))
     seen = 0
     for step, (values, reference) in enumerate(zip(mixed, alone, strict=True)):
         seen += step not in ABSENT_STEPS
-        if step in ABSENT_STEPS and not np.array_equal(values[LATE], previous):
+        if step in ABSENT_STEPS and not np.array_equal(values[LATE], previous) and \
+                not (coupled and step > first_gradient):
             raise _fail(technique, clause, (
                 f"step {step} changed {LATE!r}, whose gradient was None (torch.optim leaves "
                 f"such a parameter untouched)"))
@@ -329,6 +335,9 @@ def check_optimizer_gradient_clipping(technique: Technique, backend: str) -> Non
     spec = example_spec(technique.spec)
     if "clip_grad_norm" not in type(spec).model_fields:
         raise CheckSkipped("the spec has no clip_grad_norm (not an optiplug.OptimizerSpec)")
+    if getattr(technique.spec, "closure_driven", False):
+        raise CheckSkipped("a closure-driven optimizer evaluates its closure within the step, "
+                           "so its gradients cannot be clipped before it (the spec refuses)")
     clipped_spec = type(spec).model_validate({**spec.model_dump(), "clip_grad_norm": _CLIP_NORM})
     clipped, clipped_params = _optimizer(technique, clipped_spec, backend, _numpy_params())
     plain, plain_params = _optimizer(technique, spec, backend, _numpy_params())
