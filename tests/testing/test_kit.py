@@ -10,7 +10,7 @@ import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import pytest
@@ -27,6 +27,7 @@ from optiplug.testing import (
     check_initializer_variance,
     check_numerical_gradient,
     check_numpy_without_torch,
+    check_optimizer_gradient_clipping,
     check_optimizer_lr_from_param_groups,
     check_optimizer_missing_gradients,
     check_optimizer_state_dict,
@@ -468,3 +469,64 @@ def test_normalizers_choose_their_input_shape_and_initializers_their_weights() -
     assert optiplug.spec("normalizer", "layer_norm").example_input_shape(8, 12) == (8, 12)
     assert optiplug.spec("initializer", "he_normal").example_shapes()[0] == (256, 512)
     check_backends_agree(optiplug.registry().get("normalizer", "batch_norm"))
+
+
+# --------------------------------------------------------- closure-driven optimizers
+class Extragradient(NumpyOptimizer):
+    """Extragradient (Korpelevich 1976): look ahead along the gradient, step with the gradient
+    there. Closure-driven; ``frozen_lr=True`` ignores edits of the groups' lr (a broken one)."""
+
+    requires_closure = True
+
+    def __init__(self, params: Any, lr: float, *, frozen_lr: bool = False) -> None:
+        super().__init__(params, {"lr": lr}, threads=1)
+        self.built_lr = lr if frozen_lr else None
+
+    def closure_step(self, closure: Any) -> Any:
+        loss, first = closure()
+        pairs = [(self.built_lr or group["lr"], name, param) for group in self.param_groups
+                 for name, param in zip(group["param_names"], group["params"], strict=True)]
+        start = {name: param.copy() for _, name, param in pairs}
+        for lr, name, param in pairs:
+            if first.get(name) is not None:
+                param -= lr * first[name]
+        _, ahead = closure()
+        for lr, name, param in pairs:
+            param[...] = start[name]
+            if ahead.get(name) is not None:
+                param -= lr * ahead[name]
+        return loss
+
+
+class ExtragradientSpec(optiplug.OptimizerSpec):
+    """Extragradient for kit tests."""
+
+    closure_driven: ClassVar[bool] = True
+    name: Literal["kit_extragradient"] = "kit_extragradient"
+    lr: optiplug.PositiveFloat = 0.1
+
+
+def _extragradient(**options: bool) -> optiplug.Technique:
+    return optiplug.Technique(
+        kind="optimizer", name="kit_extragradient", spec=ExtragradientSpec,
+        builders={"numpy": lambda spec, params: Extragradient(params, spec.lr, **options)},
+        summary="Extragradient.")
+
+
+def test_kit_steps_a_closure_driven_optimizer_through_its_closure() -> None:
+    # The optimizer's own rule, on a bowl: the second gradient is taken at the look-ahead point.
+    params = {"w": np.array([1.0, -2.0])}
+    Extragradient([{"params": params}], 0.1).step(
+        lambda: (float(np.sum(params["w"] ** 2)), {"w": 2 * params["w"]}))
+    np.testing.assert_allclose(params["w"], np.array([1.0, -2.0]) * (1 - 0.2 * 0.8),
+                               rtol=1e-15)
+    correct = _extragradient()
+    for check in (check_optimizer_state_dict, check_optimizer_lr_from_param_groups,
+                  check_optimizer_missing_gradients):
+        check(correct, "numpy")     # step(closure): gradients given directly would raise
+    with pytest.raises(ConformanceError, match=r"lr from param_groups\[numpy\]"):
+        check_optimizer_lr_from_param_groups(_extragradient(frozen_lr=True), "numpy")
+    with pytest.raises(CheckSkipped, match="closure-driven"):
+        check_optimizer_gradient_clipping(correct, "numpy")
+    with pytest.raises(CheckSkipped, match="closure-driven"):
+        check_optimizer_trains(correct, "numpy")
