@@ -17,7 +17,7 @@ protocol: ``opt.eval()`` swaps those weights into the parameters before evaluati
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -28,7 +28,8 @@ import optiplug
 from optiplug.backends.numpy import NumpyOptimizer
 from optiplug.param_groups import StandardOptimizerSpec
 
-__all__ = ["BaseOptimizer", "NumpyWrapper", "WrapperSpec", "build_base"]
+__all__ = ["BaseOptimizer", "NumpyWrapper", "WrapperSpec", "build_base", "split_wrapper_part",
+           "with_wrapper_part"]
 
 Array = NDArray[Any]
 StepHook = Callable[[Any, tuple[Any, ...], dict[str, Any]], Any]
@@ -274,12 +275,9 @@ class NumpyWrapper(NumpyOptimizer):
         if self.evaluating:
             raise RuntimeError("call train() before state_dict(): eval() swapped the "
                                "evaluation weights into the parameters")
-        state = self.base.state_dict()
-        own = {"optimizer": type(self).__qualname__, "options": dict(self.options),
-               "steps": self.steps,
-               "state": {name: {key: value.copy() for key, value in entry.items()}
-                            for name, entry in self.state.items()}}
-        return {**state, "wrappers": [own, *state.get("wrappers", [])]}
+        return with_wrapper_part(self.base.state_dict(), self, {
+            name: {key: value.copy() for key, value in entry.items()}
+            for name, entry in self.state.items()})
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Load a :meth:`state_dict`; nothing changes if any part does not fit.
@@ -288,45 +286,78 @@ class NumpyWrapper(NumpyOptimizer):
             ConfigError: another optimizer's state, other options, a missing, extra or
                 misshapen array, or a base state that does not load.
         """
-        problems = self._problems(state_dict)
-        if problems:
-            raise optiplug.ConfigError("cannot load optimizer state: " + "; ".join(problems))
-        own, *inner = state_dict["wrappers"]
-        base_state = {key: value for key, value in state_dict.items() if key != "wrappers"}
-        if inner:
-            base_state["wrappers"] = inner
+        own, base_state = split_wrapper_part(state_dict, self, self.state, np.ndarray)
         self.base.load_state_dict(base_state)
         for name, entry in own["state"].items():
             for key, value in entry.items():
                 np.copyto(self.state[name][key], value, casting="same_kind")
         self.steps = int(own["steps"])
 
-    def _problems(self, state_dict: Any) -> list[str]:
-        wrappers = state_dict.get("wrappers") if isinstance(state_dict, Mapping) else None
-        if not isinstance(wrappers, list) or not wrappers or not isinstance(wrappers[0], Mapping):
-            return ["expected a dict from state_dict() with a 'wrappers' list (the state of "
-                    f"{type(self).__qualname__})"]
-        own = wrappers[0]
-        if not {"optimizer", "options", "steps", "state"} <= set(own):
-            return ["the wrapper's part lacks 'optimizer', 'options', 'steps' or 'state'"]
-        if own["optimizer"] != type(self).__qualname__:
-            return [f"it is the state of {own['optimizer']}, not of {type(self).__qualname__}"]
-        if not isinstance(own["options"], Mapping) or dict(own["options"]) != self.options:
-            return [f"it was saved with {own['options']}, this optimizer has {self.options}"]
-        if not isinstance(own["steps"], int) or own["steps"] < 0:
-            return [f"the step count {own['steps']!r} is not a non-negative integer"]
-        saved = own["state"]
-        names = set(self.state)
-        if not isinstance(saved, Mapping) or set(saved) != names:
-            return [f"the saved arrays are not for this optimizer's parameters {sorted(names)}"]
-        problems = []
-        for name, entry in saved.items():
-            own_entry = self.state[name]
-            if not isinstance(entry, Mapping) or set(entry) != set(own_entry):
-                problems.append(f"the saved arrays of {name!r} are not {sorted(own_entry)}")
-                continue
-            for key, value in entry.items():
-                if not isinstance(value, np.ndarray) or value.shape != own_entry[key].shape:
-                    problems.append(f"the saved {key!r} of {name!r} is not an array of shape "
-                                    f"{own_entry[key].shape}")
-        return problems
+
+class _Wrapper(Protocol):
+    options: dict[str, Any]
+    steps: int
+
+
+def with_wrapper_part(base_state: dict[str, Any], wrapper: _Wrapper,
+                      arrays: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """``base_state`` (the base optimizer's state dict) with ``wrapper``'s part put first in
+    its ``"wrappers"`` list: options, step count and ``arrays`` (``{name: {key: array}}``)."""
+    own = {"optimizer": type(wrapper).__qualname__, "options": dict(wrapper.options),
+           "steps": wrapper.steps, "state": dict(arrays)}
+    return {**base_state, "wrappers": [own, *base_state.get("wrappers", [])]}
+
+
+def split_wrapper_part(state_dict: Any, wrapper: _Wrapper,
+                       current: Mapping[str, Mapping[str, Any]], array_type: type
+                       ) -> tuple[Mapping[str, Any], dict[str, Any]]:
+    """Check ``state_dict`` (from :func:`with_wrapper_part`) against ``wrapper`` and its
+    ``current`` arrays (``{name: {key: array}}``, of ``array_type``); return the wrapper's part
+    and the base optimizer's state dict.
+
+    Raises:
+        ConfigError: another optimizer's state, other options, a missing, extra or misshapen
+            array, listing every problem.
+    """
+    problems = _wrapper_problems(state_dict, wrapper, current, array_type)
+    if problems:
+        raise optiplug.ConfigError("cannot load optimizer state: " + "; ".join(problems))
+    own, *inner = state_dict["wrappers"]
+    base_state = {key: value for key, value in state_dict.items() if key != "wrappers"}
+    if inner:
+        base_state["wrappers"] = inner
+    return own, base_state
+
+
+def _wrapper_problems(state_dict: Any, wrapper: _Wrapper,
+                      current: Mapping[str, Mapping[str, Any]], array_type: type) -> list[str]:
+    name_of = type(wrapper).__qualname__
+    noun = "tensor" if array_type is not np.ndarray else "array"
+    wrappers = state_dict.get("wrappers") if isinstance(state_dict, Mapping) else None
+    if not isinstance(wrappers, list) or not wrappers or not isinstance(wrappers[0], Mapping):
+        return ["expected a dict from state_dict() with a 'wrappers' list (the state of "
+                f"{name_of})"]
+    own = wrappers[0]
+    if not {"optimizer", "options", "steps", "state"} <= set(own):
+        return ["the wrapper's part lacks 'optimizer', 'options', 'steps' or 'state'"]
+    if own["optimizer"] != name_of:
+        return [f"it is the state of {own['optimizer']}, not of {name_of}"]
+    if not isinstance(own["options"], Mapping) or dict(own["options"]) != wrapper.options:
+        return [f"it was saved with {own['options']}, this optimizer has {wrapper.options}"]
+    if not isinstance(own["steps"], int) or own["steps"] < 0:
+        return [f"the step count {own['steps']!r} is not a non-negative integer"]
+    saved = own["state"]
+    if not isinstance(saved, Mapping) or set(saved) != set(current):
+        return [f"the saved {noun}s are not for this optimizer's parameters {sorted(current)}"]
+    problems = []
+    for name, entry in saved.items():
+        own_entry = current[name]
+        if not isinstance(entry, Mapping) or set(entry) != set(own_entry):
+            problems.append(f"the saved {noun}s of {name!r} are not {sorted(own_entry)}")
+            continue
+        for key, value in entry.items():
+            shape = tuple(own_entry[key].shape)
+            if not isinstance(value, array_type) or tuple(value.shape) != shape:
+                problems.append(f"the saved {key!r} of {name!r} is not a{'n' * (noun == 'array')}"
+                                f" {noun} of shape {shape}")
+    return problems

@@ -10,8 +10,8 @@ from typing import Any, ClassVar
 
 import torch
 
-import optiplug
 from optiplug.backends.numpy import NonfiniteGradientError
+from optiplug.plugins.optimizers.wrapping import split_wrapper_part, with_wrapper_part
 
 __all__ = ["Ema", "Lookahead", "TorchWrapper"]
 
@@ -148,13 +148,9 @@ class TorchWrapper(torch.optim.Optimizer):
         if self.evaluating:
             raise RuntimeError("call train() before state_dict(): eval() swapped the "
                                "evaluation weights into the parameters")
-        state = self.base.state_dict()
-        own = {"optimizer": type(self).__qualname__, "options": dict(self.options),
-               "steps": self.steps,
-               "state": {name: {key: value.detach().clone()
-                                   for key, value in self.state[p].items()}
-                            for name, p in self._keys()}}
-        return {**state, "wrappers": [own, *state.get("wrappers", [])]}
+        return with_wrapper_part(self.base.state_dict(), self, {
+            name: {key: value.detach().clone() for key, value in self.state[p].items()}
+            for name, p in self._keys()})
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Load a :meth:`state_dict`; nothing changes if any part does not fit.
@@ -163,50 +159,14 @@ class TorchWrapper(torch.optim.Optimizer):
             ConfigError: another optimizer's state, other options, a missing, extra or
                 misshapen tensor, or a base state that does not load.
         """
-        problems = self._problems(state_dict)
-        if problems:
-            raise optiplug.ConfigError("cannot load optimizer state: " + "; ".join(problems))
-        own, *inner = state_dict["wrappers"]
-        base_state = {key: value for key, value in state_dict.items() if key != "wrappers"}
-        if inner:
-            base_state["wrappers"] = inner
+        current = {name: self.state[p] for name, p in self._keys()}
+        own, base_state = split_wrapper_part(state_dict, self, current, torch.Tensor)
         self.base.load_state_dict(base_state)
         with torch.no_grad():
             for name, p in self._keys():
                 for key, value in own["state"][name].items():
                     self.state[p][key].copy_(value)
         self.steps = int(own["steps"])
-
-    def _problems(self, state_dict: Any) -> list[str]:
-        wrappers = state_dict.get("wrappers") if isinstance(state_dict, Mapping) else None
-        if not isinstance(wrappers, list) or not wrappers or not isinstance(wrappers[0], Mapping):
-            return ["expected a dict from state_dict() with a 'wrappers' list (the state of "
-                    f"{type(self).__qualname__})"]
-        own = wrappers[0]
-        if not {"optimizer", "options", "steps", "state"} <= set(own):
-            return ["the wrapper's part lacks 'optimizer', 'options', 'steps' or 'state'"]
-        if own["optimizer"] != type(self).__qualname__:
-            return [f"it is the state of {own['optimizer']}, not of {type(self).__qualname__}"]
-        if not isinstance(own["options"], Mapping) or dict(own["options"]) != self.options:
-            return [f"it was saved with {own['options']}, this optimizer has {self.options}"]
-        if not isinstance(own["steps"], int) or own["steps"] < 0:
-            return [f"the step count {own['steps']!r} is not a non-negative integer"]
-        saved = own["state"]
-        keys = dict(self._keys())
-        names = set(keys)
-        if not isinstance(saved, Mapping) or set(saved) != names:
-            return [f"the saved tensors are not for this optimizer's parameters {sorted(names)}"]
-        problems = []
-        for name, entry in saved.items():
-            own_entry = self.state[keys[name]]
-            if not isinstance(entry, Mapping) or set(entry) != set(own_entry):
-                problems.append(f"the saved tensors of {name!r} are not {sorted(own_entry)}")
-                continue
-            for key, value in entry.items():
-                if not isinstance(value, torch.Tensor) or value.shape != own_entry[key].shape:
-                    problems.append(f"the saved {key!r} of {name!r} is not a tensor of shape "
-                                    f"{tuple(own_entry[key].shape)}")
-        return problems
 
 
 def foreach_groups(params: Sequence[torch.Tensor]) -> dict[tuple[Any, Any], list[int]]:
