@@ -603,7 +603,7 @@ class NumpyOptimizer:
                     and all(grad is given for (_, _, _, grad), given
                             in zip(work, self._given_grads(work, source), strict=True)))
         self._plan = _Plan.of(source, work, units) if reusable else None
-        self._run_units(units, self._plan)
+        self._run_units(units)
 
     def _given_grads(self, work: list[tuple[dict[str, Any], str, Array, Array]], source: Any
                      ) -> list[Any]:
@@ -615,9 +615,11 @@ class NumpyOptimizer:
         return [source[index[name]] for _, name, _, _ in work]
 
     def _run_units(self, units: list[_Unit], plan: _Plan | None = None) -> None:
+        """Advance the step counts and run the update over ``units``; given the reused
+        ``plan`` they come from, the fused path builds its :class:`_Schedule` (on the plan's
+        second step: a step whose gradients are new arrays never pays for it) and reuses it."""
         self._prepare_cache.clear()
         if plan is not None and self.kernels == "numba" and not self.whole_tensors:
-            # A reused plan's fused steps: one compiled call per run of tensors and thread.
             if plan.schedule:
                 schedule = plan.schedule[0]
                 if schedule is not None:
@@ -724,7 +726,10 @@ class NumpyOptimizer:
                     if start >= size:
                         break
             call, count = calls[index]
-            driver = call.kernel.driver(call.arguments)
+            try:
+                driver = call.kernel.driver(call.arguments)
+            except OSError:  # no writable kernel cache directory: the per-tensor calls
+                return None
             like = np.empty(0, dtype)
             for target, piece in zip(plans, pieces, strict=True):
                 if piece:
