@@ -153,6 +153,11 @@ class NumpyOptimizer:
     ratios or per-matrix preconditioners: then ``param``, ``grad``, the state and the scratch
     arrays it receives have the parameter's shape, and a parameter is never cut into blocks,
     packed with others or split between threads."""
+    fused_drivers: bool = True
+    """Whether the fused path (:attr:`kernels` ``"numba"``) runs the steps of a reused plan
+    through its kernel's multi-tensor driver: one compiled call per run of tensors (same
+    group, dtype and step count) and thread. ``False``: one kernel call per tensor, as on a
+    plan's first step (set it on an instance to compare the two)."""
 
     def __init__(self, params: Any, defaults: Mapping[str, Any], *,
                  nonfinite: Nonfinite = "ignore", block_size: int | None = None,
@@ -619,7 +624,8 @@ class NumpyOptimizer:
         ``plan`` they come from, the fused path builds its :class:`_Schedule` (on the plan's
         second step: a step whose gradients are new arrays never pays for it) and reuses it."""
         self._prepare_cache.clear()
-        if plan is not None and self.kernels == "numba" and not self.whole_tensors:
+        if (plan is not None and self.kernels == "numba" and self.fused_drivers
+                and not self.whole_tensors):
             if plan.schedule:
                 schedule = plan.schedule[0]
                 if schedule is not None:
