@@ -682,6 +682,11 @@ class NumpyOptimizer:
         rows: list[list[tuple[list[int], int]]] = []
         states: list[dict[str, Any]] = []
         for group, unit_states, dtype, params, grads, arrays, _ in units:
+            # A driver reads every array of a row as the run's dtype: a gradient of another
+            # dtype (cast by the kernel itself when it is called per tensor) keeps those calls.
+            if any(array.dtype != dtype for array in (
+                    *(grads if isinstance(grads, list) else [grads]), *arrays)):
+                return None
             states.extend(unit_states)
             key = (id(group), dtype, unit_states[0]["step"], len(arrays))
             index = runs.get(key)

@@ -204,3 +204,39 @@ def test_drivers_are_generated_into_the_kernel_cache_and_loaded_from_it_by_a_lat
     package = os.path.dirname(optiplug.__file__)
     assert not any("optiplug_driver" in name for _, _, names in os.walk(package)
                    for name in names)
+
+
+def test_a_gradient_of_another_dtype_keeps_the_per_tensor_calls_and_their_numbers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPTIPLUG_NUMPY_KERNELS", "numba")
+    rng = np.random.default_rng(2)
+    start = {"w": rng.standard_normal(3000).astype(np.float32),
+             "b": rng.standard_normal(40).astype(np.float32)}
+    results = []
+    for drivers in (True, False):
+        params = {name: p.copy() for name, p in start.items()}
+        grads = {name: np.zeros(p.shape, np.float64) for name, p in params.items()}
+        opt = optiplug.optimizer("adam", params, backend="numpy", lr=0.01)
+        opt.fused_drivers = drivers
+        noise = np.random.default_rng(3)
+        for _ in range(4):
+            for grad in grads.values():
+                grad[...] = noise.standard_normal(grad.shape)
+            opt.step(grads)
+        assert opt._plan is not None and opt._plan.schedule == ([None] if drivers else [])
+        results.append(params)
+    for name in start:
+        np.testing.assert_array_equal(results[0][name], results[1][name], strict=True)
+    # Adam's formula in float64 on the same gradients.
+    noise = np.random.default_rng(3)
+    reference = {name: p.astype(np.float64) for name, p in start.items()}
+    moments = {name: (np.zeros(p.shape), np.zeros(p.shape)) for name, p in start.items()}
+    for t in range(1, 5):
+        for name, p in reference.items():
+            g = noise.standard_normal(p.shape)
+            m, v = moments[name]
+            m[...] = 0.9 * m + 0.1 * g
+            v[...] = 0.999 * v + 0.001 * g * g
+            p -= 0.01 * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
+    for name in start:
+        np.testing.assert_allclose(results[0][name], reference[name], rtol=1e-5, atol=1e-6)
