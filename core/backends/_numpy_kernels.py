@@ -13,6 +13,13 @@ dtype, and the machine code is cached on disk in the user's cache directory
 ``~/.cache/optiplug/numba``), never in the package directory, so a later process loads it
 instead of compiling.
 
+A kernel runs on one tensor per call. To step many tensors without a numba dispatch (a few
+microseconds of argument unboxing) per tensor, the optimizer records once what the technique's
+``update_fused`` passes to its kernel (:func:`record_fused_call`) and runs the kernel's
+*multi-tensor driver* (:meth:`FusedKernel.driver`): a loop over a table of array addresses that
+calls the kernel on every row, generated as a module in the kernel cache directory so numba
+caches it like the kernel. Techniques write nothing for it.
+
 Which engine runs is chosen when an optimizer is built, by the environment variable
 ``OPTIPLUG_NUMPY_KERNELS``: ``auto`` (the default: numba when it is installed, else NumPy),
 ``numba`` (required: an error when it is not installed) or ``numpy`` (the pure-NumPy ufunc

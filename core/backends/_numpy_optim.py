@@ -15,7 +15,9 @@ Two more things keep a step fast without the technique's help. Small parameters 
 quarter block) that start together share packed state buffers, so their update runs as one
 kernel call over a packed block instead of a dozen ufunc calls per parameter. Steps over many
 elements are dealt out to worker threads (NumPy ufuncs release the GIL), each with its own
-scratch blocks. Neither changes a single number: the kernel is elementwise.
+scratch blocks. Neither changes a single number: the kernel is elementwise. On the fused
+engine (numba), a reused step plan runs as one compiled driver call per run of tensors and
+thread (:attr:`NumpyOptimizer.fused_drivers`), again with the same numbers.
 
 Gradients are given to :meth:`~NumpyOptimizer.step` (a ``{name: array}`` mapping or a list
 aligned with the flattened parameters) or held in :attr:`~NumpyOptimizer.grads`, a
