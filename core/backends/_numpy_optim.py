@@ -628,6 +628,9 @@ class NumpyOptimizer:
         self._prepare_cache.clear()
         if (plan is not None and self.kernels == "numba" and self.fused_drivers
                 and not self.whole_tensors):
+            if plan.schedule and plan.schedule[0] is not None and (
+                    plan.schedule[0].threads != (self.threads, self.parallel_threshold)):
+                plan.schedule.clear()  # the thread settings changed: deal the elements again
             if plan.schedule:
                 schedule = plan.schedule[0]
                 if schedule is not None:
@@ -749,7 +752,8 @@ class NumpyOptimizer:
                     table = np.array([addresses for addresses, _ in piece], np.intp)
                     sizes = np.array([size for _, size in piece], np.intp)
                     target.append((index, driver, count, table, sizes, like))
-        return _Schedule(states, prepared, [plan for plan in plans if plan])
+        return _Schedule(states, prepared, [plan for plan in plans if plan],
+                         (self.threads, self.parallel_threshold))
 
     def _fused_call(self, arrays: int, scalars: int) -> FusedCall | None:
         key = (arrays, scalars)
@@ -1075,6 +1079,8 @@ class _Schedule(NamedTuple):
     """Per run: the group, a state and the dtype its scalars are prepared from."""
     workers: list[list[tuple[int, Callable[..., None], int, Array, Array, Array]]]
     """Per thread: (run, driver, scalars used, address table, sizes, dtype stand-in) calls."""
+    threads: tuple[int, int]
+    """The optimizer's ``threads`` and ``parallel_threshold`` it was dealt out for."""
 
 
 def _drive(calls: list[tuple[int, Callable[..., None], int, Array, Array, Array]],

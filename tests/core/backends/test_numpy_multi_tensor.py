@@ -240,3 +240,29 @@ def test_a_gradient_of_another_dtype_keeps_the_per_tensor_calls_and_their_number
             p -= 0.01 * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
     for name in start:
         np.testing.assert_allclose(results[0][name], reference[name], rtol=1e-5, atol=1e-6)
+
+
+def test_changing_threads_between_steps_deals_the_elements_again_with_the_same_bits(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    results = []
+    for engine in ("numba", "numpy"):
+        monkeypatch.setenv("OPTIPLUG_NUMPY_KERNELS", engine)
+        rng = np.random.default_rng(4)
+        params = {f"p{i}": rng.standard_normal(size).astype(np.float32)
+                  for i, size in enumerate([2000, 30, 50_000, 900])}
+        grads = {name: np.zeros_like(p) for name, p in params.items()}
+        opt = optiplug.optimizer("rmsprop", params, backend="numpy", lr=0.01, momentum=0.9)
+        opt.parallel_threshold = 1000  # type: ignore[misc]
+        workers = []
+        for threads in (1, 1, 2, 2, 3, 1):
+            opt.threads = threads
+            for grad in grads.values():
+                grad[...] = rng.standard_normal(grad.shape)
+            opt.step(grads)
+            schedule = opt._plan.schedule[0] if opt._plan and opt._plan.schedule else None
+            workers.append(0 if schedule is None else len(schedule.workers))
+        if engine == "numba":
+            assert workers == [0, 1, 2, 2, 3, 1]
+        results.append(params)
+    for name, value in results[1].items():
+        np.testing.assert_array_equal(results[0][name], value, strict=True)
