@@ -40,10 +40,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, Literal, NamedTuple
 
+import numpy as np
+
 from ..errors import ConfigError
 
 __all__ = ["ENGINE_VARIABLE", "Argument", "FusedCall", "FusedKernel", "fused_kernel",
-           "kernel_cache_dir", "kernel_engine", "record_fused_call", "scatter"]
+           "finite_rows", "kernel_cache_dir", "kernel_engine", "record_fused_call", "scatter"]
 
 Engine = Literal["numba", "numpy"]
 ENGINE_VARIABLE: Final = "OPTIPLUG_NUMPY_KERNELS"
@@ -300,6 +302,26 @@ def scatter(packed: Any, addresses: Any, offsets: Any) -> None:
         _numba()
         _scatter = importlib.import_module("._numpy_numba", __package__).scatter
     _scatter(packed, addresses, offsets)
+
+
+_finite_rows: Callable[..., bool] | None = None
+_EXPONENTS: Final[dict[int, tuple[np.dtype[Any], np.unsignedinteger[Any]]]] = {
+    4: (np.dtype(np.uint32), np.uint32(0x7F800000)),
+    8: (np.dtype(np.uint64), np.uint64(0x7FF0000000000000))}
+
+
+def finite_rows(table: Any, sizes: Any, dtype: Any) -> bool | None:
+    """Whether the gradients of an address table's rows (column 1, ``sizes[t]`` elements of
+    ``dtype`` each) are all finite, in one compiled pass; ``None`` for a dtype it cannot check
+    (other than float32 and float64)."""
+    global _finite_rows
+    if dtype.kind != "f" or dtype.itemsize not in _EXPONENTS:
+        return None
+    if _finite_rows is None:
+        _numba()
+        _finite_rows = importlib.import_module("._numpy_numba", __package__).finite_rows
+    bits, exponent = _EXPONENTS[dtype.itemsize]
+    return bool(_finite_rows(table, sizes, np.empty(0, bits), exponent))
 
 
 def fused_kernel(function: Callable[..., None]) -> FusedKernel:

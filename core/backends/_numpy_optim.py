@@ -40,7 +40,14 @@ from numpy.typing import NDArray
 
 from ..errors import ConfigError, NonfiniteGradientError
 from ._clip import checked_clipping, clip_arrays
-from ._numpy_kernels import Engine, FusedCall, kernel_engine, record_fused_call, scatter
+from ._numpy_kernels import (
+    Engine,
+    FusedCall,
+    finite_rows,
+    kernel_engine,
+    record_fused_call,
+    scatter,
+)
 
 __all__ = ["NonfiniteGradientError", "NumpyOptimizer", "RemovableHandle", "effective_grad"]
 
@@ -417,7 +424,8 @@ class NumpyOptimizer:
                 work = self._work(grads)
             else:
                 work = plan.work
-            if self.nonfinite != "ignore" and not self._all_finite(work):
+            if self.nonfinite != "ignore" and not (self._schedule_finite(plan)
+                                                   or self._all_finite(work)):
                 self.skipped_steps += 1
             else:
                 clipping = getattr(self, "clipping", None)
@@ -464,6 +472,18 @@ class NumpyOptimizer:
                 if grad is not None:
                     work.append((group, name, param, _checked_grad(name, param, grad)))
         return work
+
+    def _schedule_finite(self, plan: _Plan | None) -> bool:
+        """Whether a reused plan's fused schedule sees only finite gradients, checked in one
+        compiled pass per table; ``False`` when it cannot tell (then :meth:`_all_finite`
+        checks per tensor, and names the parameter)."""
+        if plan is None or not plan.schedule or plan.schedule[0] is None:
+            return False
+        for calls in plan.schedule[0].workers:
+            for _, _, _, table, sizes, like in calls:
+                if not finite_rows(table, sizes, like.dtype):
+                    return False
+        return True
 
     def _all_finite(self, work: list[tuple[dict[str, Any], str, Array, Array]]) -> bool:
         for _, name, _, grad in work:

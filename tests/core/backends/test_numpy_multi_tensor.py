@@ -266,3 +266,46 @@ def test_changing_threads_between_steps_deals_the_elements_again_with_the_same_b
         results.append(params)
     for name, value in results[1].items():
         np.testing.assert_array_equal(results[0][name], value, strict=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nonfinite_gradients_are_found_on_the_drivers_path_as_per_tensor(
+        dtype: type[np.floating[Any]], bad: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    finals = []
+    for engine in ("numba", "numpy"):
+        monkeypatch.setenv("OPTIPLUG_NUMPY_KERNELS", engine)
+        rng = np.random.default_rng(6)
+        params = {f"p{i}": rng.standard_normal(size).astype(dtype)
+                  for i, size in enumerate([700, 3, 40_000, 5, 1200])}
+        grads = {name: np.zeros_like(p) for name, p in params.items()}
+        skipping = optiplug.optimizer("adam", params, backend="numpy", lr=0.01,
+                                      nonfinite="skip")
+        for step in range(6):
+            for grad in grads.values():
+                grad[...] = rng.standard_normal(grad.shape)
+            if step in (3, 5):
+                grads["p2"][39_999 - step] = bad  # the last elements: past the vector loop
+            if step == 4:
+                grads["p3"][4] = bad
+            skipping.step(grads)
+        assert skipping.skipped_steps == 3
+        assert skipping.state["p0"]["step"] == 3
+        if engine == "numba":
+            plan = skipping._plan
+            assert plan is not None and plan.schedule[0] is not None  # the drivers ran
+            raising = optiplug.optimizer("adam", {n: p.copy() for n, p in params.items()},
+                                         backend="numpy", nonfinite="raise")
+            grads["p2"][:] = 0.5
+            for _ in range(2):
+                raising.step(grads)
+            group = raising.param_groups[0]
+            before = [p.copy() for p in group["params"]]
+            grads["p4"][0] = bad
+            with pytest.raises(optiplug.NonfiniteGradientError, match="'p4'"):
+                raising.step(grads)
+            for p, saved in zip(group["params"], before, strict=True):
+                np.testing.assert_array_equal(p, saved)  # nothing half-changed
+        finals.append(params)
+    for name, value in finals[1].items():
+        np.testing.assert_array_equal(finals[0][name], value, strict=True)
