@@ -10,7 +10,11 @@ are reported), on float32 parameters split into equal tensors, CPU:
 - ``torch``: torch.optim's fused kernel, or where torch has none (RMSprop, Adadelta) the faster
   of its foreach and for-loop kernels;
 - ``fused``: optiplug's NumPy backend with its numba kernels (``OPTIPLUG_NUMPY_KERNELS=numba``),
-  compile time excluded (reported once, with the on-disk cache in use);
+  steps of a reused plan: one multi-tensor driver call per run of tensors and thread; compile
+  time excluded (reported: the first step compiles or loads the kernel and runs it per tensor,
+  the second builds the plan's address tables and compiles or loads the driver);
+- ``per-t``: the same kernels called once per tensor (``fused_drivers = False``), the path
+  before multi-tensor drivers, to show what they save;
 - ``ufunc``: optiplug's NumPy backend on its pure-NumPy fallback (``OPTIPLUG_NUMPY_KERNELS=numpy``);
 - ``numexpr``: the other candidate engine, Adam only: numexpr evaluates one expression per
   output array (``m``, ``v``, then ``p``), each in one threaded, cache-blocked pass.
@@ -104,7 +108,8 @@ def _numexpr_adam(params: list[np.ndarray], grads: list[np.ndarray]) -> Callable
 
 def measure(name: str, count: int, size: int, repeats: int, steps: int, threads: int | None
             ) -> tuple[dict[str, float], float]:
-    """Median seconds per step of every implementation, and the fused path's first step."""
+    """Median seconds per step of every implementation, and the fused path's first two
+    steps (kernel, then driver: compiled, or loaded from the on-disk cache)."""
     rng = np.random.default_rng(0)
     start = [rng.standard_normal(size).astype(np.float32) for _ in range(count)]
     grads = [(0.01 * rng.standard_normal(size)).astype(np.float32) for _ in range(count)]
@@ -114,21 +119,23 @@ def measure(name: str, count: int, size: int, repeats: int, steps: int, threads:
         for tensor, grad in zip(tensors, grads, strict=True):
             tensor.grad = torch.from_numpy(grad.copy())
         runners[f"torch {label}"] = build(tensors).step
-    first_fused = 0.0
-    for engine in ("numba", "numpy"):
+    first_steps = (0.0, 0.0)
+    for label, engine in (("fused", "numba"), ("per-t", "numba"), ("ufunc", "numpy")):
         os.environ["OPTIPLUG_NUMPY_KERNELS"] = engine
         params = {str(i): p.copy() for i, p in enumerate(start)}
         named_grads = {str(i): g.copy() for i, g in enumerate(grads)}
         opt = optiplug.optimizer(name, params, backend="numpy", **OPTIMIZERS[name])
         assert opt.kernels == engine
+        opt.fused_drivers = label == "fused"
         if threads is not None:
             opt.threads = threads
-        if engine == "numba":
+        if label == "fused":
             begin = time.perf_counter()
             opt.step(named_grads)
-            first_fused = time.perf_counter() - begin
-        runners["fused" if engine == "numba" else "ufunc"] = (
-            lambda opt=opt, named_grads=named_grads: opt.step(named_grads))
+            middle = time.perf_counter()
+            opt.step(named_grads)
+            first_steps = (middle - begin, time.perf_counter() - middle)
+        runners[label] = lambda opt=opt, named_grads=named_grads: opt.step(named_grads)
     os.environ.pop("OPTIPLUG_NUMPY_KERNELS")
     if name == "adam" and importlib.util.find_spec("numexpr") is not None:
         runners["numexpr"] = _numexpr_adam([p.copy() for p in start], grads)
@@ -146,7 +153,7 @@ def measure(name: str, count: int, size: int, repeats: int, steps: int, threads:
     best = min(torch_keys, key=medians.__getitem__)
     medians["torch"] = medians[best]
     medians["torch kernel"] = float(torch_keys.index(best))
-    return medians, first_fused
+    return medians, first_steps
 
 
 def main() -> None:
@@ -175,9 +182,9 @@ def main() -> None:
         small = count * size < 100_000
         unit, scale = ("us", 1e6) if small else ("ms", 1e3)
         print(f"\n{count} tensors x {size} = {count * size:,} params  (times in {unit})")
-        print(f"{'optimizer':<10}{'bound':>8}{'torch':>8}{'fused':>8}{'ufunc':>8}"
-              f"{'numexpr':>9}  {'fused/torch':>11}{'fused/bound':>12}{'ufunc/fused':>12}"
-              f"  torch kernel")
+        print(f"{'optimizer':<10}{'bound':>8}{'torch':>8}{'fused':>8}{'per-t':>8}{'ufunc':>8}"
+              f"{'numexpr':>9}  {'fused/torch':>11}{'fused/bound':>12}{'per-t/fused':>12}"
+              f"{'ufunc/fused':>12}  torch kernel")
         for name in args.optimizers:
             steps = 200 if small else (20 if count * size < 2_000_000 else 3)
             medians, first = measure(name, count, size, repeats, steps, args.threads)
@@ -185,11 +192,13 @@ def main() -> None:
             numexpr = f"{medians['numexpr'] * scale:>9.2f}" if "numexpr" in medians else " " * 9
             kernel = [label for label, _ in _torch_variants(name)][int(medians["torch kernel"])]
             print(f"{name:<10}{bound * scale:>8.2f}{medians['torch'] * scale:>8.2f}"
-                  f"{medians['fused'] * scale:>8.2f}{medians['ufunc'] * scale:>8.2f}{numexpr}  "
+                  f"{medians['fused'] * scale:>8.2f}{medians['per-t'] * scale:>8.2f}"
+                  f"{medians['ufunc'] * scale:>8.2f}{numexpr}  "
                   f"{medians['fused'] / medians['torch']:>11.2f}"
                   f"{medians['fused'] / bound:>12.2f}"
+                  f"{medians['per-t'] / medians['fused']:>12.2f}"
                   f"{medians['ufunc'] / medians['fused']:>12.2f}  {kernel}"
-                  + (f"  (first fused step {first * 1e3:.0f} ms)" if count == 100 else ""))
+                  f"  (fused steps 1, 2: {first[0] * 1e3:.0f}, {first[1] * 1e3:.0f} ms)")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,13 @@ dtype, and the machine code is cached on disk in the user's cache directory
 ``~/.cache/optiplug/numba``), never in the package directory, so a later process loads it
 instead of compiling.
 
+A kernel runs on one tensor per call. To step many tensors without a numba dispatch (a few
+microseconds of argument unboxing) per tensor, the optimizer records once what the technique's
+``update_fused`` passes to its kernel (:func:`record_fused_call`) and runs the kernel's
+*multi-tensor driver* (:meth:`FusedKernel.driver`): a loop over a table of array addresses that
+calls the kernel on every row, generated as a module in the kernel cache directory so numba
+caches it like the kernel. Techniques write nothing for it.
+
 Which engine runs is chosen when an optimizer is built, by the environment variable
 ``OPTIPLUG_NUMPY_KERNELS``: ``auto`` (the default: numba when it is installed, else NumPy),
 ``numba`` (required: an error when it is not installed) or ``numpy`` (the pure-NumPy ufunc
@@ -23,16 +30,22 @@ fused multiply-adds, so the results are bit-for-bit equal.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import marshal
 import os
+import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
+
+import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["ENGINE_VARIABLE", "FusedKernel", "fused_kernel", "kernel_cache_dir",
-           "kernel_engine", "scatter"]
+__all__ = ["ENGINE_VARIABLE", "Argument", "FusedCall", "FusedKernel", "fused_kernel",
+           "finite_rows", "kernel_cache_dir", "kernel_engine", "record_fused_call", "scatter"]
 
 Engine = Literal["numba", "numpy"]
 ENGINE_VARIABLE: Final = "OPTIPLUG_NUMPY_KERNELS"
@@ -95,11 +108,12 @@ class FusedKernel:
             float32 result) and operations in the order of the technique's ufunc chain.
     """
 
-    __slots__ = ("__wrapped__", "_compiled")
+    __slots__ = ("__wrapped__", "_compiled", "_drivers")
 
     def __init__(self, function: Callable[..., None]) -> None:
         self.__wrapped__ = function
         self._compiled: Callable[..., None] | None = None
+        self._drivers: dict[tuple[Any, ...], Callable[..., None]] = {}
 
     @property
     def compiled(self) -> Callable[..., None]:
@@ -114,10 +128,168 @@ class FusedKernel:
         return compiled
 
     def __call__(self, *args: Any) -> None:
+        recording = getattr(_recording, "calls", None)
+        if recording is not None:
+            recording.append((self, args))
+            return
         self.compiled(*args)
+
+    def driver(self, arguments: tuple[Argument, ...]) -> Callable[..., None]:
+        """The multi-tensor driver of this kernel for one argument pattern (see
+        :func:`record_fused_call`): ``driver(table, sizes, like, *scalars)`` runs the kernel
+        once per row ``t`` of the address table, on arrays of ``sizes[t]`` elements of
+        ``like``'s dtype, in one compiled call (numba's per-call argument unboxing, paid once
+        per call instead of once per tensor). Generated as a module in the kernel cache
+        directory, so numba caches its machine code like the kernel's."""
+        driver = self._drivers.get(arguments)
+        if driver is None:
+            driver = self._drivers[arguments] = _driver(self, arguments)
+        return driver
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (FusedKernel, (self.__wrapped__,))
+
+
+class Argument(NamedTuple):
+    """Where a recorded kernel argument comes from: ``kind`` ``"array"`` (index into
+    ``[param, grad, *state]``), ``"scalar"`` (index into the scalars) or ``"constant"``."""
+
+    kind: Literal["array", "scalar", "constant"]
+    value: Any
+
+
+class FusedCall(NamedTuple):
+    """What a technique's ``update_fused`` does, found by :func:`record_fused_call`: call
+    ``kernel`` with these arguments."""
+
+    kernel: FusedKernel
+    arguments: tuple[Argument, ...]
+
+
+class _Slot:
+    """Stands in for one array or scalar while ``update_fused`` is recorded; anything but
+    passing it on (arithmetic, a truth test, indexing) ends the recording."""
+
+    __slots__ = ("argument",)
+
+    def __init__(self, argument: Argument) -> None:
+        self.argument = argument
+
+    def __bool__(self) -> bool:
+        raise _NotRecordable
+
+    def __getattr__(self, name: str) -> Any:
+        raise _NotRecordable
+
+
+class _NotRecordable(Exception):
+    pass
+
+
+_recording = threading.local()
+_CONSTANTS: Final = (bool, int, float)
+
+
+def record_fused_call(update_fused: Callable[..., None], arrays: int, scalars: int
+                      ) -> FusedCall | None:
+    """Record which kernel ``update_fused(param, grad, state, scalars)`` calls, and with what.
+
+    It is called once with stand-ins for ``arrays`` arrays (param, grad, then the state) and a
+    tuple of ``scalars`` scalars. A method that calls exactly one :class:`FusedKernel` and
+    passes its arrays, scalars and plain constants through (as every builtin technique does)
+    gives a :class:`FusedCall`; one that computes with them, calls several kernels or none
+    gives ``None``, and then the optimizer calls it per tensor as before.
+    """
+    slots = [_Slot(Argument("array", index)) for index in range(arrays)]
+    given = tuple(_Slot(Argument("scalar", index)) for index in range(scalars))
+    calls: list[tuple[FusedKernel, tuple[Any, ...]]] = []
+    _recording.calls = calls
+    try:
+        update_fused(slots[0], slots[1], slots[2:], given)
+    except Exception:  # anything the stand-ins cannot do: no driver, the per-tensor path
+        return None
+    finally:
+        _recording.calls = None
+    if len(calls) != 1:
+        return None
+    kernel, args = calls[0]
+    arguments = []
+    for value in args:
+        if isinstance(value, _Slot):
+            arguments.append(value.argument)
+        elif type(value) in _CONSTANTS:
+            arguments.append(Argument("constant", value))
+        else:
+            return None
+    if not any(argument.kind == "array" for argument in arguments):
+        return None
+    return FusedCall(kernel, tuple(arguments))
+
+
+_DRIVER_TEMPLATE: Final = '''"""Generated by optiplug: {name} over a table of arrays in one call."""
+import numba
+
+from optiplug.backends._numpy_kernels import _kernel_for_driver
+from optiplug.backends._numpy_numba import _pointer
+
+kernel = _kernel_for_driver({key!r})
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def driver(table, sizes, like{scalars}):
+    for t in range(sizes.size):
+        n = sizes[t]
+{views}
+        kernel({arguments})
+'''
+_pending_kernels: dict[str, Any] = {}
+
+
+def _kernel_for_driver(key: str) -> Any:
+    return _pending_kernels.pop(key)
+
+
+def _driver(kernel: FusedKernel, arguments: tuple[Argument, ...]) -> Callable[..., None]:
+    numba = _numba()
+    function = kernel.__wrapped__
+    columns = sorted({argument.value for argument in arguments if argument.kind == "array"})
+    scalars = sorted({argument.value for argument in arguments if argument.kind == "scalar"})
+    # The kernel's code and the argument pattern name the module: a changed kernel gets a new
+    # driver instead of a stale cached one.
+    digest = hashlib.sha256()
+    for part in (function.__module__, function.__qualname__, numba.__version__,
+                 repr(arguments), marshal.dumps(function.__code__)):
+        digest.update(part.encode() if isinstance(part, str) else part)
+    key = digest.hexdigest()[:24]
+    count = max(scalars, default=-1) + 1
+    names = {"array": lambda index: f"a{index}", "scalar": lambda index: f"s{index}",
+             "constant": repr}
+    source = _DRIVER_TEMPLATE.format(
+        name=f"{function.__module__}.{function.__qualname__}", key=key,
+        scalars="".join(f", s{index}" for index in range(count)),
+        views="\n".join(f"        a{index} = numba.carray(_pointer(table[t, {index}], like), n)"
+                        for index in columns),
+        arguments=", ".join(names[argument.kind](argument.value) for argument in arguments))
+    directory = kernel_cache_dir() / "drivers"
+    directory.mkdir(parents=True, exist_ok=True)
+    module_name = f"optiplug_driver_{key}"
+    path = directory / f"{module_name}.py"
+    # Written once: numba's cache of the driver is keyed by the file's modification time.
+    if not path.exists() or path.read_text() != source:
+        temporary = directory / f".{module_name}.{os.getpid()}.{threading.get_ident()}.tmp"
+        temporary.write_text(source)
+        os.replace(temporary, path)
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    _pending_kernels[key] = kernel.compiled
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        _pending_kernels.pop(key, None)
+    sys.modules[module_name] = module
+    driver: Callable[..., None] = module.driver
+    return driver
 
 
 _scatter: Callable[..., None] | None = None
@@ -130,6 +302,26 @@ def scatter(packed: Any, addresses: Any, offsets: Any) -> None:
         _numba()
         _scatter = importlib.import_module("._numpy_numba", __package__).scatter
     _scatter(packed, addresses, offsets)
+
+
+_finite_rows: Callable[..., bool] | None = None
+_EXPONENTS: Final[dict[int, tuple[np.dtype[Any], np.unsignedinteger[Any]]]] = {
+    4: (np.dtype(np.uint32), np.uint32(0x7F800000)),
+    8: (np.dtype(np.uint64), np.uint64(0x7FF0000000000000))}
+
+
+def finite_rows(table: Any, sizes: Any, dtype: Any) -> bool | None:
+    """Whether the gradients of an address table's rows (column 1, ``sizes[t]`` elements of
+    ``dtype`` each) are all finite, in one compiled pass; ``None`` for a dtype it cannot check
+    (other than float32 and float64)."""
+    global _finite_rows
+    if dtype.kind != "f" or dtype.itemsize not in _EXPONENTS:
+        return None
+    if _finite_rows is None:
+        _numba()
+        _finite_rows = importlib.import_module("._numpy_numba", __package__).finite_rows
+    bits, exponent = _EXPONENTS[dtype.itemsize]
+    return bool(_finite_rows(table, sizes, np.empty(0, bits), exponent))
 
 
 def fused_kernel(function: Callable[..., None]) -> FusedKernel:

@@ -35,3 +35,18 @@ def scatter(packed: NDArray[Any], addresses: NDArray[Any], offsets: NDArray[Any]
         target = numba.carray(_pointer(addresses[k], packed), size)
         for i in range(size):
             target[i] = packed[start + i]
+
+
+@numba.njit(nogil=True, cache=True)
+def finite_rows(table, sizes, bits, exponent):
+    """Whether every float of column 1 (the gradients) of the address table is finite: its
+    ``bits`` (an unsigned integer array of the float's size) hold an exponent field that is
+    not all ones. Integer operations, so the loop vectorizes without reordering floats."""
+    for t in range(sizes.size):
+        values = numba.carray(_pointer(table[t, 1], bits), sizes[t])
+        infinite = False
+        for i in range(values.size):
+            infinite |= (values[i] & exponent) == exponent
+        if infinite:
+            return False
+    return True

@@ -15,7 +15,9 @@ Two more things keep a step fast without the technique's help. Small parameters 
 quarter block) that start together share packed state buffers, so their update runs as one
 kernel call over a packed block instead of a dozen ufunc calls per parameter. Steps over many
 elements are dealt out to worker threads (NumPy ufuncs release the GIL), each with its own
-scratch blocks. Neither changes a single number: the kernel is elementwise.
+scratch blocks. Neither changes a single number: the kernel is elementwise. On the fused
+engine (numba), a reused step plan runs as one compiled driver call per run of tensors and
+thread (:attr:`NumpyOptimizer.fused_drivers`), again with the same numbers.
 
 Gradients are given to :meth:`~NumpyOptimizer.step` (a ``{name: array}`` mapping or a list
 aligned with the flattened parameters) or held in :attr:`~NumpyOptimizer.grads`, a
@@ -38,7 +40,14 @@ from numpy.typing import NDArray
 
 from ..errors import ConfigError, NonfiniteGradientError
 from ._clip import checked_clipping, clip_arrays
-from ._numpy_kernels import Engine, kernel_engine, scatter
+from ._numpy_kernels import (
+    Engine,
+    FusedCall,
+    finite_rows,
+    kernel_engine,
+    record_fused_call,
+    scatter,
+)
 
 __all__ = ["NonfiniteGradientError", "NumpyOptimizer", "RemovableHandle", "effective_grad"]
 
@@ -153,6 +162,11 @@ class NumpyOptimizer:
     ratios or per-matrix preconditioners: then ``param``, ``grad``, the state and the scratch
     arrays it receives have the parameter's shape, and a parameter is never cut into blocks,
     packed with others or split between threads."""
+    fused_drivers: bool = True
+    """Whether the fused path (:attr:`kernels` ``"numba"``) runs the steps of a reused plan
+    through its kernel's multi-tensor driver: one compiled call per run of tensors (same
+    group, dtype and step count) and thread. ``False``: one kernel call per tensor, as on a
+    plan's first step (set it on an instance to compare the two)."""
 
     def __init__(self, params: Any, defaults: Mapping[str, Any], *,
                  nonfinite: Nonfinite = "ignore", block_size: int | None = None,
@@ -189,6 +203,7 @@ class NumpyOptimizer:
         self._prepare_cache: dict[tuple[int, int, np.dtype[Any]], Any] = {}
         self._buckets: dict[str, _Bucket] = {}
         self._plan: _Plan | None = None
+        self._fused_calls: dict[tuple[int, int], FusedCall | None] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._next_index = 0
         # A NumPy layer's grads dict, given directly or carried by normalized params
@@ -409,7 +424,8 @@ class NumpyOptimizer:
                 work = self._work(grads)
             else:
                 work = plan.work
-            if self.nonfinite != "ignore" and not self._all_finite(work):
+            if self.nonfinite != "ignore" and not (self._schedule_finite(plan)
+                                                   or self._all_finite(work)):
                 self.skipped_steps += 1
             else:
                 clipping = getattr(self, "clipping", None)
@@ -419,7 +435,7 @@ class NumpyOptimizer:
                     self._apply([(group, name, param, grad) for (group, name, param, _), grad
                                  in zip(work, clipped, strict=True)])
                 elif plan is not None:
-                    self._run_units(plan.units)
+                    self._run_units(plan.units, plan)
                 elif work:
                     self._apply(work, self.grads if grads is None else grads)
         if self._step_post_hooks:
@@ -456,6 +472,18 @@ class NumpyOptimizer:
                 if grad is not None:
                     work.append((group, name, param, _checked_grad(name, param, grad)))
         return work
+
+    def _schedule_finite(self, plan: _Plan | None) -> bool:
+        """Whether a reused plan's fused schedule sees only finite gradients, checked in one
+        compiled pass per table; ``False`` when it cannot tell (then :meth:`_all_finite`
+        checks per tensor, and names the parameter)."""
+        if plan is None or not plan.schedule or plan.schedule[0] is None:
+            return False
+        for calls in plan.schedule[0].workers:
+            for _, _, _, table, sizes, like in calls:
+                if not finite_rows(table, sizes, like.dtype):
+                    return False
+        return True
 
     def _all_finite(self, work: list[tuple[dict[str, Any], str, Array, Array]]) -> bool:
         for _, name, _, grad in work:
@@ -613,14 +641,45 @@ class NumpyOptimizer:
             name for group in self.param_groups for name in group["param_names"])}
         return [source[index[name]] for _, name, _, _ in work]
 
-    def _run_units(self, units: list[_Unit]) -> None:
+    def _run_units(self, units: list[_Unit], plan: _Plan | None = None) -> None:
+        """Advance the step counts and run the update over ``units``; given the reused
+        ``plan`` they come from, the fused path builds its :class:`_Schedule` (on the plan's
+        second step: a step whose gradients are new arrays never pays for it) and reuses it."""
         self._prepare_cache.clear()
+        if (plan is not None and self.kernels == "numba" and self.fused_drivers
+                and not self.whole_tensors):
+            if plan.schedule and plan.schedule[0] is not None and (
+                    plan.schedule[0].threads != (self.threads, self.parallel_threshold)):
+                plan.schedule.clear()  # the thread settings changed: deal the elements again
+            if plan.schedule:
+                schedule = plan.schedule[0]
+                if schedule is not None:
+                    for state in schedule.states:
+                        state["step"] += 1
+                    self._run_schedule(schedule)
+                    return
+            else:
+                for unit in units:
+                    for state in unit.states:
+                        state["step"] += 1
+                schedule = self._fused_schedule(units)
+                plan.schedule.append(schedule)
+                if schedule is not None:
+                    self._run_schedule(schedule)
+                    return
+                self._run_tasks([_Task(params, grads, arrays,
+                                       self._prepared(group, states[0], dtype), size)
+                                 for group, states, dtype, params, grads, arrays, size in units])
+                return
         tasks: list[_Task] = []
         for group, states, dtype, params, grads, arrays, size in units:
             for state in states:
                 state["step"] += 1
             tasks.append(_Task(params, grads, arrays, self._prepared(group, states[0], dtype),
                                size))
+        self._run_tasks(tasks)
+
+    def _run_tasks(self, tasks: list[_Task]) -> None:
         total = sum(task.size for task in tasks)
         # Threads pay only when each task's ufuncs run long enough to release the GIL usefully;
         # a fused kernel releases it for the whole task, so shorter tasks already pay.
@@ -635,6 +694,104 @@ class NumpyOptimizer:
         futures = [self._pool.submit(self._run, chunk, index)
                    for index, chunk in enumerate(chunks[1:], start=1)]
         self._run(chunks[0], 0)
+        for future in futures:
+            future.result()
+
+    def _fused_schedule(self, units: list[_Unit]) -> _Schedule | None:
+        """The fused step over ``units`` as driver calls (see :class:`_Schedule`), built once
+        per plan after the step counts advanced; ``None`` when a technique's
+        :meth:`update_fused` cannot be recorded (then it runs per tensor)."""
+        runs: dict[tuple[int, np.dtype[Any], int, int], int] = {}
+        prepared: list[tuple[dict[str, Any], dict[str, Any], np.dtype[Any]]] = []
+        calls: list[tuple[FusedCall, int]] = []
+        rows: list[list[tuple[list[int], int]]] = []
+        states: list[dict[str, Any]] = []
+        for group, unit_states, dtype, params, grads, arrays, _ in units:
+            # A driver reads every array of a row as the run's dtype: a gradient of another
+            # dtype (cast by the kernel itself when it is called per tensor) keeps those calls.
+            if any(array.dtype != dtype for array in (
+                    *(grads if isinstance(grads, list) else [grads]), *arrays)):
+                return None
+            states.extend(unit_states)
+            key = (id(group), dtype, unit_states[0]["step"], len(arrays))
+            index = runs.get(key)
+            if index is None:
+                scalars = self._prepared(group, unit_states[0], dtype)
+                if type(scalars) is not tuple:
+                    return None
+                call = self._fused_call(len(arrays) + 2, len(scalars))
+                if call is None:
+                    return None
+                count = 1 + max((argument.value for argument in call.arguments
+                                 if argument.kind == "scalar"), default=-1)
+                index = runs[key] = len(prepared)
+                prepared.append((group, unit_states[0], dtype))
+                calls.append((call, count))
+                rows.append([])
+            if isinstance(params, list):
+                itemsize = dtype.itemsize
+                bases = [array.ctypes.data for array in arrays]
+                offset = 0
+                for flat_param, flat_grad in zip(params, grads, strict=True):
+                    rows[index].append(([flat_param.ctypes.data, flat_grad.ctypes.data,
+                                         *(base + offset * itemsize for base in bases)],
+                                        flat_param.size))
+                    offset += flat_param.size
+            else:
+                rows[index].append(([params.ctypes.data, grads.ctypes.data,
+                                     *(array.ctypes.data for array in arrays)], params.size))
+        total = sum(size for run in rows for _, size in run)
+        workers = 1 if self.threads <= 1 or total < self.parallel_threshold else self.threads
+        share = -(-total // workers)
+        plans: list[list[tuple[int, Callable[..., None], int, Array, Array, Array]]] = [
+            [] for _ in range(workers)]
+        worker, filled = 0, 0
+        for index, run in enumerate(rows):
+            dtype = prepared[index][2]
+            pieces: list[list[tuple[list[int], int]]] = [[] for _ in range(workers)]
+            for addresses, size in run:
+                start = 0
+                while True:
+                    if filled >= share and worker < workers - 1:
+                        worker, filled = worker + 1, 0
+                    stop = size if worker == workers - 1 else min(size, start + share - filled)
+                    pieces[worker].append(([address + start * dtype.itemsize
+                                            for address in addresses], stop - start))
+                    filled += stop - start
+                    start = stop
+                    if start >= size:
+                        break
+            call, count = calls[index]
+            try:
+                driver = call.kernel.driver(call.arguments)
+            except OSError:  # no writable kernel cache directory: the per-tensor calls
+                return None
+            like = np.empty(0, dtype)
+            for target, piece in zip(plans, pieces, strict=True):
+                if piece:
+                    table = np.array([addresses for addresses, _ in piece], np.intp)
+                    sizes = np.array([size for _, size in piece], np.intp)
+                    target.append((index, driver, count, table, sizes, like))
+        return _Schedule(states, prepared, [plan for plan in plans if plan],
+                         (self.threads, self.parallel_threshold))
+
+    def _fused_call(self, arrays: int, scalars: int) -> FusedCall | None:
+        key = (arrays, scalars)
+        calls = self._fused_calls
+        if key not in calls:
+            calls[key] = record_fused_call(self.update_fused, arrays, scalars)
+        return calls[key]
+
+    def _run_schedule(self, schedule: _Schedule) -> None:
+        scalars = [self._prepared(group, state, dtype) for group, state, dtype in schedule.runs]
+        workers = schedule.workers
+        if len(workers) == 1:
+            _drive(workers[0], scalars)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="optiplug")
+        futures = [self._pool.submit(_drive, calls, scalars) for calls in workers[1:]]
+        _drive(workers[0], scalars)
         for future in futures:
             future.result()
 
@@ -871,6 +1028,7 @@ class NumpyOptimizer:
         # A copy's state arrays are no longer views of the bucket buffers: unpack them.
         state["_buckets"] = {}
         state["_plan"] = None
+        state["_fused_calls"] = {}
         return state
 
     def __del__(self) -> None:
@@ -926,6 +1084,31 @@ class _Unit(NamedTuple):
     size: int
 
 
+class _Schedule(NamedTuple):
+    """A plan's fused step as compiled calls, built once (:meth:`NumpyOptimizer._fused_schedule`).
+
+    Units of one group, dtype and step count form a *run*: their arrays' addresses are rows of
+    a table (param, grad, state...) that the kernel's multi-tensor driver walks in one call.
+    The elements are dealt out evenly to the worker threads (arrays cut where needed: the
+    kernels are elementwise), so each thread makes one call per run and step.
+    """
+
+    states: list[dict[str, Any]]
+    """Every state the step advances."""
+    runs: list[tuple[dict[str, Any], dict[str, Any], np.dtype[Any]]]
+    """Per run: the group, a state and the dtype its scalars are prepared from."""
+    workers: list[list[tuple[int, Callable[..., None], int, Array, Array, Array]]]
+    """Per thread: (run, driver, scalars used, address table, sizes, dtype stand-in) calls."""
+    threads: tuple[int, int]
+    """The optimizer's ``threads`` and ``parallel_threshold`` it was dealt out for."""
+
+
+def _drive(calls: list[tuple[int, Callable[..., None], int, Array, Array, Array]],
+           scalars: list[Any]) -> None:
+    for run, driver, count, table, sizes, like in calls:
+        driver(table, sizes, like, *scalars[run][:count])
+
+
 class _Plan(NamedTuple):
     """A step's work and units, reused while the gradients are the same array objects."""
 
@@ -934,13 +1117,15 @@ class _Plan(NamedTuple):
     grads: tuple[Any, ...]
     work: list[tuple[dict[str, Any], str, Array, Array]]
     units: list[_Unit]
+    schedule: list[_Schedule | None]
+    """The fused path's :class:`_Schedule` once built (``[None]``: the technique has none)."""
 
     @classmethod
     def of(cls, source: Any, work: list[tuple[dict[str, Any], str, Array, Array]],
            units: list[_Unit]) -> _Plan:
         if isinstance(source, Mapping):
-            return cls(source, tuple(source), tuple(source.values()), work, units)
-        return cls(source, (), tuple(source), work, units)
+            return cls(source, tuple(source), tuple(source.values()), work, units, [])
+        return cls(source, (), tuple(source), work, units, [])
 
     def serves(self, grads: Any) -> bool:
         """Whether ``grads`` holds exactly the arrays (and ``None`` entries) this plan saw."""
