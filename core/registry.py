@@ -125,6 +125,10 @@ class _Loaded:
         self.broken: list[BrokenPlugin] = []
         self.plugins: dict[str, PluginInfo] = {}
         self.entry_point_names: set[str] = set()
+        # During discovery, (name, version) of each Distribution object (shared by the entry
+        # points it installed): `Distribution.name` and `.version` parse the whole METADATA
+        # file, long description included, on every access.
+        self.distributions: dict[Any, tuple[str | None, str | None]] = {}
 
     def copy(self) -> _Loaded:
         """A copy whose containers can change without touching this one's."""
@@ -457,6 +461,7 @@ class Registry:
                 if plugin is not None:
                     registered.append(plugin)
             self._check_builders(state)
+            state.distributions.clear()
         except BaseException:
             for plugin in registered:
                 if self.pm.is_registered(plugin):
@@ -501,7 +506,7 @@ class Registry:
         seen: set[tuple[str, str]] = set()
         found: list[metadata.EntryPoint] = []
         for entry_point in metadata.entry_points(group=self.group):
-            dist = entry_point.dist.name if entry_point.dist else ""
+            dist = _distribution(entry_point, state)[0] or ""
             key = (_normalize(dist), entry_point.name)
             if key not in seen:
                 seen.add(key)
@@ -509,7 +514,7 @@ class Registry:
         state.entry_point_names = {ep.name for ep in found}
 
         def matches(pattern: str, ep: metadata.EntryPoint) -> bool:
-            dist = ep.dist.name if ep.dist else ""
+            dist = _distribution(ep, state)[0] or ""
             if ":" in pattern:
                 # distribution:entry point, both parts patterns.
                 dist_pattern, _, ep_pattern = pattern.partition(":")
@@ -543,8 +548,7 @@ class Registry:
         return selected
 
     def _load_entry_point(self, entry_point: metadata.EntryPoint, state: _Loaded) -> Any:
-        dist = entry_point.dist.name if entry_point.dist else None
-        version = entry_point.dist.version if entry_point.dist else None
+        dist, version = _distribution(entry_point, state)
         info = PluginInfo(plugin=entry_point.name, distribution=dist, version=version,
                           module=entry_point.value)
         phase = "import"
@@ -681,6 +685,19 @@ def _checked(result: Any, hook_name: str, kind: str | None,
                             f"it may only return {kind}s")
         checked.append(replace(item, origin=info))
     return checked
+
+
+def _distribution(entry_point: metadata.EntryPoint, state: _Loaded
+                  ) -> tuple[str | None, str | None]:
+    """The name and version of the distribution that installed ``entry_point`` (read once)."""
+    dist = entry_point.dist
+    if dist is None:
+        return None, None
+    known = state.distributions.get(dist)
+    if known is None:
+        fields = dist.metadata  # one parse for both fields
+        known = state.distributions[dist] = (fields["Name"], fields["Version"])
+    return known
 
 
 def _version_of(distribution: str) -> str | None:

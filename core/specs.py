@@ -15,6 +15,7 @@ import math
 import re
 import threading
 import typing
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, ClassVar, Final, Literal
 
@@ -442,6 +443,9 @@ SchedulerConfig = Annotated[SchedulerSpec, PlainValidator(_nested_validator(
 
 _described: set[type[BaseModel]] = set()
 _describe_lock = threading.Lock()
+# Attribute docstrings per class, read once: every model's MRO repeats the shared bases, and
+# inspect.getsource parses a class's whole module to find it.
+_class_docs: weakref.WeakKeyDictionary[type, dict[str, str]] = weakref.WeakKeyDictionary()
 
 
 def describe_fields(model: type[BaseModel]) -> None:
@@ -463,7 +467,10 @@ def _describe(model: type[BaseModel]) -> None:
     docs: dict[str, str] = {}
     for klass in reversed(model.__mro__):
         if isinstance(klass, type) and issubclass(klass, BaseModel) and klass is not BaseModel:
-            docs.update(_attribute_docstrings(klass))
+            known = _class_docs.get(klass)
+            if known is None:
+                known = _class_docs[klass] = _attribute_docstrings(klass)
+            docs.update(known)
     changed = False
     for field_name, field in model.model_fields.items():
         for nested in [*_models_in(field.annotation),
@@ -489,22 +496,64 @@ def _attribute_docstrings(klass: type) -> dict[str, str]:
     import ast
     import inspect
     import itertools
-    import textwrap
 
-    try:
-        source = textwrap.dedent(inspect.getsource(klass))
-        tree = ast.parse(source)
-    except (OSError, TypeError, SyntaxError):
+    node = _class_definition(klass)
+    if node is None:
         return {}
-    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
     docs = {}
-    for statement, following in itertools.pairwise(body):
+    for statement, following in itertools.pairwise(node.body):
         if (isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)
                 and isinstance(following, ast.Expr)
                 and isinstance(following.value, ast.Constant)
                 and isinstance(following.value.value, str)):
             docs[statement.target.id] = inspect.cleandoc(following.value.value)
     return docs
+
+
+# Per source file: its lines as linecache holds them, and its classes by qualified name.
+_source_classes: dict[str, tuple[list[str], dict[str, Any]]] = {}
+
+
+def _class_definition(klass: type) -> Any:
+    """The ``ast.ClassDef`` of ``klass`` in its source file, or None where there is none.
+
+    What :func:`inspect.getsource` finds (the first class of that qualified name, functions'
+    classes under ``<locals>``), but each file is parsed once, not once per class asked for.
+    """
+    import ast
+    import inspect
+    import linecache
+
+    try:
+        filename = inspect.getsourcefile(klass)
+    except TypeError:  # a builtin or REPL class
+        return None
+    if filename is None:
+        return None
+    linecache.checkcache(filename)
+    lines = linecache.getlines(filename, vars(inspect.getmodule(klass) or klass))
+    cached = _source_classes.get(filename)
+    if cached is None or cached[0] is not lines:
+        classes: dict[str, Any] = {}
+        try:
+            tree = ast.parse("".join(lines))
+        except (SyntaxError, ValueError):
+            tree = ast.Module(body=[], type_ignores=[])
+
+        def walk(node: Any, prefix: str) -> None:
+            for child in ast.iter_child_nodes(node):
+                if isinstance(child, ast.ClassDef):
+                    name = f"{prefix}{child.name}"
+                    classes.setdefault(name, child)
+                    walk(child, f"{name}.")
+                elif isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                    walk(child, f"{prefix}{child.name}.<locals>.")
+                else:
+                    walk(child, prefix)
+
+        walk(tree, "")
+        cached = _source_classes[filename] = (lines, classes)
+    return cached[1].get(klass.__qualname__)
 
 
 _BASES: Final[dict[str, type[Spec]]] = {

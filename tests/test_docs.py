@@ -31,6 +31,7 @@ import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -208,11 +209,17 @@ for line, source in blocks:
 """
 
 
-def _python_files() -> list[Path]:
-    return [doc for doc in DOCS if any(b.language == "python" for b in doc_blocks(doc))]
+def _same_worker(doc: Path) -> pytest.MarkDecorator:
+    """The tests of one doc share its working folder and run in order: one xdist worker."""
+    return pytest.mark.xdist_group(f"tests/test_docs.py:{doc.name}")
 
 
-@pytest.mark.parametrize("doc", _python_files(), ids=lambda doc: doc.name)
+def _python_files() -> list[Any]:
+    return [pytest.param(doc, marks=_same_worker(doc), id=doc.name) for doc in DOCS
+            if any(b.language == "python" for b in doc_blocks(doc))]
+
+
+@pytest.mark.parametrize("doc", _python_files())
 def test_python_blocks_run_in_order_in_one_namespace(doc: Path, doc_cwd: Path,
                                                      extras_path: Path) -> None:
     blocks = [b for b in doc_blocks(doc) if b.language == "python"]
@@ -228,10 +235,11 @@ def test_python_blocks_run_in_order_in_one_namespace(doc: Path, doc_cwd: Path,
     assert done.returncode == 0, f"{doc.name}: {done.stderr[-4000:]}"
 
 
-_COMMAND_BLOCKS = [b for b in ALL_BLOCKS if b.language in ("console", "bash")]
+_COMMAND_BLOCKS = [pytest.param(b, marks=_same_worker(b.path), id=b.id) for b in ALL_BLOCKS
+                   if b.language in ("console", "bash")]
 
 
-@pytest.mark.parametrize("block", _COMMAND_BLOCKS, ids=lambda block: block.id)
+@pytest.mark.parametrize("block", _COMMAND_BLOCKS)
 def test_commands_run_and_print_what_the_docs_show(block: Block, doc_cwd: Path,
                                                    extras_path: Path) -> None:
     if block.skip is not None:
