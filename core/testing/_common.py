@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import math
 import sys
 import zlib
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -112,25 +113,28 @@ def _single_group(technique: Technique) -> bool:
     return bool(getattr(technique.spec, "single_group", False))
 
 
-def _bowl(params: Mapping[str, Any], step: int) -> tuple[float, dict[str, Array]]:
+def _bowl(params: Mapping[str, Any], step: int, *, loss: bool = True
+          ) -> tuple[float, dict[str, Array]]:
     """The kit's objective at ``params``: a noisy quadratic bowl ``sum(c p^2 / 2 + noise p)``,
-    the noise fixed by ``step`` and each parameter's name. Returns the loss and the gradients
-    ``c * p + noise`` (each in its parameter's dtype)."""
-    loss = 0.0
+    the noise fixed by ``step`` and each parameter's name. Returns the loss (``nan`` when not
+    asked for) and the gradients ``c * p + noise`` (each in its parameter's dtype)."""
+    total = 0.0 if loss else math.nan
     grads = {}
     for name in sorted(params):
         value = np.asarray(params[name], dtype=np.float64)
         rng = np.random.default_rng([1000 + step, zlib.crc32(name.encode())])
         curvature = np.linspace(0.5, 2.0, value.size).reshape(value.shape)
         noise = 0.1 * rng.standard_normal(value.shape)
-        loss += float(np.sum(0.5 * curvature * value * value + noise * value))
+        if loss:
+            with np.errstate(over="ignore", invalid="ignore"):  # a diverged run: loss inf/nan
+                total += float(np.sum(0.5 * curvature * value * value + noise * value))
         grads[name] = (curvature * value + noise).astype(np.asarray(params[name]).dtype)
-    return loss, grads
+    return total, grads
 
 
 def _grads(params: Mapping[str, Array], step: int) -> dict[str, Array]:
     """The gradients of :func:`_bowl` at ``params``."""
-    return _bowl(params, step)[1]
+    return _bowl(params, step, loss=False)[1]
 
 
 def _step_numpy(optimizer: Any, params: Mapping[str, Array], step: int, *, scale: float = 1.0,
@@ -140,12 +144,14 @@ def _step_numpy(optimizer: Any, params: Mapping[str, Array], step: int, *, scale
     computes loss and gradients wherever the optimizer evaluates it. Parameters in ``absent``
     get no gradient."""
 
+    closure = bool(getattr(optimizer, "requires_closure", False))
+
     def evaluate() -> tuple[float, dict[str, Array]]:
-        loss, grads = _bowl(params, step)
+        loss, grads = _bowl(params, step, loss=closure)
         return loss * scale, {name: grad * scale if scale != 1.0 else grad
                               for name, grad in grads.items() if name not in absent}
 
-    if getattr(optimizer, "requires_closure", False):
+    if closure:
         optimizer.step(evaluate)
     else:
         optimizer.step(evaluate()[1])
@@ -169,17 +175,17 @@ class _TorchParams:
     def numpy(self) -> dict[str, Array]:
         return {name: param.detach().numpy().copy() for name, param in self.params.items()}
 
-    def set_grads(self, step: int, *, scale: float = 1.0, absent: Collection[str] = ()
-                  ) -> float:
+    def set_grads(self, step: int, *, scale: float = 1.0, absent: Collection[str] = (),
+                  loss: bool = False) -> float:
         """Set each ``.grad`` to :func:`_bowl`'s gradient at the current values (``None`` for
-        the names in ``absent``); returns the loss."""
+        the names in ``absent``); returns the loss (``nan`` unless ``loss``)."""
         import torch
 
-        loss, grads = _bowl(self.numpy(), step)
+        value, grads = _bowl(self.numpy(), step, loss=loss)
         for name, grad in grads.items():
             self.params[name].grad = (None if name in absent else
                                       torch.from_numpy(grad * scale if scale != 1.0 else grad))
-        return loss * scale
+        return value * scale
 
     def step(self, optimizer: Any, step: int, *, scale: float = 1.0,
              absent: Collection[str] = ()) -> None:
@@ -187,8 +193,8 @@ class _TorchParams:
         import torch
 
         if getattr(optimizer, "requires_closure", False):
-            optimizer.step(lambda: torch.tensor(self.set_grads(step, scale=scale, absent=absent),
-                                                dtype=torch.float64))
+            optimizer.step(lambda: torch.tensor(
+                self.set_grads(step, scale=scale, absent=absent, loss=True), dtype=torch.float64))
         else:
             self.set_grads(step, scale=scale, absent=absent)
             optimizer.step()
