@@ -10,6 +10,13 @@ Parameters of one group are updated together when they share device, dtype and s
 (bias corrections depend on each parameter's own step count, which differs after steps where
 some grads were ``None``). The math and its conventions are documented in each technique's
 plugin module.
+
+On the CPU, an algorithm with a :attr:`ForeachAlgorithm.kernel` (the plugin's NumPy fused
+kernel) runs it on the tensors in place instead of its chain of foreach kernels: one pass over
+memory instead of one per operation (see :func:`optiplug.backends.torch.run_kernel`). It does
+so when numba is the NumPy kernel engine (``OPTIPLUG_NUMPY_KERNELS``) and the tensors are
+dense, contiguous float32/float64 CPU tensors; elsewhere (CUDA, ``OPTIPLUG_NUMPY_KERNELS=numpy``)
+the foreach chain runs.
 """
 
 from __future__ import annotations
@@ -20,7 +27,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from optiplug.backends.torch import TorchOptimizer
+from optiplug.backends.numpy import FusedKernel, kernel_engine
+from optiplug.backends.torch import TorchOptimizer, kernel_ready, run_kernel
+from optiplug.plugins.optimizers.lion import lion_kernel, lion_scalars
 from optiplug.plugins.optimizers.schedule_free import advance
 
 __all__ = ["Adabelief", "AdabeliefAlgorithm", "Adan", "AdanAlgorithm", "Adopt", "AdoptAlgorithm",
@@ -36,9 +45,17 @@ class ForeachAlgorithm(torch.optim.Optimizer):
     """Shared step: state allocation, per-parameter step counts and buckets for the kernels."""
 
     state_names: ClassVar[tuple[str, ...]] = ()
+    kernel: ClassVar[FusedKernel | None] = None
+    """The NumPy fused kernel ``kernel(param, grad, *states, *scalars)`` of the CPU path
+    (states in :attr:`state_names` order, scalars from :meth:`kernel_scalars`); ``None``: the
+    foreach chain everywhere."""
 
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
         super().__init__(params, defaults)
+        self.kernels = "numba" if self.kernel is not None and kernel_engine() == "numba" \
+            else "foreach"
+        """``"numba"``: CPU tensors take :attr:`kernel` (chosen when built, from
+        ``OPTIPLUG_NUMPY_KERNELS``); ``"foreach"``: the foreach chain everywhere."""
 
     def init_state(self, group: dict[str, Any], param: torch.Tensor,
                    name: str) -> torch.Tensor:
@@ -49,6 +66,17 @@ class ForeachAlgorithm(torch.optim.Optimizer):
                states: Sequence[Tensors]) -> None:
         """One step of the parameters ``params`` (same device, dtype and step count)."""
         raise NotImplementedError
+
+    def kernel_scalars(self, group: dict[str, Any], step: int) -> tuple[Any, ...]:
+        """The trailing arguments of :attr:`kernel` for parameters at step count ``step``."""
+        raise NotImplementedError
+
+    def update_fused(self, group: dict[str, Any], step: int, params: Tensors, grads: Tensors,
+                     states: Sequence[Tensors]) -> None:
+        """:meth:`update` by the fused kernel (tensors that passed
+        :func:`~optiplug.backends.torch.kernel_ready`)."""
+        assert self.kernel is not None
+        run_kernel(self.kernel, params, grads, states, self.kernel_scalars(group, step))
 
     def begin_group(self, group: dict[str, Any]) -> None:
         """Called once per group at every step, before its updates (nothing by default)."""
@@ -80,7 +108,11 @@ class ForeachAlgorithm(torch.optim.Optimizer):
             for (_, _, step), params in buckets.items():
                 grads = [p.grad for p in params]
                 states = [[self.state[p][name] for p in params] for name in self.state_names]
-                self.update(group, step, params, grads, states)  # type: ignore[arg-type]
+                if self.kernels == "numba" and kernel_ready(
+                        [*params, *grads, *(t for state in states for t in state)]):
+                    self.update_fused(group, step, params, grads, states)  # type: ignore[arg-type]
+                else:
+                    self.update(group, step, params, grads, states)  # type: ignore[arg-type]
         return loss
 
 
@@ -99,11 +131,15 @@ class LionAlgorithm(ForeachAlgorithm):
     """Lion: ``p = p (1 - lr wd) - lr sign(lerp(m, g, 1 - b1))``, ``m = lerp(m, g, 1 - b2)``."""
 
     state_names = ("exp_avg",)
+    kernel = lion_kernel
 
     def __init__(self, params: Any, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.99),
                  weight_decay: float = 0.0) -> None:
         check_hyperparameters(lr, betas, weight_decay)
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "weight_decay": weight_decay})
+
+    def kernel_scalars(self, group: dict[str, Any], step: int) -> tuple[Any, ...]:
+        return lion_scalars(group, step)
 
     def update(self, group: dict[str, Any], step: int, params: Tensors, grads: Tensors,
                states: Sequence[Tensors]) -> None:

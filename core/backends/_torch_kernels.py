@@ -1,0 +1,171 @@
+"""Run a NumPy fused kernel on CPU torch tensors in place: one pass over memory per step.
+
+A torch optimizer built from eager kernels (``torch._foreach_*``) streams the parameters, the
+gradients and the state through memory once per operation: a dozen passes for an Adam-like
+rule. A :func:`~optiplug.backends.numpy.fused_kernel` does the whole rule in one pass. On the
+CPU a float tensor and ``tensor.numpy()`` share memory, so the same compiled loop that serves
+the NumPy backend updates torch parameters and torch state in place: write the kernel once,
+fast on both backends. The state stays torch tensors (state dicts and checkpoints unchanged).
+
+:func:`kernel_ready` says whether a set of tensors can take that path (CPU, float32 or
+float64, dense and contiguous); :func:`run_kernel` runs a kernel over them, splitting the
+elements between ``torch.get_num_threads()`` threads (the kernels release the GIL). Whether
+to take it at all follows the NumPy backend's engine, chosen when the optimizer is built:
+``optiplug.backends.numpy.kernel_engine() == "numba"`` (``OPTIPLUG_NUMPY_KERNELS`` unset,
+``auto`` or ``numba``, with numba installed). Other devices (CUDA), other tensors and the
+``numpy`` engine keep the caller's eager path.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final
+
+import numpy as np
+import torch
+from torch.autograd.graph import increment_version
+
+__all__ = ["KERNEL_PARALLEL_MIN", "kernel_ready", "run_kernel"]
+
+KERNEL_PARALLEL_MIN: Final = 1 << 16
+"""Steps over fewer elements than this run in the calling thread (threads cost more)."""
+_DTYPES: Final = (torch.float32, torch.float64)
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_pool_lock = threading.Lock()
+
+Task = tuple[int, list[np.ndarray[Any, Any]]]
+
+
+def kernel_ready(tensors: Sequence[torch.Tensor]) -> bool:
+    """Whether :func:`run_kernel` can update ``tensors`` in place: every tensor is a dense,
+    contiguous float32 or float64 CPU tensor of one dtype, without conjugate or negative bits.
+
+    Check the engine too, once when the optimizer is built:
+    ``optiplug.backends.numpy.kernel_engine() == "numba"``.
+    """
+    if not tensors:
+        return False
+    dtype = tensors[0].dtype
+    if dtype not in _DTYPES:
+        return False
+    for tensor in tensors:
+        if (tensor.device.type != "cpu" or tensor.dtype != dtype
+                or tensor.layout != torch.strided or not tensor.is_contiguous()
+                or tensor.is_conj() or tensor.is_neg()):
+            return False
+    return True
+
+
+def run_kernel(kernel: Callable[..., Any], params: Sequence[torch.Tensor],
+               grads: Sequence[torch.Tensor], states: Sequence[Sequence[torch.Tensor]],
+               scalars: Sequence[Any], *, split: bool = True) -> list[Any]:
+    """Run ``kernel(param, grad, *state, *scalars)`` on flat NumPy views of every parameter.
+
+    The kernel is a :func:`~optiplug.backends.numpy.fused_kernel` (or any callable) over 1-D
+    arrays that updates them in place; the tensors must pass :func:`kernel_ready`. Python
+    floats in ``scalars`` become NumPy scalars of the tensors' dtype (float32 arithmetic stays
+    float32, as in the NumPy backend); other scalars pass unchanged. The parameters'
+    autograd version counters are bumped, as a torch in-place operation would.
+
+    Args:
+        kernel: The elementwise kernel.
+        params: The parameters (written in place).
+        grads: Their gradients, one per parameter.
+        states: One list per state name, each with one tensor per parameter (written in place).
+        scalars: Trailing arguments of every call.
+        split: Whether a parameter's elements may be split between threads. A kernel that
+            returns per-element sums (norms) may be split: its results are added up.
+
+    Returns:
+        What the kernel returned for each parameter: ``None``, a number or a tuple of
+        numbers, summed over the pieces of a split parameter.
+    """
+    if not params:
+        return []
+    kind = np.float32 if params[0].dtype == torch.float32 else np.float64
+    values = tuple(kind(value) if type(value) is float else value for value in scalars)
+    tasks: list[Task] = []
+    total = 0
+    for index, param in enumerate(params):
+        arrays = [param.detach().numpy().reshape(-1), grads[index].detach().numpy().reshape(-1)]
+        arrays.extend(state[index].detach().numpy().reshape(-1) for state in states)
+        tasks.append((index, arrays))
+        total += param.numel()
+    threads = torch.get_num_threads()
+    results: list[Any] = [None] * len(params)
+    if threads <= 1 or total < KERNEL_PARALLEL_MIN:
+        _run(kernel, tasks, values, results, None)
+    else:
+        chunks = _split(tasks, threads, total, split)
+        pool = _executor(threads)
+        lock = threading.Lock()
+        futures = [pool.submit(_run, kernel, chunk, values, results, lock)
+                   for chunk in chunks[1:]]
+        _run(kernel, chunks[0], values, results, lock)
+        for future in futures:
+            future.result()
+    increment_version(list(params))
+    return results
+
+
+def _run(kernel: Callable[..., Any], tasks: list[Task], scalars: tuple[Any, ...],
+         results: list[Any], lock: threading.Lock | None) -> None:
+    for index, arrays in tasks:
+        result = kernel(*arrays, *scalars)
+        if result is None:
+            continue
+        if lock is None:
+            results[index] = _add(results[index], result)
+            continue
+        with lock:
+            results[index] = _add(results[index], result)
+
+
+def _add(total: Any, result: Any) -> Any:
+    if total is None:
+        return result
+    if isinstance(result, tuple):
+        return tuple(a + b for a, b in zip(total, result, strict=True))
+    return total + result
+
+
+def _split(tasks: list[Task], workers: int, total: int, split: bool) -> list[list[Task]]:
+    """Deal tasks out to ``workers`` threads, about equal elements each; arrays are cut into
+    contiguous pieces when ``split``."""
+    share = -(-total // workers)
+    chunks: list[list[Task]] = [[]]
+    filled = 0
+    for index, arrays in tasks:
+        n = arrays[0].size
+        if not split:
+            if filled >= share and len(chunks) < workers:
+                chunks.append([])
+                filled = 0
+            chunks[-1].append((index, arrays))
+            filled += n
+            continue
+        start = 0
+        while start < n:
+            if filled >= share and len(chunks) < workers:
+                chunks.append([])
+                filled = 0
+            stop = n if len(chunks) == workers else min(n, start + share - filled)
+            chunks[-1].append((index, [array[start:stop] for array in arrays]))
+            filled += stop - start
+            start = stop
+    return chunks
+
+
+def _executor(threads: int) -> ThreadPoolExecutor:
+    """The shared worker pool (``threads - 1`` workers: the caller runs one chunk itself)."""
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool is None or _pool_size != threads:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(max(threads - 1, 1), thread_name_prefix="optiplug-torch")
+            _pool_size = threads
+        return _pool
