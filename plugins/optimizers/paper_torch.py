@@ -29,8 +29,19 @@ import torch
 
 from optiplug.backends.numpy import FusedKernel, kernel_engine
 from optiplug.backends.torch import TorchOptimizer, kernel_ready, run_kernel
+from optiplug.plugins.optimizers.adabelief import adabelief_kernel, adabelief_scalars
+from optiplug.plugins.optimizers.adan import adan_kernel, adan_scalars
+from optiplug.plugins.optimizers.adopt import adopt_kernel, adopt_scalars
 from optiplug.plugins.optimizers.lion import lion_kernel, lion_scalars
 from optiplug.plugins.optimizers.schedule_free import advance
+from optiplug.plugins.optimizers.schedule_free_adamw import (
+    schedule_free_adamw_kernel,
+    schedule_free_adamw_scalars,
+)
+from optiplug.plugins.optimizers.schedule_free_sgd import (
+    schedule_free_sgd_kernel,
+    schedule_free_sgd_scalars,
+)
 
 __all__ = ["Adabelief", "AdabeliefAlgorithm", "Adan", "AdanAlgorithm", "Adopt", "AdoptAlgorithm",
            "ForeachAlgorithm", "check_hyperparameters",
@@ -284,6 +295,7 @@ class AdanAlgorithm(ForeachAlgorithm):
     """Adan (Xie et al. 2024, Algorithm 1), see :mod:`optiplug.plugins.optimizers.adan`."""
 
     state_names = ("exp_avg", "exp_avg_diff", "exp_avg_sq", "previous_grad")
+    kernel = adan_kernel
 
     def __init__(self, params: Any, lr: float = 1e-3,
                  betas: tuple[float, float, float] = (0.98, 0.92, 0.99), eps: float = 1e-8,
@@ -322,6 +334,9 @@ class AdanAlgorithm(ForeachAlgorithm):
             torch._foreach_div_(params, 1 + lr * decay)
         torch._foreach_copy_(previous, grads)
 
+    def kernel_scalars(self, group: dict[str, Any], step: int) -> tuple[Any, ...]:
+        return adan_scalars(group, step)
+
 
 class Adan(TorchOptimizer, AdanAlgorithm):
     """:class:`AdanAlgorithm` with named params and state."""
@@ -334,6 +349,7 @@ class AdoptAlgorithm(ForeachAlgorithm):
     """ADOPT (Taniguchi et al. 2024), see :mod:`optiplug.plugins.optimizers.adopt`."""
 
     state_names = ("exp_avg", "exp_avg_sq")
+    kernel = adopt_kernel
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.9999),
                  eps: float = 1e-6, weight_decay: float = 0.0, decoupled: bool = False,
@@ -367,6 +383,9 @@ class AdoptAlgorithm(ForeachAlgorithm):
         torch._foreach_mul_(exp_avg_sqs, beta2)
         torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
 
+    def kernel_scalars(self, group: dict[str, Any], step: int) -> tuple[Any, ...]:
+        return adopt_scalars(group, step)
+
 
 class Adopt(TorchOptimizer, AdoptAlgorithm):
     """:class:`AdoptAlgorithm` with named params and state."""
@@ -379,6 +398,7 @@ class AdabeliefAlgorithm(ForeachAlgorithm):
     """AdaBelief (Zhuang et al. 2020), see :mod:`optiplug.plugins.optimizers.adabelief`."""
 
     state_names = ("exp_avg", "exp_avg_var")
+    kernel = adabelief_kernel
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-16, weight_decay: float = 0.0, decoupled: bool = True) -> None:
@@ -407,6 +427,9 @@ class AdabeliefAlgorithm(ForeachAlgorithm):
         torch._foreach_add_(denominators, eps * bc2_sqrt)
         torch._foreach_addcdiv_(params, exp_avgs, denominators,
                                 value=-lr * bc2_sqrt / (1 - beta1**step))
+
+    def kernel_scalars(self, group: dict[str, Any], step: int) -> tuple[Any, ...]:
+        return adabelief_scalars(group, step)
 
 
 class Adabelief(TorchOptimizer, AdabeliefAlgorithm):
@@ -484,6 +507,7 @@ class ScheduleFreeAdamWAlgorithm(_ScheduleFree):
     state_names = ("z", "exp_avg_sq")
     momentum_key = "betas"
     bias_correction = True
+    kernel = schedule_free_adamw_kernel
 
     def __init__(self, params: Any, lr: float = 2.5e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
@@ -507,6 +531,9 @@ class ScheduleFreeAdamWAlgorithm(_ScheduleFree):
         del denominators
         self._apply(group, params, updates, zs, owned=True)
 
+    def kernel_scalars(self, group: dict[str, Any], step: int) -> tuple[Any, ...]:
+        return schedule_free_adamw_scalars(group, step, self._scalars)
+
 
 class ScheduleFreeAdamW(TorchOptimizer, ScheduleFreeAdamWAlgorithm):
     """:class:`ScheduleFreeAdamWAlgorithm` with named params and state."""
@@ -518,6 +545,7 @@ class ScheduleFreeSGDAlgorithm(_ScheduleFree):
     """Schedule-free SGD, see :mod:`optiplug.plugins.optimizers.schedule_free_sgd`."""
 
     state_names = ("z",)
+    kernel = schedule_free_sgd_kernel
 
     def __init__(self, params: Any, lr: float = 1.0, momentum: float = 0.9,
                  weight_decay: float = 0.0, warmup_steps: int = 0, r: float = 0.0,
@@ -531,6 +559,9 @@ class ScheduleFreeSGDAlgorithm(_ScheduleFree):
                states: Sequence[Tensors]) -> None:
         (zs,) = states
         self._apply(group, params, grads, zs, owned=False)
+
+    def kernel_scalars(self, group: dict[str, Any], step: int) -> tuple[Any, ...]:
+        return schedule_free_sgd_scalars(group, step, self._scalars)
 
 
 class ScheduleFreeSGD(TorchOptimizer, ScheduleFreeSGDAlgorithm):
