@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch.autograd.graph import increment_version
 
+from ._numpy_kernels import FusedKernel
+
 __all__ = ["KERNEL_PARALLEL_MIN", "kernel_ready", "run_kernel"]
 
 KERNEL_PARALLEL_MIN: Final = 1 << 16
@@ -36,7 +38,8 @@ _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _pool_lock = threading.Lock()
 
-Task = tuple[int, list[np.ndarray[Any, Any]]]
+Task = tuple[int, list[np.ndarray[Any, Any]], tuple[Any, ...]]
+"""A parameter's index, its flat arrays (param, grad, states) and its own scalars."""
 
 
 def kernel_ready(tensors: Sequence[torch.Tensor]) -> bool:
@@ -61,11 +64,13 @@ def kernel_ready(tensors: Sequence[torch.Tensor]) -> bool:
 
 def run_kernel(kernel: Callable[..., Any], params: Sequence[torch.Tensor],
                grads: Sequence[torch.Tensor], states: Sequence[Sequence[torch.Tensor]],
-               scalars: Sequence[Any], *, split: bool = True) -> list[Any]:
+               scalars: Sequence[Any], *, param_scalars: Sequence[Sequence[Any]] | None = None,
+               split: bool = True) -> list[Any]:
     """Run ``kernel(param, grad, *state, *scalars)`` on flat NumPy views of every parameter.
 
-    The kernel is a :func:`~optiplug.backends.numpy.fused_kernel` (or any callable) over 1-D
-    arrays that updates them in place; the tensors must pass :func:`kernel_ready`. Python
+    The kernel is a :func:`~optiplug.backends.numpy.fused_kernel` (its compiled dispatcher is
+    called, so what it returns comes back) or any callable over 1-D arrays that updates them
+    in place; the tensors must pass :func:`kernel_ready`. Python
     floats in ``scalars`` become NumPy scalars of the tensors' dtype (float32 arithmetic stays
     float32, as in the NumPy backend); other scalars pass unchanged. The parameters'
     autograd version counters are bumped, as a torch in-place operation would.
@@ -76,6 +81,8 @@ def run_kernel(kernel: Callable[..., Any], params: Sequence[torch.Tensor],
         grads: Their gradients, one per parameter.
         states: One list per state name, each with one tensor per parameter (written in place).
         scalars: Trailing arguments of every call.
+        param_scalars: More trailing arguments, one sequence per parameter (after
+            ``scalars``): per-tensor factors such as trust ratios.
         split: Whether a parameter's elements may be split between threads. A kernel that
             returns per-element sums (norms) may be split: its results are added up.
 
@@ -85,6 +92,8 @@ def run_kernel(kernel: Callable[..., Any], params: Sequence[torch.Tensor],
     """
     if not params:
         return []
+    if isinstance(kernel, FusedKernel):
+        kernel = kernel.compiled
     kind = np.float32 if params[0].dtype == torch.float32 else np.float64
     values = tuple(kind(value) if type(value) is float else value for value in scalars)
     tasks: list[Task] = []
@@ -92,7 +101,9 @@ def run_kernel(kernel: Callable[..., Any], params: Sequence[torch.Tensor],
     for index, param in enumerate(params):
         arrays = [param.detach().numpy().reshape(-1), grads[index].detach().numpy().reshape(-1)]
         arrays.extend(state[index].detach().numpy().reshape(-1) for state in states)
-        tasks.append((index, arrays))
+        own = () if param_scalars is None else tuple(
+            kind(value) if type(value) is float else value for value in param_scalars[index])
+        tasks.append((index, arrays, own))
         total += param.numel()
     threads = torch.get_num_threads()
     results: list[Any] = [None] * len(params)
@@ -113,8 +124,8 @@ def run_kernel(kernel: Callable[..., Any], params: Sequence[torch.Tensor],
 
 def _run(kernel: Callable[..., Any], tasks: list[Task], scalars: tuple[Any, ...],
          results: list[Any], lock: threading.Lock | None) -> None:
-    for index, arrays in tasks:
-        result = kernel(*arrays, *scalars)
+    for index, arrays, own in tasks:
+        result = kernel(*arrays, *scalars, *own)
         if result is None:
             continue
         if lock is None:
@@ -138,13 +149,13 @@ def _split(tasks: list[Task], workers: int, total: int, split: bool) -> list[lis
     share = -(-total // workers)
     chunks: list[list[Task]] = [[]]
     filled = 0
-    for index, arrays in tasks:
+    for index, arrays, own in tasks:
         n = arrays[0].size
         if not split:
             if filled >= share and len(chunks) < workers:
                 chunks.append([])
                 filled = 0
-            chunks[-1].append((index, arrays))
+            chunks[-1].append((index, arrays, own))
             filled += n
             continue
         start = 0
@@ -153,7 +164,7 @@ def _split(tasks: list[Task], workers: int, total: int, split: bool) -> list[lis
                 chunks.append([])
                 filled = 0
             stop = n if len(chunks) == workers else min(n, start + share - filled)
-            chunks[-1].append((index, [array[start:stop] for array in arrays]))
+            chunks[-1].append((index, [array[start:stop] for array in arrays], own))
             filled += stop - start
             start = stop
     return chunks

@@ -32,6 +32,13 @@ from optiplug.backends.torch import TorchOptimizer, kernel_ready, run_kernel
 from optiplug.plugins.optimizers.adabelief import adabelief_kernel, adabelief_scalars
 from optiplug.plugins.optimizers.adan import adan_kernel, adan_scalars
 from optiplug.plugins.optimizers.adopt import adopt_kernel, adopt_scalars
+from optiplug.plugins.optimizers.lamb import (
+    lamb_kernel,
+    lamb_scalars,
+    lamb_sums_kernel,
+    lamb_trust_ratio,
+)
+from optiplug.plugins.optimizers.lars import lars_kernel, lars_local_rate, lars_sums_kernel
 from optiplug.plugins.optimizers.lion import lion_kernel, lion_scalars
 from optiplug.plugins.optimizers.schedule_free import advance
 from optiplug.plugins.optimizers.schedule_free_adamw import (
@@ -192,6 +199,7 @@ class LambAlgorithm(ForeachAlgorithm):
     """LAMB (You et al. 2020, Algorithm 2), see :mod:`optiplug.plugins.optimizers.lamb`."""
 
     state_names = ("exp_avg", "exp_avg_sq")
+    kernel = lamb_kernel
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-6, weight_decay: float = 0.0, bias_correction: bool = True,
@@ -231,6 +239,19 @@ class LambAlgorithm(ForeachAlgorithm):
         torch._foreach_mul_(updates, ratios)
         torch._foreach_add_(params, updates)
 
+    def update_fused(self, group: dict[str, Any], step: int, params: Tensors, grads: Tensors,
+                     states: Sequence[Tensors]) -> None:
+        # Pass 1: the moments and the squared norms of p and r; pass 2: r again (from the new
+        # moments, no tensor of r kept) and the step. Ten reads and writes per element.
+        weight1, beta2, one_minus_beta2, eps, scale, decay, lr, max_weight_norm = \
+            lamb_scalars(group, step)
+        sums = run_kernel(lamb_sums_kernel, params, grads, states,
+                          (weight1, beta2, one_minus_beta2, eps, scale, decay))
+        steps = [(-lr * lamb_trust_ratio(math.sqrt(weights), math.sqrt(updates),
+                                         max_weight_norm),) for weights, updates in sums]
+        run_kernel(lamb_kernel, params, grads, states, (eps, scale, decay),
+                   param_scalars=steps)
+
 
 class Lamb(TorchOptimizer, LambAlgorithm):
     """:class:`LambAlgorithm` with named params and state."""
@@ -243,6 +264,7 @@ class LarsAlgorithm(ForeachAlgorithm):
     """LARS (You et al. 2017, Algorithm 1), see :mod:`optiplug.plugins.optimizers.lars`."""
 
     state_names = ("momentum_buffer",)
+    kernel = lars_kernel
 
     def __init__(self, params: Any, lr: float = 1e-3, momentum: float = 0.9,
                  weight_decay: float = 0.0, trust_coefficient: float = 1e-3,
@@ -282,6 +304,22 @@ class LarsAlgorithm(ForeachAlgorithm):
             torch._foreach_mul_(p_buffers, momentum)
             torch._foreach_add_(p_buffers, [grads[i] for i in plain], alpha=lr)
             torch._foreach_sub_(p_params, p_buffers)
+
+    def update_fused(self, group: dict[str, Any], step: int, params: Tensors, grads: Tensors,
+                     states: Sequence[Tensors]) -> None:
+        # Pass 1: both squared norms of every adapted tensor; pass 2: the update.
+        lr, decay = group["lr"], group["weight_decay"]
+        exclude_1d = group["exclude_1d"]
+        adapted = [i for i, p in enumerate(params) if p.ndim > 1 or not exclude_1d]
+        sums = run_kernel(lars_sums_kernel, [params[i] for i in adapted],
+                          [grads[i] for i in adapted], [], ())
+        rates: list[tuple[float, float]] = [(0.0, lr)] * len(params)
+        for i, (weights, squares) in zip(adapted, sums, strict=True):
+            local = lars_local_rate(math.sqrt(weights), math.sqrt(squares), decay,
+                                    group["trust_coefficient"])
+            rates[i] = (decay, lr * local)
+        run_kernel(lars_kernel, params, grads, states, (group["momentum"],),
+                   param_scalars=rates)
 
 
 class Lars(TorchOptimizer, LarsAlgorithm):
