@@ -18,6 +18,7 @@ to take it at all follows the NumPy backend's engine, chosen when the optimizer 
 
 from __future__ import annotations
 
+import operator
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -54,10 +55,12 @@ def kernel_ready(tensors: Sequence[torch.Tensor]) -> bool:
     dtype = tensors[0].dtype
     if dtype not in _DTYPES:
         return False
+    strided = torch.strided
+    # Cheapest checks first: this runs for every tensor at every step. A float tensor has no
+    # conjugate bit, and a negative bit only comes from the private torch._neg_view.
     for tensor in tensors:
-        if (tensor.device.type != "cpu" or tensor.dtype != dtype
-                or tensor.layout != torch.strided or not tensor.is_contiguous()
-                or tensor.is_conj() or tensor.is_neg()):
+        if (tensor.dtype is not dtype or not tensor.is_cpu or tensor.layout is not strided
+                or not tensor.is_contiguous() or tensor.is_neg()):
             return False
     return True
 
@@ -65,7 +68,7 @@ def kernel_ready(tensors: Sequence[torch.Tensor]) -> bool:
 def run_kernel(kernel: Callable[..., Any], params: Sequence[torch.Tensor],
                grads: Sequence[torch.Tensor], states: Sequence[Sequence[torch.Tensor]],
                scalars: Sequence[Any], *, param_scalars: Sequence[Sequence[Any]] | None = None,
-               split: bool = True) -> list[Any]:
+               split: bool = True, views: dict[Any, Any] | None = None) -> list[Any]:
     """Run ``kernel(param, grad, *state, *scalars)`` on flat NumPy views of every parameter.
 
     The kernel is a :func:`~optiplug.backends.numpy.fused_kernel` (its compiled dispatcher is
@@ -85,6 +88,10 @@ def run_kernel(kernel: Callable[..., Any], params: Sequence[torch.Tensor],
             ``scalars``): per-tensor factors such as trust ratios.
         split: Whether a parameter's elements may be split between threads. A kernel that
             returns per-element sums (norms) may be split: its results are added up.
+        views: A dict the caller keeps between steps (one per optimizer): the NumPy views of
+            each parameter and its states are kept there and reused while they are the same
+            tensor objects at the same addresses (creating views costs microseconds per
+            tensor, as much as a small tensor's update).
 
     Returns:
         What the kernel returned for each parameter: ``None``, a number or a tuple of
@@ -99,8 +106,11 @@ def run_kernel(kernel: Callable[..., Any], params: Sequence[torch.Tensor],
     tasks: list[Task] = []
     total = 0
     for index, param in enumerate(params):
-        arrays = [param.detach().numpy().reshape(-1), grads[index].detach().numpy().reshape(-1)]
-        arrays.extend(state[index].detach().numpy().reshape(-1) for state in states)
+        persistent = _persistent_views(param, [state[index] for state in states], views)
+        grad = grads[index]
+        # detach() makes a tensor object (microseconds); a gradient rarely needs it.
+        grad_array = (grad.detach() if grad.requires_grad else grad).numpy().reshape(-1)
+        arrays = [persistent[0], grad_array, *persistent[1:]]
         own = () if param_scalars is None else tuple(
             kind(value) if type(value) is float else value for value in param_scalars[index])
         tasks.append((index, arrays, own))
@@ -120,6 +130,24 @@ def run_kernel(kernel: Callable[..., Any], params: Sequence[torch.Tensor],
             future.result()
     increment_version(list(params))
     return results
+
+
+def _persistent_views(param: torch.Tensor, states: list[torch.Tensor],
+                      views: dict[Any, Any] | None) -> list[np.ndarray[Any, Any]]:
+    """Flat NumPy views of ``param`` and its ``states``, from ``views`` when still valid."""
+    # Keyed by id (torch's Tensor.__hash__ is a Python function); valid while the parameter
+    # and its states are the same objects, the parameter at the same address and size (its
+    # ``.data`` may be replaced; a state is replaced as a new tensor, e.g. by load_state_dict).
+    entry = views.get(id(param)) if views is not None else None
+    if (entry is not None and entry[0] is param and entry[1] == param.data_ptr()
+            and entry[2] == param.numel() and len(entry[3]) == len(states)
+            and all(map(operator.is_, entry[3], states))):
+        return entry[4]  # type: ignore[no-any-return]
+    arrays = [param.detach().numpy().reshape(-1)]
+    arrays.extend(state.detach().numpy().reshape(-1) for state in states)
+    if views is not None:
+        views[id(param)] = (param, param.data_ptr(), param.numel(), tuple(states), arrays)
+    return arrays
 
 
 def _run(kernel: Callable[..., Any], tasks: list[Task], scalars: tuple[Any, ...],
@@ -147,6 +175,8 @@ def _split(tasks: list[Task], workers: int, total: int, split: bool) -> list[lis
     """Deal tasks out to ``workers`` threads, about equal elements each; arrays are cut into
     contiguous pieces when ``split``."""
     share = -(-total // workers)
+    # Many tensors: whole tensors per thread balance well and cost no slicing.
+    split = split and len(tasks) < 8 * workers
     chunks: list[list[Task]] = [[]]
     filled = 0
     for index, arrays, own in tasks:

@@ -70,10 +70,19 @@ class ForeachAlgorithm(torch.optim.Optimizer):
 
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
         super().__init__(params, defaults)
+        self._choose_kernels()
+
+    def _choose_kernels(self) -> None:
         self.kernels = "numba" if self.kernel is not None and kernel_engine() == "numba" \
             else "foreach"
-        """``"numba"``: CPU tensors take :attr:`kernel` (chosen when built, from
+        """``"numba"``: CPU tensors take :attr:`kernel` (chosen when built or unpickled, from
         ``OPTIPLUG_NUMPY_KERNELS``); ``"foreach"``: the foreach chain everywhere."""
+        self.kernel_views: dict[Any, Any] = {}
+        """NumPy views of the parameters and states, reused by the fused kernels."""
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._choose_kernels()
 
     def init_state(self, group: dict[str, Any], param: torch.Tensor,
                    name: str) -> torch.Tensor:
@@ -94,7 +103,8 @@ class ForeachAlgorithm(torch.optim.Optimizer):
         """:meth:`update` by the fused kernel (tensors that passed
         :func:`~optiplug.backends.torch.kernel_ready`)."""
         assert self.kernel is not None
-        run_kernel(self.kernel, params, grads, states, self.kernel_scalars(group, step))
+        run_kernel(self.kernel, params, grads, states, self.kernel_scalars(group, step),
+                   views=self.kernel_views)
 
     def begin_group(self, group: dict[str, Any]) -> None:
         """Called once per group at every step, before its updates (nothing by default)."""
@@ -246,11 +256,12 @@ class LambAlgorithm(ForeachAlgorithm):
         weight1, beta2, one_minus_beta2, eps, scale, decay, lr, max_weight_norm = \
             lamb_scalars(group, step)
         sums = run_kernel(lamb_sums_kernel, params, grads, states,
-                          (weight1, beta2, one_minus_beta2, eps, scale, decay))
+                          (weight1, beta2, one_minus_beta2, eps, scale, decay),
+                          views=self.kernel_views)
         steps = [(-lr * lamb_trust_ratio(math.sqrt(weights), math.sqrt(updates),
                                          max_weight_norm),) for weights, updates in sums]
         run_kernel(lamb_kernel, params, grads, states, (eps, scale, decay),
-                   param_scalars=steps)
+                   param_scalars=steps, views=self.kernel_views)
 
 
 class Lamb(TorchOptimizer, LambAlgorithm):
@@ -312,14 +323,14 @@ class LarsAlgorithm(ForeachAlgorithm):
         exclude_1d = group["exclude_1d"]
         adapted = [i for i, p in enumerate(params) if p.ndim > 1 or not exclude_1d]
         sums = run_kernel(lars_sums_kernel, [params[i] for i in adapted],
-                          [grads[i] for i in adapted], [], ())
+                          [grads[i] for i in adapted], [], ())  # views: other states
         rates: list[tuple[float, float]] = [(0.0, lr)] * len(params)
         for i, (weights, squares) in zip(adapted, sums, strict=True):
             local = lars_local_rate(math.sqrt(weights), math.sqrt(squares), decay,
                                     group["trust_coefficient"])
             rates[i] = (decay, lr * local)
         run_kernel(lars_kernel, params, grads, states, (group["momentum"],),
-                   param_scalars=rates)
+                   param_scalars=rates, views=self.kernel_views)
 
 
 class Lars(TorchOptimizer, LarsAlgorithm):
