@@ -290,3 +290,23 @@ def test_run_kernel_updates_tensors_in_place_and_sums_split_results() -> None:
         assert count == p.numel()  # the pieces of a split tensor add up
         assert total == pytest.approx(float((p.detach() ** 2).sum()), rel=1e-13)
     assert all(p._version > before for p, before in zip(params, versions, strict=True))
+
+
+def test_a_copied_optimizer_keeps_its_kernel_choice_and_its_trajectory(engine: Any) -> None:
+    import copy
+    import pickle
+
+    engine("numba")
+    weight = torch.nn.Parameter(torch.linspace(-1.0, 1.0, 12, dtype=torch.float64))
+    opt = optiplug.optimizer("adopt", {"w": weight}, lr=0.1, weight_decay=0.01)
+    for step in range(3):
+        weight.grad = torch.full_like(weight, 0.1 * step + 0.2)
+        opt.step()
+    twins = [copy.deepcopy((weight, opt)), pickle.loads(pickle.dumps((weight, opt)))]
+    weight.grad = torch.full_like(weight, -0.4)
+    opt.step()
+    for twin_weight, twin in twins:
+        assert twin.kernels == "numba"
+        twin_weight.grad = torch.full_like(twin_weight, -0.4)
+        twin.step()
+        torch.testing.assert_close(twin_weight, weight, rtol=0, atol=0)
