@@ -84,6 +84,11 @@ class ForeachAlgorithm(torch.optim.Optimizer):
         super().__setstate__(state)
         self._choose_kernels()
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch's, then forget the views of the replaced state tensors."""
+        super().load_state_dict(state_dict)
+        self.kernel_views.clear()
+
     def init_state(self, group: dict[str, Any], param: torch.Tensor,
                    name: str) -> torch.Tensor:
         """The initial value of state ``name`` of ``param`` (zeros)."""
