@@ -89,9 +89,11 @@ def run_kernel(kernel: Callable[..., Any], params: Sequence[torch.Tensor],
         split: Whether a parameter's elements may be split between threads. A kernel that
             returns per-element sums (norms) may be split: its results are added up.
         views: A dict the caller keeps between steps (one per optimizer): the NumPy views of
-            each parameter and its states are kept there and reused while they are the same
-            tensor objects at the same addresses (creating views costs microseconds per
-            tensor, as much as a small tensor's update).
+            each parameter and its states are kept there (keyed by the parameter's ``id``)
+            and reused while they are the same tensor objects and the parameter keeps its
+            address and size (its ``.data`` may be replaced; a state replaced by
+            ``load_state_dict`` is a new object). Creating views costs microseconds per
+            tensor, as much as a small tensor's update.
 
     Returns:
         What the kernel returned for each parameter: ``None``, a number or a tuple of
@@ -105,16 +107,28 @@ def run_kernel(kernel: Callable[..., Any], params: Sequence[torch.Tensor],
     values = tuple(kind(value) if type(value) is float else value for value in scalars)
     tasks: list[Task] = []
     total = 0
+    # The per-tensor loop is the whole overhead of a step over many small tensors: keep it
+    # to dict lookups and identity checks (views of params and states come from ``views``).
+    cache = {} if views is None else views
+    per_param = list(zip(*states, strict=True)) if states else [()] * len(params)
+    is_ = operator.is_
     for index, param in enumerate(params):
-        persistent = _persistent_views(param, [state[index] for state in states], views)
+        own_states = per_param[index]
+        entry = cache.get(id(param))
+        if (entry is None or entry[0] is not param or entry[1] != param.data_ptr()
+                or entry[2] != param.numel() or len(entry[3]) != len(own_states)
+                or not all(map(is_, entry[3], own_states))):
+            entry = cache[id(param)] = (
+                param, param.data_ptr(), param.numel(), own_states,
+                param.detach().numpy().reshape(-1),
+                [state.detach().numpy().reshape(-1) for state in own_states])
         grad = grads[index]
         # detach() makes a tensor object (microseconds); a gradient rarely needs it.
         grad_array = (grad.detach() if grad.requires_grad else grad).numpy().reshape(-1)
-        arrays = [persistent[0], grad_array, *persistent[1:]]
         own = () if param_scalars is None else tuple(
-            kind(value) if type(value) is float else value for value in param_scalars[index])
-        tasks.append((index, arrays, own))
-        total += param.numel()
+            [kind(value) if type(value) is float else value for value in param_scalars[index]])
+        tasks.append((index, [entry[4], grad_array, *entry[5]], own))
+        total += entry[2]
     threads = torch.get_num_threads()
     results: list[Any] = [None] * len(params)
     if threads <= 1 or total < KERNEL_PARALLEL_MIN:
@@ -130,24 +144,6 @@ def run_kernel(kernel: Callable[..., Any], params: Sequence[torch.Tensor],
             future.result()
     increment_version(list(params))
     return results
-
-
-def _persistent_views(param: torch.Tensor, states: list[torch.Tensor],
-                      views: dict[Any, Any] | None) -> list[np.ndarray[Any, Any]]:
-    """Flat NumPy views of ``param`` and its ``states``, from ``views`` when still valid."""
-    # Keyed by id (torch's Tensor.__hash__ is a Python function); valid while the parameter
-    # and its states are the same objects, the parameter at the same address and size (its
-    # ``.data`` may be replaced; a state is replaced as a new tensor, e.g. by load_state_dict).
-    entry = views.get(id(param)) if views is not None else None
-    if (entry is not None and entry[0] is param and entry[1] == param.data_ptr()
-            and entry[2] == param.numel() and len(entry[3]) == len(states)
-            and all(map(operator.is_, entry[3], states))):
-        return entry[4]  # type: ignore[no-any-return]
-    arrays = [param.detach().numpy().reshape(-1)]
-    arrays.extend(state.detach().numpy().reshape(-1) for state in states)
-    if views is not None:
-        views[id(param)] = (param, param.data_ptr(), param.numel(), tuple(states), arrays)
-    return arrays
 
 
 def _run(kernel: Callable[..., Any], tasks: list[Task], scalars: tuple[Any, ...],
