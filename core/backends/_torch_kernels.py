@@ -34,6 +34,10 @@ __all__ = ["KERNEL_PARALLEL_MIN", "kernel_ready", "run_kernel"]
 
 KERNEL_PARALLEL_MIN: Final = 1 << 16
 """Steps over fewer elements than this run in the calling thread (threads cost more)."""
+DRIVER_MIN_TENSORS: Final = 32
+"""From this many tensors, a :func:`~optiplug.backends.numpy.fused_kernel` runs over them in
+one compiled call per thread (their addresses in an array) instead of one call per tensor: no
+per-tensor NumPy views or dispatch, and the GIL is released for the whole call."""
 _DTYPES: Final = (torch.float32, torch.float64)
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
@@ -101,10 +105,17 @@ def run_kernel(kernel: Callable[..., Any], params: Sequence[torch.Tensor],
     """
     if not params:
         return []
+    fused = isinstance(kernel, FusedKernel)
     if isinstance(kernel, FusedKernel):
         kernel = kernel.compiled
     kind = np.float32 if params[0].dtype == torch.float32 else np.float64
     values = tuple(kind(value) if type(value) is float else value for value in scalars)
+    if (fused and len(params) >= DRIVER_MIN_TENSORS
+            and (param_scalars is None or all(type(value) is float for own in param_scalars
+                                              for value in own))):
+        driven = _run_driven(kernel, params, grads, states, values, kind, param_scalars)
+        increment_version(list(params))
+        return driven
     tasks: list[Task] = []
     total = 0
     # The per-tensor loop is the whole overhead of a step over many small tensors: keep it
@@ -144,6 +155,60 @@ def run_kernel(kernel: Callable[..., Any], params: Sequence[torch.Tensor],
             future.result()
     increment_version(list(params))
     return results
+
+
+def _run_driven(kernel: Any, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor],
+                states: Sequence[Sequence[torch.Tensor]], values: tuple[Any, ...], kind: Any,
+                param_scalars: Sequence[Sequence[Any]] | None) -> list[Any]:
+    """:func:`run_kernel` by compiled drivers (see :data:`DRIVER_MIN_TENSORS`)."""
+    from ._torch_numba import driver
+
+    count = len(params)
+    per_param = list(zip(*states, strict=True)) if states else [()] * count
+    addresses = np.array([[param.data_ptr(), grad.data_ptr(), *[s.data_ptr() for s in own]]
+                          for param, grad, own in zip(params, grads, per_param, strict=True)],
+                         np.intp)
+    sizes = np.array([param.numel() for param in params], np.intp)
+    own_values = (np.empty((count, 0), kind) if param_scalars is None
+                  else np.array(param_scalars, kind).reshape(count, -1))
+    # The first tensor by the dispatcher: it compiles the kernel for these types and shows
+    # what the kernel returns, which the driver's code depends on.
+    first = kernel(params[0].detach().numpy().reshape(-1), grads[0].detach().numpy().reshape(-1),
+                   *[state.detach().numpy().reshape(-1) for state in per_param[0]], *values,
+                   *own_values[0])
+    returns = None if first is None else len(first) if isinstance(first, tuple) else 0
+    out = np.zeros((count, max(returns or 0, 1)))
+    if first is not None:
+        out[0] = first
+    drive = driver(kernel, addresses.shape[1], own_values.shape[1], returns)
+    like = np.empty(0, kind)
+    threads = torch.get_num_threads()
+    total = int(sizes[1:].sum())
+    bounds = [1, count]
+    if threads > 1 and total >= KERNEL_PARALLEL_MIN:
+        # Contiguous runs of tensors with about equal elements, one per thread.
+        cumulative = np.cumsum(sizes[1:])
+        cuts = np.searchsorted(cumulative, [total * i / threads for i in range(1, threads)])
+        bounds = sorted({1, count, *(int(c) + 2 for c in cuts if int(c) + 2 < count)})
+    pieces = [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
+
+    def run(start: int, stop: int) -> None:
+        drive(addresses[start:stop], sizes[start:stop], like, values, own_values[start:stop],
+              out[start:stop])
+
+    if len(pieces) > 1:
+        pool = _executor(threads)
+        futures = [pool.submit(run, *piece) for piece in pieces[1:]]
+        run(*pieces[0])
+        for future in futures:
+            future.result()
+    elif pieces:
+        run(*pieces[0])
+    if returns is None:
+        return [None] * count
+    if returns == 0:
+        return [float(value) for value in out[:, 0]]
+    return [tuple(float(value) for value in row) for row in out[:, :returns]]
 
 
 def _run(kernel: Callable[..., Any], tasks: list[Task], scalars: tuple[Any, ...],
