@@ -46,6 +46,13 @@ torch's for-loop and foreach kernels, optiplug's torch backend (``/fastest`` of 
 optiplug's NumPy backend (``/torch``: over torch's fastest). lbfgs is closure-driven: its step
 time is the closure's, so it has no row.
     python benchmarks/optimizers.py --pytorch-optimizer   # paper optimizers vs pytorch_optimizer
+    python benchmarks/optimizers.py --pytorch-optimizer --quick   # the same, 1M params
+
+The pytorch_optimizer table (issue 10's target: optiplug at most 0.5x pytorch_optimizer's time
+on 10M float32 params in 100 and in 1000 tensors) shows optiplug's torch backend as built by
+default (``optiplug/pto``: the plugin's fused kernel on CPU tensors, numba installed) and on its
+foreach chain (``foreach/pto``: ``OPTIPLUG_NUMPY_KERNELS=numpy``, the path CUDA takes), all
+three interleaved in one process per row.
     python benchmarks/optimizers.py --kernel-layouts --quick  # foreach or for-loop per layout
 """
 
