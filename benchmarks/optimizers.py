@@ -46,6 +46,13 @@ torch's for-loop and foreach kernels, optiplug's torch backend (``/fastest`` of 
 optiplug's NumPy backend (``/torch``: over torch's fastest). lbfgs is closure-driven: its step
 time is the closure's, so it has no row.
     python benchmarks/optimizers.py --pytorch-optimizer   # paper optimizers vs pytorch_optimizer
+    python benchmarks/optimizers.py --pytorch-optimizer --quick   # the same, 1M params
+
+The pytorch_optimizer table (issue 10's target: optiplug at most 0.5x pytorch_optimizer's time
+on 10M float32 params in 100 and in 1000 tensors) shows optiplug's torch backend as built by
+default (``optiplug/pto``: the plugin's fused kernel on CPU tensors, numba installed) and on its
+foreach chain (``foreach/pto``: ``OPTIPLUG_NUMPY_KERNELS=numpy``, the path CUDA takes), all
+three interleaved in one process per row.
     python benchmarks/optimizers.py --kernel-layouts --quick  # foreach or for-loop per layout
 """
 
@@ -563,7 +570,9 @@ PAPER_HYPER: dict[str, tuple[dict[str, Any], str, dict[str, Any]]] = {
 
 def measure_against_pytorch_optimizer(name: str, total: int, tensors: int,
                                       repeats: int) -> dict[str, float]:
-    """Milliseconds per step of optiplug's torch backend and of pytorch_optimizer's class."""
+    """Milliseconds per step of pytorch_optimizer's class and of optiplug's torch backend, with
+    its CPU fused kernel (the default when numba is installed) and with its foreach chain
+    (``OPTIPLUG_NUMPY_KERNELS=numpy``), interleaved in one process."""
     import pytorch_optimizer
 
     hyper, class_name, extra = PAPER_HYPER[name]
@@ -581,24 +590,35 @@ def measure_against_pytorch_optimizer(name: str, total: int, tensors: int,
         return params
 
     theirs = getattr(pytorch_optimizer, class_name)(torch_params(), **their_hyper, **extra)
-    ours = optiplug.optimizer(name, [(str(i), p) for i, p in enumerate(torch_params())],
-                              **hyper)
-    times = interleaved_medians({"pytorch_optimizer": theirs.step, "optiplug": ours.step},
-                                repeats)
+    steps = {"pytorch_optimizer": theirs.step}
+    for engine, key in (("auto", "optiplug"), ("numpy", "foreach")):
+        os.environ["OPTIPLUG_NUMPY_KERNELS"] = engine
+        ours = optiplug.optimizer(name, [(str(i), p) for i, p in enumerate(torch_params())],
+                                  **hyper)
+        steps[key] = ours.step
+    os.environ.pop("OPTIPLUG_NUMPY_KERNELS")
+    times = interleaved_medians(steps, repeats)
     return {"pytorch_optimizer": times["pytorch_optimizer"] * 1e3,
-            "optiplug": times["optiplug"] * 1e3,
-            "ratio": times["optiplug"] / times["pytorch_optimizer"]}
+            "optiplug": times["optiplug"] * 1e3, "foreach": times["foreach"] * 1e3,
+            "ratio": times["optiplug"] / times["pytorch_optimizer"],
+            "foreach_ratio": times["foreach"] / times["pytorch_optimizer"]}
 
 
 def run_against_pytorch_optimizer(names: list[str], total: int, splits: list[int],
                                   repeats: int, threads: int | None,
                                   bandwidth: float | None = None) -> None:
-    """Print the optiplug-vs-pytorch_optimizer table, each row in a fresh process."""
+    """Print the optiplug-vs-pytorch_optimizer table, each row in a fresh process.
+
+    ``optiplug/pto``: optiplug's torch backend as built by default (the plugin's fused kernel
+    on CPU tensors when numba is installed); ``foreach/pto``: the same optimizer on its
+    multi-tensor foreach chain (``OPTIPLUG_NUMPY_KERNELS=numpy``, the path CUDA takes).
+    """
     print(f"{total / 1e6:g}M float32 params (matrices of 100 columns), CPU, torch "
-          f"{torch.__version__}, median of {repeats}; optiplug torch vs pytorch_optimizer")
-    header = (f"{'optimizer':<19} {'tensors':>7} | {'optiplug/pto':>12} | "
+          f"{torch.__version__} ({torch.get_num_threads()} threads), median of {repeats}; "
+          f"optiplug torch (fused kernel / foreach chain) vs pytorch_optimizer")
+    header = (f"{'optimizer':<19} {'tensors':>7} | {'optiplug/pto':>12} {'foreach/pto':>11} | "
               f"{'pto/bound':>9} {'optiplug/bound':>14} | {'bound ms':>8} "
-              f"{'pto ms':>8} {'optiplug ms':>11}")
+              f"{'pto ms':>8} {'optiplug ms':>11} {'foreach ms':>10}")
     print(header)
     print("-" * len(header))
     for tensors in splits:
@@ -614,10 +634,10 @@ def run_against_pytorch_optimizer(names: list[str], total: int, splits: list[int
                 continue
             r = json.loads(done.stdout.strip().splitlines()[-1])
             bound = BYTES_PER_PARAM[name] * total / bandwidth * 1e3 if bandwidth else math.nan
-            print(f"{name:<19} {tensors:>7} | {r['ratio']:>12.2f} | "
+            print(f"{name:<19} {tensors:>7} | {r['ratio']:>12.2f} {r['foreach_ratio']:>11.2f} | "
                   f"{r['pytorch_optimizer'] / bound:>9.2f} {r['optiplug'] / bound:>14.2f} | "
-                  f"{bound:>8.2f} {r['pytorch_optimizer']:>8.1f} {r['optiplug']:>11.1f}",
-                  flush=True)
+                  f"{bound:>8.2f} {r['pytorch_optimizer']:>8.1f} {r['optiplug']:>11.1f} "
+                  f"{r['foreach']:>10.1f}", flush=True)
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 import optiplug
-from optiplug.backends.numpy import NumpyOptimizer
+from optiplug.backends.numpy import NumpyOptimizer, fused_kernel
 from optiplug.param_groups import StandardOptimizerSpec
 
 
@@ -63,13 +63,11 @@ class NumpyAdabelief(NumpyOptimizer):
                          **options)
 
     def prepare(self, group: Mapping[str, Any], state: dict[str, Any]) -> Any:
-        beta1, beta2 = group["betas"]
-        lr, step, decay, eps = group["lr"], state["step"], group["weight_decay"], group["eps"]
-        decoupled = group["decoupled"]
-        bc2_sqrt = math.sqrt(1 - beta2**step)
-        return (0.0 if decoupled else decay, 1 - lr * decay if decoupled and decay else 1.0,
-                1 - beta1, beta2, 1 - beta2, eps, eps * bc2_sqrt,
-                -lr * bc2_sqrt / (1 - beta1**step))
+        return adabelief_scalars(group, state["step"])
+
+    def update_fused(self, param: NDArray[Any], grad: NDArray[Any],
+                     state: Sequence[NDArray[Any]], scalars: Any) -> None:
+        adabelief_kernel(param, grad, *state, *scalars)
 
     def update(self, param: NDArray[Any], grad: NDArray[Any], state: Sequence[NDArray[Any]],
                scratch: Sequence[NDArray[Any]], scalars: Any) -> None:
@@ -96,6 +94,39 @@ class NumpyAdabelief(NumpyOptimizer):
         np.divide(exp_avg, tmp, out=tmp)
         np.multiply(tmp, step_size, out=tmp)
         np.add(param, tmp, out=param)
+
+
+def adabelief_scalars(group: Mapping[str, Any], step: int) -> tuple[Any, ...]:
+    """The scalars of :func:`adabelief_kernel` (both backends)."""
+    beta1, beta2 = group["betas"]
+    lr, decay, eps = group["lr"], group["weight_decay"], group["eps"]
+    decoupled = group["decoupled"]
+    bc2_sqrt = math.sqrt(1 - beta2**step)
+    return (0.0 if decoupled else decay, 1 - lr * decay if decoupled and decay else 1.0,
+            1 - beta1, beta2, 1 - beta2, eps, eps * bc2_sqrt, -lr * bc2_sqrt / (1 - beta1**step))
+
+
+@fused_kernel
+def adabelief_kernel(param: NDArray[Any], grad: NDArray[Any], exp_avg: NDArray[Any],
+                     exp_avg_var: NDArray[Any], decay: Any, shrink: Any, weight1: Any,
+                     beta2: Any, one_minus_beta2: Any, eps: Any, denom_eps: Any,
+                     step_size: Any) -> None:
+    """NumpyAdabelief.update in one pass: the same operations in the same order."""
+    for i in range(param.size):
+        p = param[i]
+        if shrink != 1.0:
+            p = p * shrink
+        g = grad[i]
+        if decay:
+            g = g + p * decay
+        m = exp_avg[i]
+        m = m + (g - m) * weight1
+        residual = g - m
+        s = exp_avg_var[i] * beta2 + residual * residual * one_minus_beta2
+        s = s + eps
+        exp_avg[i] = m
+        exp_avg_var[i] = s
+        param[i] = p + m / (math.sqrt(s) + denom_eps) * step_size
 
 
 def build_numpy(spec: AdabeliefSpec, params: Any) -> NumpyAdabelief:

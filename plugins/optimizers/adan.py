@@ -31,7 +31,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 import optiplug
-from optiplug.backends.numpy import NumpyOptimizer
+from optiplug.backends.numpy import NumpyOptimizer, fused_kernel
 from optiplug.param_groups import StandardOptimizerSpec
 
 
@@ -62,11 +62,11 @@ class NumpyAdan(NumpyOptimizer):
                                   "weight_decay": weight_decay}, **options)
 
     def prepare(self, group: Mapping[str, Any], state: dict[str, Any]) -> Any:
-        beta1, beta2, beta3 = group["betas"]
-        lr, step = group["lr"], state["step"]
-        return (step == 1, 1 - beta1, 1 - beta2, beta2, beta3, 1 - beta3,
-                math.sqrt(1 - beta3**step), group["eps"], -lr / (1 - beta1**step),
-                -lr * beta2 / (1 - beta2**step), 1 + lr * group["weight_decay"])
+        return adan_scalars(group, state["step"])
+
+    def update_fused(self, param: NDArray[Any], grad: NDArray[Any],
+                     state: Sequence[NDArray[Any]], scalars: Any) -> None:
+        adan_kernel(param, grad, *state, *scalars)
 
     def update(self, param: NDArray[Any], grad: NDArray[Any], state: Sequence[NDArray[Any]],
                scratch: Sequence[NDArray[Any]], scalars: Any) -> None:
@@ -101,6 +101,43 @@ class NumpyAdan(NumpyOptimizer):
         if shrink != 1.0:
             np.divide(param, shrink, out=param)
         np.copyto(previous, grad)
+
+
+def adan_scalars(group: Mapping[str, Any], step: int) -> tuple[Any, ...]:
+    """The scalars of :func:`adan_kernel` (both backends)."""
+    beta1, beta2, beta3 = group["betas"]
+    lr = group["lr"]
+    return (step == 1, 1 - beta1, 1 - beta2, beta2, beta3, 1 - beta3,
+            math.sqrt(1 - beta3**step), group["eps"], -lr / (1 - beta1**step),
+            -lr * beta2 / (1 - beta2**step), 1 + lr * group["weight_decay"])
+
+
+@fused_kernel
+def adan_kernel(param: NDArray[Any], grad: NDArray[Any], exp_avg: NDArray[Any],
+                exp_avg_diff: NDArray[Any], exp_avg_sq: NDArray[Any], previous: NDArray[Any],
+                first: bool, weight1: Any, weight2: Any, beta2: Any, beta3: Any,
+                one_minus_beta3: Any, bc3_sqrt: Any, eps: Any, step1: Any, step2: Any,
+                shrink: Any) -> None:
+    """NumpyAdan.update in one pass: the same operations in the same order."""
+    for i in range(param.size):
+        g = grad[i]
+        diff = g - (g if first else previous[i])
+        m = exp_avg[i]
+        m = m + (g - m) * weight1
+        m_diff = exp_avg_diff[i]
+        m_diff = m_diff + (diff - m_diff) * weight2
+        x = diff * beta2 + g
+        n = exp_avg_sq[i] * beta3 + x * x * one_minus_beta3
+        denominator = math.sqrt(n) / bc3_sqrt + eps
+        p = param[i] + m / denominator * step1
+        p = p + m_diff / denominator * step2
+        if shrink != 1.0:
+            p = p / shrink
+        param[i] = p
+        exp_avg[i] = m
+        exp_avg_diff[i] = m_diff
+        exp_avg_sq[i] = n
+        previous[i] = g
 
 
 def build_numpy(spec: AdanSpec, params: Any) -> NumpyAdan:

@@ -23,6 +23,7 @@ Rate", NeurIPS 2024 (arXiv:2411.02853), Algorithm 2.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
@@ -30,7 +31,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 import optiplug
-from optiplug.backends.numpy import NumpyOptimizer
+from optiplug.backends.numpy import NumpyOptimizer, fused_kernel
 from optiplug.param_groups import StandardOptimizerSpec
 
 
@@ -73,14 +74,11 @@ class NumpyAdopt(NumpyOptimizer):
                                   "clip_exponent": clip_exponent}, **options)
 
     def prepare(self, group: Mapping[str, Any], state: dict[str, Any]) -> Any:
-        beta1, beta2 = group["betas"]
-        lr, step, decay = group["lr"], state["step"], group["weight_decay"]
-        exponent = group["clip_exponent"]
-        clip = None if exponent is None or step == 1 else float((step - 1) ** exponent)
-        decoupled = group["decoupled"]
-        return (step == 1, 0.0 if decoupled else decay,
-                1 - lr * decay if decoupled and decay else 1.0, group["eps"], clip,
-                1 - beta1, beta2, 1 - beta2, -lr)
+        return adopt_scalars(group, state["step"])
+
+    def update_fused(self, param: NDArray[Any], grad: NDArray[Any],
+                     state: Sequence[NDArray[Any]], scalars: Any) -> None:
+        adopt_kernel(param, grad, *state, *scalars)
 
     def update(self, param: NDArray[Any], grad: NDArray[Any], state: Sequence[NDArray[Any]],
                scratch: Sequence[NDArray[Any]], scalars: Any) -> None:
@@ -111,6 +109,51 @@ class NumpyAdopt(NumpyOptimizer):
         np.multiply(grad, grad, out=tmp)
         np.multiply(tmp, one_minus_beta2, out=tmp)
         np.add(exp_avg_sq, tmp, out=exp_avg_sq)
+
+
+def adopt_scalars(group: Mapping[str, Any], step: int) -> tuple[Any, ...]:
+    """The scalars of :func:`adopt_kernel` (both backends)."""
+    beta1, beta2 = group["betas"]
+    lr, decay = group["lr"], group["weight_decay"]
+    exponent = group["clip_exponent"]
+    clip = None if exponent is None or step == 1 else float((step - 1) ** exponent)
+    decoupled = group["decoupled"]
+    return (step == 1, 0.0 if decoupled else decay,
+            1 - lr * decay if decoupled and decay else 1.0, group["eps"], clip,
+            1 - beta1, beta2, 1 - beta2, -lr)
+
+
+@fused_kernel
+def adopt_kernel(param: NDArray[Any], grad: NDArray[Any], exp_avg: NDArray[Any],
+                 exp_avg_sq: NDArray[Any], first: bool, decay: Any, shrink: Any, eps: Any,
+                 clip: Any, weight1: Any, beta2: Any, one_minus_beta2: Any,
+                 neg_lr: Any) -> None:
+    """NumpyAdopt.update in one pass: the same operations in the same order."""
+    for i in range(param.size):
+        p = param[i]
+        g = grad[i]
+        if decay:
+            g = g + p * decay
+        v = exp_avg_sq[i]
+        if first:
+            exp_avg_sq[i] = v + g * g
+            continue
+        if shrink != 1.0:
+            p = p * shrink
+        denominator = math.sqrt(v)
+        if denominator < eps:  # np.maximum: a NaN stays NaN
+            denominator = eps
+        normed = g / denominator
+        if clip is not None:
+            if normed < -clip:
+                normed = -clip
+            elif normed > clip:
+                normed = clip
+        m = exp_avg[i]
+        m = m + (normed - m) * weight1
+        exp_avg[i] = m
+        param[i] = p + m * neg_lr
+        exp_avg_sq[i] = v * beta2 + g * g * one_minus_beta2
 
 
 def build_numpy(spec: AdoptSpec, params: Any) -> NumpyAdopt:

@@ -19,8 +19,10 @@ import torch
 from optiplug.backends.torch import TorchOptimizer
 from optiplug.plugins.optimizers.paper_torch import ForeachAlgorithm, check_hyperparameters
 from optiplug.plugins.optimizers.sam import group_rho
+from optiplug.plugins.optimizers.sgdw import sgdw_kernel, sgdw_scalars
 from optiplug.plugins.optimizers.soap import preconditioned_axes, refuse_high_rank
 from optiplug.plugins.optimizers.wrapping_torch import TorchWrapper, foreach_groups
+from optiplug.plugins.optimizers.yogi import yogi_kernel, yogi_scalars
 
 __all__ = ["SGDW", "SGDWAlgorithm", "Sam", "Soap", "SoapAlgorithm", "Yogi", "YogiAlgorithm"]
 
@@ -32,6 +34,7 @@ class YogiAlgorithm(ForeachAlgorithm):
     """Yogi (Zaheer et al. 2018), see :mod:`optiplug.plugins.optimizers.yogi`."""
 
     state_names = ("exp_avg", "exp_avg_sq")
+    kernel = yogi_kernel
 
     def __init__(self, params: Any, lr: float = 1e-2, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-3, initial_accumulator: float = 1e-6,
@@ -67,6 +70,9 @@ class YogiAlgorithm(ForeachAlgorithm):
         torch._foreach_add_(denominators, group["eps"])
         torch._foreach_addcdiv_(params, exp_avgs, denominators, value=-lr / (1 - beta1**step))
 
+    def kernel_scalars(self, group: dict[str, Any], step: int) -> tuple[Any, ...]:
+        return yogi_scalars(group, step)
+
 
 class Yogi(TorchOptimizer, YogiAlgorithm):
     """:class:`YogiAlgorithm` with named params and state."""
@@ -79,6 +85,7 @@ class SGDWAlgorithm(ForeachAlgorithm):
     """SGDW (Loshchilov & Hutter 2019), see :mod:`optiplug.plugins.optimizers.sgdw`."""
 
     state_names = ("momentum_buffer",)
+    kernel = sgdw_kernel
 
     def __init__(self, params: Any, lr: float = 1e-3, momentum: float = 0.0,
                  dampening: float = 0.0, weight_decay: float = 0.0,
@@ -103,6 +110,9 @@ class SGDWAlgorithm(ForeachAlgorithm):
             direction = (torch._foreach_add(grads, buffers, alpha=momentum)
                          if group["nesterov"] else buffers)
         torch._foreach_add_(params, direction, alpha=-lr)
+
+    def kernel_scalars(self, group: dict[str, Any], step: int) -> tuple[Any, ...]:
+        return sgdw_scalars(group, step)
 
 
 class SGDW(TorchOptimizer, SGDWAlgorithm):

@@ -32,7 +32,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 import optiplug
-from optiplug.backends.numpy import NumpyOptimizer
+from optiplug.backends.numpy import NumpyOptimizer, fused_kernel
 from optiplug.param_groups import StandardOptimizerSpec
 
 
@@ -70,16 +70,18 @@ class NumpyLamb(NumpyOptimizer):
                                   "max_weight_norm": max_weight_norm}, **options)
 
     def prepare(self, group: Mapping[str, Any], state: dict[str, Any]) -> Any:
-        beta1, beta2 = group["betas"]
-        step = state["step"]
-        if group["bias_correction"]:
-            # m_hat / (sqrt(v_hat) + eps) = m / (sqrt(v) + eps sqrt(bc2)) * sqrt(bc2) / bc1
-            bc2_sqrt = math.sqrt(1 - beta2**step)
-            scale = bc2_sqrt / (1 - beta1**step)
-        else:
-            bc2_sqrt, scale = 1.0, 1.0
-        return (1 - beta1, beta2, 1 - beta2, group["eps"] * bc2_sqrt, scale,
-                group["weight_decay"], group["lr"], group["max_weight_norm"])
+        return lamb_scalars(group, state["step"])
+
+    def update_fused(self, param: NDArray[Any], grad: NDArray[Any],
+                     state: Sequence[NDArray[Any]], scalars: Any) -> None:
+        *moments, lr, max_weight_norm = scalars
+        flat = param.reshape(-1)
+        direction = np.empty_like(flat)
+        lamb_direction_kernel(flat, grad.reshape(-1), state[0].reshape(-1),
+                              state[1].reshape(-1), direction, *moments)
+        ratio = lamb_trust_ratio(float(np.linalg.norm(param)), float(np.linalg.norm(direction)),
+                                 max_weight_norm)
+        lamb_step_kernel(flat, direction, param.dtype.type(-lr * ratio))
 
     def update(self, param: NDArray[Any], grad: NDArray[Any], state: Sequence[NDArray[Any]],
                scratch: Sequence[NDArray[Any]], scalars: Any) -> None:
@@ -101,13 +103,100 @@ class NumpyLamb(NumpyOptimizer):
         if decay:
             np.multiply(param, decay, out=tmp)
             np.add(direction, tmp, out=direction)
-        weight_norm = float(np.linalg.norm(param))
-        if max_weight_norm is not None:
-            weight_norm = min(weight_norm, float(max_weight_norm))
-        update_norm = float(np.linalg.norm(direction))
-        ratio = weight_norm / update_norm if weight_norm > 0 and update_norm > 0 else 1.0
+        ratio = lamb_trust_ratio(float(np.linalg.norm(param)), float(np.linalg.norm(direction)),
+                                 max_weight_norm)
         np.multiply(direction, param.dtype.type(-lr * ratio), out=direction)
         np.add(param, direction, out=param)
+
+
+def lamb_scalars(group: Mapping[str, Any], step: int) -> tuple[Any, ...]:
+    """The scalars of the LAMB kernels (both backends), then ``lr`` and ``max_weight_norm``."""
+    beta1, beta2 = group["betas"]
+    if group["bias_correction"]:
+        # m_hat / (sqrt(v_hat) + eps) = m / (sqrt(v) + eps sqrt(bc2)) * sqrt(bc2) / bc1
+        bc2_sqrt = math.sqrt(1 - beta2**step)
+        scale = bc2_sqrt / (1 - beta1**step)
+    else:
+        bc2_sqrt, scale = 1.0, 1.0
+    return (1 - beta1, beta2, 1 - beta2, group["eps"] * bc2_sqrt, scale,
+            group["weight_decay"], group["lr"], group["max_weight_norm"])
+
+
+def lamb_trust_ratio(weight_norm: float, update_norm: float,
+                     max_weight_norm: float | None) -> float:
+    """``phi(||p||) / ||r||``, 1 where either norm is 0."""
+    if max_weight_norm is not None:
+        weight_norm = min(weight_norm, float(max_weight_norm))
+    return weight_norm / update_norm if weight_norm > 0 and update_norm > 0 else 1.0
+
+
+@fused_kernel
+def lamb_direction_kernel(param: NDArray[Any], grad: NDArray[Any], exp_avg: NDArray[Any],
+                          exp_avg_sq: NDArray[Any], direction: NDArray[Any], weight1: Any,
+                          beta2: Any, one_minus_beta2: Any, eps: Any, scale: Any,
+                          decay: Any) -> None:
+    """The moments and ``r`` of NumpyLamb.update in one pass (``r`` into ``direction``)."""
+    for i in range(param.size):
+        g = grad[i]
+        m = exp_avg[i]
+        m = m + (g - m) * weight1
+        v = exp_avg_sq[i] * beta2 + g * g * one_minus_beta2
+        exp_avg[i] = m
+        exp_avg_sq[i] = v
+        r = m / (math.sqrt(v) + eps)
+        if scale != 1.0:
+            r = r * scale
+        if decay:
+            r = r + param[i] * decay
+        direction[i] = r
+
+
+@fused_kernel
+def lamb_step_kernel(param: NDArray[Any], direction: NDArray[Any], step: Any) -> None:
+    """``p += step r``: the last line of NumpyLamb.update."""
+    for i in range(param.size):
+        param[i] = param[i] + direction[i] * step
+
+
+@fused_kernel
+def lamb_sums_kernel(param: NDArray[Any], grad: NDArray[Any], exp_avg: NDArray[Any],
+                     exp_avg_sq: NDArray[Any], weight1: Any, beta2: Any,
+                     one_minus_beta2: Any, eps: Any, scale: Any,
+                     decay: Any) -> tuple[float, float]:
+    """Without a tensor for ``r``: the moments as :func:`lamb_direction_kernel`, and
+    ``(sum p^2, sum r^2)`` in float64 (torch's CPU path, pass 1 of 2)."""
+    weights = 0.0
+    updates = 0.0
+    for i in range(param.size):
+        g = grad[i]
+        m = exp_avg[i]
+        m = m + (g - m) * weight1
+        v = exp_avg_sq[i] * beta2 + g * g * one_minus_beta2
+        exp_avg[i] = m
+        exp_avg_sq[i] = v
+        p = param[i]
+        r = m / (math.sqrt(v) + eps)
+        if scale != 1.0:
+            r = r * scale
+        if decay:
+            r = r + p * decay
+        weights += float(p) * float(p)
+        updates += float(r) * float(r)
+    return weights, updates
+
+
+@fused_kernel
+def lamb_kernel(param: NDArray[Any], grad: NDArray[Any], exp_avg: NDArray[Any],
+                exp_avg_sq: NDArray[Any], eps: Any, scale: Any, decay: Any, step: Any) -> None:
+    """``p += step r`` with ``r`` recomputed from the updated moments (pass 2 of 2)."""
+    for i in range(param.size):
+        p = param[i]
+        r = exp_avg[i] / (math.sqrt(exp_avg_sq[i]) + eps)
+        if scale != 1.0:
+            r = r * scale
+        if decay:
+            r = r + p * decay
+        param[i] = p + r * step
 
 
 def build_numpy(spec: LambSpec, params: Any) -> NumpyLamb:

@@ -30,7 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 import optiplug
-from optiplug.backends.numpy import NumpyOptimizer
+from optiplug.backends.numpy import NumpyOptimizer, fused_kernel
 from optiplug.param_groups import StandardOptimizerSpec
 
 
@@ -68,17 +68,27 @@ class NumpyLars(NumpyOptimizer):
         return (group["lr"], group["momentum"], group["weight_decay"],
                 group["trust_coefficient"], group["exclude_1d"])
 
+    def update_fused(self, param: NDArray[Any], grad: NDArray[Any],
+                     state: Sequence[NDArray[Any]], scalars: Any) -> None:
+        decay, local = self._local_rate(param, grad, scalars)
+        kind = param.dtype.type
+        lars_kernel(param.reshape(-1), grad.reshape(-1), state[0].reshape(-1), scalars[1],
+                    kind(decay), kind(scalars[0] * local))
+
+    @staticmethod
+    def _local_rate(param: NDArray[Any], grad: NDArray[Any], scalars: Any) -> tuple[Any, float]:
+        """``(weight decay, local rate)`` of this tensor (0 and 1 for an excluded one)."""
+        _, _, decay, trust_coefficient, exclude_1d = scalars
+        if exclude_1d and param.ndim <= 1:
+            return 0.0, 1.0
+        return decay, lars_local_rate(float(np.linalg.norm(param)), float(np.linalg.norm(grad)),
+                                      float(decay), float(trust_coefficient))
+
     def update(self, param: NDArray[Any], grad: NDArray[Any], state: Sequence[NDArray[Any]],
                scratch: Sequence[NDArray[Any]], scalars: Any) -> None:
-        lr, momentum, decay, trust_coefficient, exclude_1d = scalars
+        lr, momentum = scalars[0], scalars[1]
         buffer, tmp = state[0], scratch[0]
-        if exclude_1d and param.ndim <= 1:
-            local, decay = 1.0, 0.0
-        else:
-            weight_norm = float(np.linalg.norm(param))
-            denominator = float(np.linalg.norm(grad)) + float(decay) * weight_norm
-            local = (float(trust_coefficient) * weight_norm / denominator
-                     if weight_norm > 0 and denominator > 0 else 1.0)
+        decay, local = self._local_rate(param, grad, scalars)
         np.multiply(buffer, momentum, out=buffer)
         if decay:
             np.multiply(param, decay, out=tmp)
@@ -88,6 +98,56 @@ class NumpyLars(NumpyOptimizer):
             np.multiply(grad, param.dtype.type(lr * local), out=tmp)
         np.add(buffer, tmp, out=buffer)
         np.subtract(param, buffer, out=param)
+
+
+def lars_local_rate(weight_norm: float, grad_norm: float, decay: float,
+                    trust_coefficient: float) -> float:
+    """``trust_coefficient ||p|| / (||g|| + wd ||p||)``, 1 where a norm or the sum is 0."""
+    denominator = grad_norm + decay * weight_norm
+    return (trust_coefficient * weight_norm / denominator
+            if weight_norm > 0 and denominator > 0 else 1.0)
+
+
+@fused_kernel
+def lars_sums_kernel(param: NDArray[Any], grad: NDArray[Any]) -> tuple[float, float]:
+    """``(sum p^2, sum g^2)`` in float64: the squared norms of the local rate, in one pass.
+
+    Four partial sums each: one running sum is a chain of dependent additions, four keep the
+    loop at the speed of memory."""
+    w0 = w1 = w2 = w3 = 0.0
+    g0 = g1 = g2 = g3 = 0.0
+    n = param.size
+    body = n - n % 4
+    for i in range(0, body, 4):
+        a, b, c, d = float(param[i]), float(param[i + 1]), float(param[i + 2]), \
+            float(param[i + 3])
+        w0 += a * a
+        w1 += b * b
+        w2 += c * c
+        w3 += d * d
+        a, b, c, d = float(grad[i]), float(grad[i + 1]), float(grad[i + 2]), float(grad[i + 3])
+        g0 += a * a
+        g1 += b * b
+        g2 += c * c
+        g3 += d * d
+    for i in range(body, n):
+        a, b = float(param[i]), float(grad[i])
+        w0 += a * a
+        g0 += b * b
+    return (w0 + w1) + (w2 + w3), (g0 + g1) + (g2 + g3)
+
+
+@fused_kernel
+def lars_kernel(param: NDArray[Any], grad: NDArray[Any], buffer: NDArray[Any], momentum: Any,
+                decay: Any, scale: Any) -> None:
+    """NumpyLars.update in one pass once the local rate is known (``scale = lr local``)."""
+    for i in range(param.size):
+        p = param[i]
+        g = grad[i]
+        step = (p * decay + g) * scale if decay else g * scale
+        b = buffer[i] * momentum + step
+        buffer[i] = b
+        param[i] = p - b
 
 
 def build_numpy(spec: LarsSpec, params: Any) -> NumpyLars:

@@ -26,7 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 import optiplug
-from optiplug.backends.numpy import NumpyOptimizer
+from optiplug.backends.numpy import NumpyOptimizer, fused_kernel
 from optiplug.param_groups import StandardOptimizerSpec
 
 
@@ -54,20 +54,22 @@ class NumpyLion(NumpyOptimizer):
                                   "weight_decay": weight_decay}, **options)
 
     def prepare(self, group: Mapping[str, Any], state: dict[str, Any]) -> Any:
-        beta1, beta2 = group["betas"]
-        lr = group["lr"]
-        return 1 - beta1, 1 - beta2, 1 - lr * group["weight_decay"], -lr
+        return lion_scalars(group, state["step"])
+
+    def update_fused(self, param: NDArray[Any], grad: NDArray[Any],
+                     state: Sequence[NDArray[Any]], scalars: Any) -> None:
+        lion_kernel(param, grad, state[0], *scalars)
 
     def update(self, param: NDArray[Any], grad: NDArray[Any], state: Sequence[NDArray[Any]],
                scratch: Sequence[NDArray[Any]], scalars: Any) -> None:
-        weight1, weight2, shrink, neg_lr = scalars
+        weight1, weight2, shrink, neg_lr, zero = scalars
         exp_avg, direction = state[0], scratch[0]
         # c = m + (1 - b1) (g - m), the interpolation torch's lerp computes.
         np.subtract(grad, exp_avg, out=direction)
         np.multiply(direction, weight1, out=direction)
         np.add(direction, exp_avg, out=direction)
         # sign(c) + 0 c: a NaN or infinite c makes the step NaN (as in the torch kernel).
-        np.multiply(direction, 0.0, out=scratch[1])
+        np.multiply(direction, zero, out=scratch[1])
         np.sign(direction, out=direction)
         np.add(direction, scratch[1], out=direction)
         if shrink != 1.0:
@@ -77,6 +79,29 @@ class NumpyLion(NumpyOptimizer):
         np.subtract(grad, exp_avg, out=direction)
         np.multiply(direction, weight2, out=direction)
         np.add(exp_avg, direction, out=exp_avg)
+
+
+def lion_scalars(group: Mapping[str, Any], step: int) -> tuple[Any, ...]:
+    """The scalars of :func:`lion_kernel` (both backends)."""
+    beta1, beta2 = group["betas"]
+    lr = group["lr"]
+    return 1 - beta1, 1 - beta2, 1 - lr * group["weight_decay"], -lr, 0.0
+
+
+@fused_kernel
+def lion_kernel(param: NDArray[Any], grad: NDArray[Any], exp_avg: NDArray[Any], weight1: Any,
+                weight2: Any, shrink: Any, neg_lr: Any, zero: Any) -> None:
+    """NumpyLion.update in one pass: the same operations in the same order."""
+    for i in range(param.size):
+        g = grad[i]
+        m = exp_avg[i]
+        c = (g - m) * weight1 + m
+        direction = np.sign(c) + c * zero
+        p = param[i]
+        if shrink != 1.0:
+            p = p * shrink
+        param[i] = p + direction * neg_lr
+        exp_avg[i] = m + (g - m) * weight2
 
 
 def build_numpy(spec: LionSpec, params: Any) -> NumpyLion:

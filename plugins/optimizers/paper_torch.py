@@ -10,6 +10,13 @@ Parameters of one group are updated together when they share device, dtype and s
 (bias corrections depend on each parameter's own step count, which differs after steps where
 some grads were ``None``). The math and its conventions are documented in each technique's
 plugin module.
+
+On the CPU, an algorithm with a :attr:`ForeachAlgorithm.kernel` (the plugin's NumPy fused
+kernel) runs it on the tensors in place instead of its chain of foreach kernels: one pass over
+memory instead of one per operation (see :func:`optiplug.backends.torch.run_kernel`). It does
+so when numba is the NumPy kernel engine (``OPTIPLUG_NUMPY_KERNELS``) and the tensors are
+dense, contiguous float32/float64 CPU tensors; elsewhere (CUDA, ``OPTIPLUG_NUMPY_KERNELS=numpy``)
+the foreach chain runs.
 """
 
 from __future__ import annotations
@@ -20,8 +27,28 @@ from typing import Any, ClassVar
 
 import torch
 
-from optiplug.backends.torch import TorchOptimizer
+from optiplug.backends.numpy import FusedKernel, kernel_engine
+from optiplug.backends.torch import TorchOptimizer, kernel_ready, run_kernel
+from optiplug.plugins.optimizers.adabelief import adabelief_kernel, adabelief_scalars
+from optiplug.plugins.optimizers.adan import adan_kernel, adan_scalars
+from optiplug.plugins.optimizers.adopt import adopt_kernel, adopt_scalars
+from optiplug.plugins.optimizers.lamb import (
+    lamb_kernel,
+    lamb_scalars,
+    lamb_sums_kernel,
+    lamb_trust_ratio,
+)
+from optiplug.plugins.optimizers.lars import lars_kernel, lars_local_rate, lars_sums_kernel
+from optiplug.plugins.optimizers.lion import lion_kernel, lion_scalars
 from optiplug.plugins.optimizers.schedule_free import advance
+from optiplug.plugins.optimizers.schedule_free_adamw import (
+    schedule_free_adamw_kernel,
+    schedule_free_adamw_scalars,
+)
+from optiplug.plugins.optimizers.schedule_free_sgd import (
+    schedule_free_sgd_kernel,
+    schedule_free_sgd_scalars,
+)
 
 __all__ = ["Adabelief", "AdabeliefAlgorithm", "Adan", "AdanAlgorithm", "Adopt", "AdoptAlgorithm",
            "ForeachAlgorithm", "check_hyperparameters",
@@ -36,9 +63,31 @@ class ForeachAlgorithm(torch.optim.Optimizer):
     """Shared step: state allocation, per-parameter step counts and buckets for the kernels."""
 
     state_names: ClassVar[tuple[str, ...]] = ()
+    kernel: ClassVar[FusedKernel | None] = None
+    """The NumPy fused kernel ``kernel(param, grad, *states, *scalars)`` of the CPU path
+    (states in :attr:`state_names` order, scalars from :meth:`kernel_scalars`); ``None``: the
+    foreach chain everywhere."""
 
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
         super().__init__(params, defaults)
+        self._choose_kernels()
+
+    def _choose_kernels(self) -> None:
+        self.kernels = "numba" if self.kernel is not None and kernel_engine() == "numba" \
+            else "foreach"
+        """``"numba"``: CPU tensors take :attr:`kernel` (chosen when built or unpickled, from
+        ``OPTIPLUG_NUMPY_KERNELS``); ``"foreach"``: the foreach chain everywhere."""
+        self.kernel_views: dict[Any, Any] = {}
+        """NumPy views of the parameters and states, reused by the fused kernels."""
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._choose_kernels()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch's, then forget the views of the replaced state tensors."""
+        super().load_state_dict(state_dict)
+        self.kernel_views.clear()
 
     def init_state(self, group: dict[str, Any], param: torch.Tensor,
                    name: str) -> torch.Tensor:
@@ -49,6 +98,18 @@ class ForeachAlgorithm(torch.optim.Optimizer):
                states: Sequence[Tensors]) -> None:
         """One step of the parameters ``params`` (same device, dtype and step count)."""
         raise NotImplementedError
+
+    def kernel_scalars(self, group: dict[str, Any], step: int) -> tuple[Any, ...]:
+        """The trailing arguments of :attr:`kernel` for parameters at step count ``step``."""
+        raise NotImplementedError
+
+    def update_fused(self, group: dict[str, Any], step: int, params: Tensors, grads: Tensors,
+                     states: Sequence[Tensors]) -> None:
+        """:meth:`update` by the fused kernel (tensors that passed
+        :func:`~optiplug.backends.torch.kernel_ready`)."""
+        assert self.kernel is not None
+        run_kernel(self.kernel, params, grads, states, self.kernel_scalars(group, step),
+                   views=self.kernel_views)
 
     def begin_group(self, group: dict[str, Any]) -> None:
         """Called once per group at every step, before its updates (nothing by default)."""
@@ -80,7 +141,11 @@ class ForeachAlgorithm(torch.optim.Optimizer):
             for (_, _, step), params in buckets.items():
                 grads = [p.grad for p in params]
                 states = [[self.state[p][name] for p in params] for name in self.state_names]
-                self.update(group, step, params, grads, states)  # type: ignore[arg-type]
+                if self.kernels == "numba" and kernel_ready(
+                        [*params, *grads, *(t for state in states for t in state)]):
+                    self.update_fused(group, step, params, grads, states)  # type: ignore[arg-type]
+                else:
+                    self.update(group, step, params, grads, states)  # type: ignore[arg-type]
         return loss
 
 
@@ -99,11 +164,15 @@ class LionAlgorithm(ForeachAlgorithm):
     """Lion: ``p = p (1 - lr wd) - lr sign(lerp(m, g, 1 - b1))``, ``m = lerp(m, g, 1 - b2)``."""
 
     state_names = ("exp_avg",)
+    kernel = lion_kernel
 
     def __init__(self, params: Any, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.99),
                  weight_decay: float = 0.0) -> None:
         check_hyperparameters(lr, betas, weight_decay)
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "weight_decay": weight_decay})
+
+    def kernel_scalars(self, group: dict[str, Any], step: int) -> tuple[Any, ...]:
+        return lion_scalars(group, step)
 
     def update(self, group: dict[str, Any], step: int, params: Tensors, grads: Tensors,
                states: Sequence[Tensors]) -> None:
@@ -145,6 +214,7 @@ class LambAlgorithm(ForeachAlgorithm):
     """LAMB (You et al. 2020, Algorithm 2), see :mod:`optiplug.plugins.optimizers.lamb`."""
 
     state_names = ("exp_avg", "exp_avg_sq")
+    kernel = lamb_kernel
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-6, weight_decay: float = 0.0, bias_correction: bool = True,
@@ -184,6 +254,20 @@ class LambAlgorithm(ForeachAlgorithm):
         torch._foreach_mul_(updates, ratios)
         torch._foreach_add_(params, updates)
 
+    def update_fused(self, group: dict[str, Any], step: int, params: Tensors, grads: Tensors,
+                     states: Sequence[Tensors]) -> None:
+        # Pass 1: the moments and the squared norms of p and r; pass 2: r again (from the new
+        # moments, no tensor of r kept) and the step. Ten reads and writes per element.
+        weight1, beta2, one_minus_beta2, eps, scale, decay, lr, max_weight_norm = \
+            lamb_scalars(group, step)
+        sums = run_kernel(lamb_sums_kernel, params, grads, states,
+                          (weight1, beta2, one_minus_beta2, eps, scale, decay),
+                          views=self.kernel_views)
+        steps = [(-lr * lamb_trust_ratio(math.sqrt(weights), math.sqrt(updates),
+                                         max_weight_norm),) for weights, updates in sums]
+        run_kernel(lamb_kernel, params, grads, states, (eps, scale, decay),
+                   param_scalars=steps, views=self.kernel_views)
+
 
 class Lamb(TorchOptimizer, LambAlgorithm):
     """:class:`LambAlgorithm` with named params and state."""
@@ -196,6 +280,7 @@ class LarsAlgorithm(ForeachAlgorithm):
     """LARS (You et al. 2017, Algorithm 1), see :mod:`optiplug.plugins.optimizers.lars`."""
 
     state_names = ("momentum_buffer",)
+    kernel = lars_kernel
 
     def __init__(self, params: Any, lr: float = 1e-3, momentum: float = 0.9,
                  weight_decay: float = 0.0, trust_coefficient: float = 1e-3,
@@ -236,6 +321,22 @@ class LarsAlgorithm(ForeachAlgorithm):
             torch._foreach_add_(p_buffers, [grads[i] for i in plain], alpha=lr)
             torch._foreach_sub_(p_params, p_buffers)
 
+    def update_fused(self, group: dict[str, Any], step: int, params: Tensors, grads: Tensors,
+                     states: Sequence[Tensors]) -> None:
+        # Pass 1: both squared norms of every adapted tensor; pass 2: the update.
+        lr, decay = group["lr"], group["weight_decay"]
+        exclude_1d = group["exclude_1d"]
+        adapted = [i for i, p in enumerate(params) if p.ndim > 1 or not exclude_1d]
+        sums = run_kernel(lars_sums_kernel, [params[i] for i in adapted],
+                          [grads[i] for i in adapted], [], ())  # views: other states
+        rates: list[tuple[float, float]] = [(0.0, lr)] * len(params)
+        for i, (weights, squares) in zip(adapted, sums, strict=True):
+            local = lars_local_rate(math.sqrt(weights), math.sqrt(squares), decay,
+                                    group["trust_coefficient"])
+            rates[i] = (decay, lr * local)
+        run_kernel(lars_kernel, params, grads, states, (group["momentum"],),
+                   param_scalars=rates, views=self.kernel_views)
+
 
 class Lars(TorchOptimizer, LarsAlgorithm):
     """:class:`LarsAlgorithm` with named params and state."""
@@ -248,6 +349,7 @@ class AdanAlgorithm(ForeachAlgorithm):
     """Adan (Xie et al. 2024, Algorithm 1), see :mod:`optiplug.plugins.optimizers.adan`."""
 
     state_names = ("exp_avg", "exp_avg_diff", "exp_avg_sq", "previous_grad")
+    kernel = adan_kernel
 
     def __init__(self, params: Any, lr: float = 1e-3,
                  betas: tuple[float, float, float] = (0.98, 0.92, 0.99), eps: float = 1e-8,
@@ -286,6 +388,9 @@ class AdanAlgorithm(ForeachAlgorithm):
             torch._foreach_div_(params, 1 + lr * decay)
         torch._foreach_copy_(previous, grads)
 
+    def kernel_scalars(self, group: dict[str, Any], step: int) -> tuple[Any, ...]:
+        return adan_scalars(group, step)
+
 
 class Adan(TorchOptimizer, AdanAlgorithm):
     """:class:`AdanAlgorithm` with named params and state."""
@@ -298,6 +403,7 @@ class AdoptAlgorithm(ForeachAlgorithm):
     """ADOPT (Taniguchi et al. 2024), see :mod:`optiplug.plugins.optimizers.adopt`."""
 
     state_names = ("exp_avg", "exp_avg_sq")
+    kernel = adopt_kernel
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.9999),
                  eps: float = 1e-6, weight_decay: float = 0.0, decoupled: bool = False,
@@ -331,6 +437,9 @@ class AdoptAlgorithm(ForeachAlgorithm):
         torch._foreach_mul_(exp_avg_sqs, beta2)
         torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
 
+    def kernel_scalars(self, group: dict[str, Any], step: int) -> tuple[Any, ...]:
+        return adopt_scalars(group, step)
+
 
 class Adopt(TorchOptimizer, AdoptAlgorithm):
     """:class:`AdoptAlgorithm` with named params and state."""
@@ -343,6 +452,7 @@ class AdabeliefAlgorithm(ForeachAlgorithm):
     """AdaBelief (Zhuang et al. 2020), see :mod:`optiplug.plugins.optimizers.adabelief`."""
 
     state_names = ("exp_avg", "exp_avg_var")
+    kernel = adabelief_kernel
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-16, weight_decay: float = 0.0, decoupled: bool = True) -> None:
@@ -371,6 +481,9 @@ class AdabeliefAlgorithm(ForeachAlgorithm):
         torch._foreach_add_(denominators, eps * bc2_sqrt)
         torch._foreach_addcdiv_(params, exp_avgs, denominators,
                                 value=-lr * bc2_sqrt / (1 - beta1**step))
+
+    def kernel_scalars(self, group: dict[str, Any], step: int) -> tuple[Any, ...]:
+        return adabelief_scalars(group, step)
 
 
 class Adabelief(TorchOptimizer, AdabeliefAlgorithm):
@@ -448,6 +561,7 @@ class ScheduleFreeAdamWAlgorithm(_ScheduleFree):
     state_names = ("z", "exp_avg_sq")
     momentum_key = "betas"
     bias_correction = True
+    kernel = schedule_free_adamw_kernel
 
     def __init__(self, params: Any, lr: float = 2.5e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
@@ -471,6 +585,9 @@ class ScheduleFreeAdamWAlgorithm(_ScheduleFree):
         del denominators
         self._apply(group, params, updates, zs, owned=True)
 
+    def kernel_scalars(self, group: dict[str, Any], step: int) -> tuple[Any, ...]:
+        return schedule_free_adamw_scalars(group, step, self._scalars)
+
 
 class ScheduleFreeAdamW(TorchOptimizer, ScheduleFreeAdamWAlgorithm):
     """:class:`ScheduleFreeAdamWAlgorithm` with named params and state."""
@@ -482,6 +599,7 @@ class ScheduleFreeSGDAlgorithm(_ScheduleFree):
     """Schedule-free SGD, see :mod:`optiplug.plugins.optimizers.schedule_free_sgd`."""
 
     state_names = ("z",)
+    kernel = schedule_free_sgd_kernel
 
     def __init__(self, params: Any, lr: float = 1.0, momentum: float = 0.9,
                  weight_decay: float = 0.0, warmup_steps: int = 0, r: float = 0.0,
@@ -495,6 +613,9 @@ class ScheduleFreeSGDAlgorithm(_ScheduleFree):
                states: Sequence[Tensors]) -> None:
         (zs,) = states
         self._apply(group, params, grads, zs, owned=False)
+
+    def kernel_scalars(self, group: dict[str, Any], step: int) -> tuple[Any, ...]:
+        return schedule_free_sgd_scalars(group, step, self._scalars)
 
 
 class ScheduleFreeSGD(TorchOptimizer, ScheduleFreeSGDAlgorithm):

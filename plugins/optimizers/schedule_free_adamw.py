@@ -25,6 +25,7 @@ Algorithm 1.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -32,6 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 import optiplug
+from optiplug.backends.numpy import fused_kernel
 from optiplug.plugins.optimizers.schedule_free import (
     NumpyScheduleFree,
     ScheduleFreeSpec,
@@ -70,10 +72,12 @@ class NumpyScheduleFreeAdamW(NumpyScheduleFree):
         return float(group["betas"][0])
 
     def prepare(self, group: Mapping[str, Any], state: dict[str, Any]) -> Any:
-        beta1, beta2 = group["betas"]
-        lr, ckp1, bias_correction2 = self.schedule_free_scalars(group)
-        return (state["step"] == 1, beta2, 1 - beta2, bias_correction2, group["eps"],
-                group["weight_decay"], ckp1, lr * (beta1 * (1 - ckp1) - 1), -lr)
+        return schedule_free_adamw_scalars(group, state["step"],
+                                           self.schedule_free_scalars(group))
+
+    def update_fused(self, param: NDArray[Any], grad: NDArray[Any],
+                     state: Sequence[NDArray[Any]], scalars: Any) -> None:
+        schedule_free_adamw_kernel(param, grad, state[0], state[1], *scalars)
 
     def update(self, param: NDArray[Any], grad: NDArray[Any], state: Sequence[NDArray[Any]],
                scratch: Sequence[NDArray[Any]], scalars: Any) -> None:
@@ -92,6 +96,36 @@ class NumpyScheduleFreeAdamW(NumpyScheduleFree):
         np.add(tmp, eps, out=tmp)
         np.divide(grad, tmp, out=update)
         apply_update(param, update, z, tmp, decay, ckp1, coef_y, neg_lr)
+
+
+def schedule_free_adamw_scalars(group: Mapping[str, Any], step: int,
+                                schedule: tuple[float, float, float]) -> tuple[Any, ...]:
+    """The scalars of :func:`schedule_free_adamw_kernel` (both backends), from the group's
+    ``(lr_t, c_t, bias correction)`` of this step."""
+    beta1, beta2 = group["betas"]
+    lr, ckp1, bias_correction2 = schedule
+    return (step == 1, beta2, 1 - beta2, bias_correction2, group["eps"],
+            group["weight_decay"], ckp1, lr * (beta1 * (1 - ckp1) - 1), -lr)
+
+
+@fused_kernel
+def schedule_free_adamw_kernel(param: NDArray[Any], grad: NDArray[Any], z: NDArray[Any],
+                               exp_avg_sq: NDArray[Any], first: bool, beta2: Any,
+                               one_minus_beta2: Any, bias_correction2: Any, eps: Any,
+                               decay: Any, ckp1: Any, coef_y: Any, neg_lr: Any) -> None:
+    """NumpyScheduleFreeAdamW.update in one pass: the same operations in the same order."""
+    for i in range(param.size):
+        p = param[i]
+        zi = p if first else z[i]
+        g = grad[i]
+        v = exp_avg_sq[i] * beta2 + g * g * one_minus_beta2
+        exp_avg_sq[i] = v
+        u = g / (math.sqrt(v / bias_correction2) + eps)
+        if decay:
+            u = u + p * decay
+        p = p + (zi - p) * ckp1
+        param[i] = p + u * coef_y
+        z[i] = zi + u * neg_lr
 
 
 def build_numpy(spec: ScheduleFreeAdamWSpec, params: Any) -> NumpyScheduleFreeAdamW:

@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 import optiplug
+from optiplug.backends.numpy import fused_kernel
 from optiplug.plugins.optimizers.schedule_free import (
     NumpyScheduleFree,
     ScheduleFreeSpec,
@@ -62,9 +63,11 @@ class NumpyScheduleFreeSGD(NumpyScheduleFree):
         return float(group["momentum"])
 
     def prepare(self, group: Mapping[str, Any], state: dict[str, Any]) -> Any:
-        lr, ckp1, _ = self.schedule_free_scalars(group)
-        return (state["step"] == 1, group["weight_decay"], ckp1,
-                lr * (group["momentum"] * (1 - ckp1) - 1), -lr)
+        return schedule_free_sgd_scalars(group, state["step"], self.schedule_free_scalars(group))
+
+    def update_fused(self, param: NDArray[Any], grad: NDArray[Any],
+                     state: Sequence[NDArray[Any]], scalars: Any) -> None:
+        schedule_free_sgd_kernel(param, grad, state[0], *scalars)
 
     def update(self, param: NDArray[Any], grad: NDArray[Any], state: Sequence[NDArray[Any]],
                scratch: Sequence[NDArray[Any]], scalars: Any) -> None:
@@ -75,6 +78,31 @@ class NumpyScheduleFreeSGD(NumpyScheduleFree):
             np.copyto(z, param)
         np.copyto(update, grad)
         apply_update(param, update, z, tmp, decay, ckp1, coef_y, neg_lr)
+
+
+def schedule_free_sgd_scalars(group: Mapping[str, Any], step: int,
+                              schedule: tuple[float, float, float]) -> tuple[Any, ...]:
+    """The scalars of :func:`schedule_free_sgd_kernel` (both backends), from the group's
+    ``(lr_t, c_t, bias correction)`` of this step."""
+    lr, ckp1, _ = schedule
+    return (step == 1, group["weight_decay"], ckp1, lr * (group["momentum"] * (1 - ckp1) - 1),
+            -lr)
+
+
+@fused_kernel
+def schedule_free_sgd_kernel(param: NDArray[Any], grad: NDArray[Any], z: NDArray[Any],
+                             first: bool, decay: Any, ckp1: Any, coef_y: Any,
+                             neg_lr: Any) -> None:
+    """NumpyScheduleFreeSGD.update in one pass: the same operations in the same order."""
+    for i in range(param.size):
+        p = param[i]
+        zi = p if first else z[i]
+        u = grad[i]
+        if decay:
+            u = u + p * decay
+        p = p + (zi - p) * ckp1
+        param[i] = p + u * coef_y
+        z[i] = zi + u * neg_lr
 
 
 def build_numpy(spec: ScheduleFreeSGDSpec, params: Any) -> NumpyScheduleFreeSGD:

@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 from pydantic import Field, ValidationInfo, field_validator
 
 import optiplug
-from optiplug.backends.numpy import NumpyOptimizer
+from optiplug.backends.numpy import NumpyOptimizer, fused_kernel
 
 
 class SGDWSpec(optiplug.OptimizerSpec):
@@ -73,9 +73,11 @@ class NumpySGDW(NumpyOptimizer):
                          **options)
 
     def prepare(self, group: Mapping[str, Any], state: dict[str, Any]) -> Any:
-        lr = group["lr"]
-        return (1 - lr * group["weight_decay"], -lr, group["momentum"], 1 - group["dampening"],
-                group["nesterov"], state["step"] == 1)
+        return sgdw_scalars(group, state["step"])
+
+    def update_fused(self, param: NDArray[Any], grad: NDArray[Any],
+                     state: Sequence[NDArray[Any]], scalars: Any) -> None:
+        sgdw_kernel(param, grad, state[0], *scalars)
 
     def update(self, param: NDArray[Any], grad: NDArray[Any], state: Sequence[NDArray[Any]],
                scratch: Sequence[NDArray[Any]], scalars: Any) -> None:
@@ -99,6 +101,31 @@ class NumpySGDW(NumpyOptimizer):
                 direction = tmp
         np.multiply(direction, neg_lr, out=tmp)
         np.add(param, tmp, out=param)
+
+
+def sgdw_scalars(group: Mapping[str, Any], step: int) -> tuple[Any, ...]:
+    """The scalars of :func:`sgdw_kernel` (both backends)."""
+    lr = group["lr"]
+    return (1 - lr * group["weight_decay"], -lr, group["momentum"], 1 - group["dampening"],
+            group["nesterov"], step == 1)
+
+
+@fused_kernel
+def sgdw_kernel(param: NDArray[Any], grad: NDArray[Any], buffer: NDArray[Any], shrink: Any,
+                neg_lr: Any, momentum: Any, undamped: Any, nesterov: bool,
+                first: bool) -> None:
+    """NumpySGDW.update in one pass: the same operations in the same order."""
+    for i in range(param.size):
+        p = param[i]
+        if shrink != 1.0:
+            p = p * shrink
+        g = grad[i]
+        direction = g
+        if momentum:
+            b = g if first else buffer[i] * momentum + g * undamped
+            buffer[i] = b
+            direction = b * momentum + g if nesterov else b
+        param[i] = p + direction * neg_lr
 
 
 def build_numpy(spec: SGDWSpec, params: Any) -> NumpySGDW:

@@ -30,7 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 import optiplug
-from optiplug.backends.numpy import NumpyOptimizer
+from optiplug.backends.numpy import NumpyOptimizer, fused_kernel
 
 
 class YogiSpec(optiplug.OptimizerSpec):
@@ -69,12 +69,11 @@ class NumpyYogi(NumpyOptimizer):
         return float(group["initial_accumulator"])
 
     def prepare(self, group: Mapping[str, Any], state: dict[str, Any]) -> Any:
-        beta1, beta2 = group["betas"]
-        lr, step, decay = group["lr"], state["step"], group["weight_decay"]
-        decoupled = group["decoupled"]
-        return (0.0 if decoupled else decay, 1 - lr * decay if decoupled and decay else 1.0,
-                1 - beta1, -(1 - beta2), math.sqrt(1 - beta2**step), group["eps"],
-                -lr / (1 - beta1**step))
+        return yogi_scalars(group, state["step"])
+
+    def update_fused(self, param: NDArray[Any], grad: NDArray[Any],
+                     state: Sequence[NDArray[Any]], scalars: Any) -> None:
+        yogi_kernel(param, grad, *state, *scalars)
 
     def update(self, param: NDArray[Any], grad: NDArray[Any], state: Sequence[NDArray[Any]],
                scratch: Sequence[NDArray[Any]], scalars: Any) -> None:
@@ -102,6 +101,38 @@ class NumpyYogi(NumpyOptimizer):
         np.divide(exp_avg, tmp, out=tmp)
         np.multiply(tmp, step_size, out=tmp)
         np.add(param, tmp, out=param)
+
+
+def yogi_scalars(group: Mapping[str, Any], step: int) -> tuple[Any, ...]:
+    """The scalars of :func:`yogi_kernel` (both backends)."""
+    beta1, beta2 = group["betas"]
+    lr, decay = group["lr"], group["weight_decay"]
+    decoupled = group["decoupled"]
+    return (0.0 if decoupled else decay, 1 - lr * decay if decoupled and decay else 1.0,
+            1 - beta1, -(1 - beta2), math.sqrt(1 - beta2**step), group["eps"],
+            -lr / (1 - beta1**step))
+
+
+@fused_kernel
+def yogi_kernel(param: NDArray[Any], grad: NDArray[Any], exp_avg: NDArray[Any],
+                exp_avg_sq: NDArray[Any], decay: Any, shrink: Any, weight1: Any,
+                neg_weight2: Any, bc2_sqrt: Any, eps: Any, step_size: Any) -> None:
+    """NumpyYogi.update in one pass: the same operations in the same order."""
+    for i in range(param.size):
+        p = param[i]
+        if shrink != 1.0:
+            p = p * shrink
+        g = grad[i]
+        if decay:
+            g = g + p * decay
+        m = exp_avg[i]
+        m = m + (g - m) * weight1
+        square = g * g
+        v = exp_avg_sq[i]
+        v = v + np.sign(v - square) * square * neg_weight2
+        exp_avg[i] = m
+        exp_avg_sq[i] = v
+        param[i] = p + m / (math.sqrt(v) / bc2_sqrt + eps) * step_size
 
 
 def build_numpy(spec: YogiSpec, params: Any) -> NumpyYogi:
