@@ -8,21 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 import numba
-from numba import types
-from numba.extending import intrinsic
+
+from ._numpy_numba import _pointer
 
 _drivers: dict[tuple[Any, ...], Any] = {}
-
-
-@intrinsic
-def _pointer(typingctx: Any, address: Any, like: Any) -> Any:
-    """A typed data pointer from an address, for the element type of the array ``like``."""
-    pointer_type = types.CPointer(like.dtype)
-
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        return builder.inttoptr(args[0], context.get_value_type(pointer_type))
-
-    return pointer_type(types.intp, like), codegen
 
 
 def driver(kernel: Any, arrays: int, own: int, returns: int | None) -> Any:
