@@ -109,6 +109,10 @@ class NumpyLamb(NumpyOptimizer):
         np.add(param, direction, out=param)
 
 
+_LAMB_BLOCK = 512
+"""Elements per block of :func:`lamb_sums_kernel` (its buffer stays in the L1 cache)."""
+
+
 def lamb_scalars(group: Mapping[str, Any], step: int) -> tuple[Any, ...]:
     """The scalars of the LAMB kernels (both backends), then ``lr`` and ``max_weight_norm``."""
     beta1, beta2 = group["betas"]
@@ -164,25 +168,50 @@ def lamb_sums_kernel(param: NDArray[Any], grad: NDArray[Any], exp_avg: NDArray[A
                      one_minus_beta2: Any, eps: Any, scale: Any,
                      decay: Any) -> tuple[float, float]:
     """Without a tensor for ``r``: the moments as :func:`lamb_direction_kernel`, and
-    ``(sum p^2, sum r^2)`` in float64 (torch's CPU path, pass 1 of 2)."""
-    weights = 0.0
-    updates = 0.0
-    for i in range(param.size):
-        g = grad[i]
-        m = exp_avg[i]
-        m = m + (g - m) * weight1
-        v = exp_avg_sq[i] * beta2 + g * g * one_minus_beta2
-        exp_avg[i] = m
-        exp_avg_sq[i] = v
-        p = param[i]
-        r = m / (math.sqrt(v) + eps)
-        if scale != 1.0:
-            r = r * scale
-        if decay:
-            r = r + p * decay
-        weights += float(p) * float(p)
-        updates += float(r) * float(r)
-    return weights, updates
+    ``(sum p^2, sum r^2)`` in float64 (torch's CPU path, pass 1 of 2).
+
+    Block by block: one loop updates the moments and writes ``r`` to a small buffer (no sum in
+    it, so it is vectorized: square roots and divisions several at a time), a second sums with
+    four partial sums each (one running sum is a chain of dependent additions)."""
+    buffer = np.empty_like(param[:_LAMB_BLOCK])
+    w0 = w1 = w2 = w3 = 0.0
+    u0 = u1 = u2 = u3 = 0.0
+    n = param.size
+    for start in range(0, n, _LAMB_BLOCK):
+        stop = min(start + _LAMB_BLOCK, n)
+        for i in range(start, stop):
+            g = grad[i]
+            m = exp_avg[i]
+            m = m + (g - m) * weight1
+            v = exp_avg_sq[i] * beta2 + g * g * one_minus_beta2
+            exp_avg[i] = m
+            exp_avg_sq[i] = v
+            r = m / (math.sqrt(v) + eps)
+            if scale != 1.0:
+                r = r * scale
+            if decay:
+                r = r + param[i] * decay
+            buffer[i - start] = r
+        count = stop - start
+        body = count - count % 4
+        for j in range(0, body, 4):
+            a, b = float(param[start + j]), float(param[start + j + 1])
+            c, d = float(param[start + j + 2]), float(param[start + j + 3])
+            w0 += a * a
+            w1 += b * b
+            w2 += c * c
+            w3 += d * d
+            a, b, c, d = float(buffer[j]), float(buffer[j + 1]), float(buffer[j + 2]), \
+                float(buffer[j + 3])
+            u0 += a * a
+            u1 += b * b
+            u2 += c * c
+            u3 += d * d
+        for j in range(body, count):
+            a, b = float(param[start + j]), float(buffer[j])
+            w0 += a * a
+            u0 += b * b
+    return (w0 + w1) + (w2 + w3), (u0 + u1) + (u2 + u3)
 
 
 @fused_kernel
