@@ -142,8 +142,13 @@ def measure(name: str, count: int, size: int, repeats: int, steps: int, threads:
     for run in runners.values():
         run()
     times: dict[str, list[float]] = {key: [] for key in runners}
-    for _ in range(repeats):
-        for key, run in runners.items():
+    keys = list(runners)
+    for repeat in range(repeats):
+        # A rotated order each repeat: no implementation always runs right after another
+        # (the one after torch's kernels measured up to 1.4x slower when always second).
+        shift = repeat % len(keys)
+        for key in keys[shift:] + keys[:shift]:
+            run = runners[key]
             begin = time.perf_counter()
             for _ in range(steps):
                 run()

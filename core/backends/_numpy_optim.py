@@ -700,12 +700,7 @@ class NumpyOptimizer:
     def _fused_schedule(self, units: list[_Unit]) -> _Schedule | None:
         """The fused step over ``units`` as driver calls (see :class:`_Schedule`), built once
         per plan after the step counts advanced; ``None`` when a technique's
-        :meth:`update_fused` cannot be recorded, or the tensors are large (then it runs per
-        tensor: see :data:`_DRIVER_MAX_MEAN_NUMEL`)."""
-        tensors = sum(len(unit.params) if isinstance(unit.params, list) else 1
-                      for unit in units)
-        if sum(unit.size for unit in units) > _DRIVER_MAX_MEAN_NUMEL * tensors:
-            return None
+        :meth:`update_fused` cannot be recorded (then it runs per tensor)."""
         runs: dict[tuple[int, np.dtype[Any], int, int], int] = {}
         prepared: list[tuple[dict[str, Any], dict[str, Any], np.dtype[Any]]] = []
         calls: list[tuple[FusedCall, int]] = []
@@ -1052,12 +1047,6 @@ class NumpyOptimizer:
 
 _MISSING: Final = object()
 _FUSED_PACK_LIMIT: Final = 4096
-_DRIVER_MAX_MEAN_NUMEL: Final = 65536
-"""Largest mean tensor size (elements) of a plan whose fused steps run through the drivers.
-Beyond it a kernel call per tensor costs nothing next to the tensor's pass over memory, and
-the per-tensor calls measured faster (10M float32 in 100 tensors, 2 threads: 0.76-0.89x the
-drivers' step time, `benchmarks/numpy_kernels.py`); at 10,000 elements the drivers are 1.8-2.8x
-faster."""
 
 
 class _Bucket(NamedTuple):

@@ -310,24 +310,3 @@ def test_nonfinite_gradients_are_found_on_the_drivers_path_as_per_tensor(
     for name, value in finals[1].items():
         np.testing.assert_array_equal(finals[0][name], value, strict=True)
 
-
-def test_large_tensors_keep_one_kernel_call_each_with_the_same_bits(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    # A mean tensor size above the drivers' limit (the per-tensor calls measured faster there):
-    # the reused plan builds no drivers, and the numbers stay the ufunc path's.
-    results = {}
-    for engine in ("numba", "numpy"):
-        monkeypatch.setenv("OPTIPLUG_NUMPY_KERNELS", engine)
-        rng = np.random.default_rng(5)
-        params = {f"w{i}": rng.standard_normal(70_000).astype(np.float32) for i in range(3)}
-        opt = optiplug.optimizer("adam", params, backend="numpy", lr=0.01)
-        grads = {name: np.zeros_like(value) for name, value in params.items()}
-        for _ in range(3):
-            for grad in grads.values():
-                grad[...] = rng.standard_normal(grad.shape)
-            opt.step(grads)
-        if engine == "numba":
-            assert opt._plan is not None and opt._plan.schedule == [None]
-        results[engine] = {name: value.copy() for name, value in params.items()}
-    for name in results["numpy"]:
-        np.testing.assert_array_equal(results["numba"][name], results["numpy"][name])
