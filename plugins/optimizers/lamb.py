@@ -176,27 +176,31 @@ def lamb_sums_kernel(param: NDArray[Any], grad: NDArray[Any], exp_avg: NDArray[A
     buffer = np.empty_like(param[:_LAMB_BLOCK])
     w0 = w1 = w2 = w3 = 0.0
     u0 = u1 = u2 = u3 = 0.0
-    n = param.size
-    for start in range(0, n, _LAMB_BLOCK):
-        stop = min(start + _LAMB_BLOCK, n)
-        for i in range(start, stop):
-            g = grad[i]
-            m = exp_avg[i]
+    for start in range(0, param.size, _LAMB_BLOCK):
+        # Views of the block, indexed from 0: numba then knows no index is negative and
+        # leaves out its wraparound branch, which kept the loop from vectorizing (3x slower).
+        p_block = param[start:start + _LAMB_BLOCK]
+        g_block = grad[start:start + _LAMB_BLOCK]
+        m_block = exp_avg[start:start + _LAMB_BLOCK]
+        v_block = exp_avg_sq[start:start + _LAMB_BLOCK]
+        count = p_block.size
+        for i in range(count):
+            g = g_block[i]
+            m = m_block[i]
             m = m + (g - m) * weight1
-            v = exp_avg_sq[i] * beta2 + g * g * one_minus_beta2
-            exp_avg[i] = m
-            exp_avg_sq[i] = v
+            v = v_block[i] * beta2 + g * g * one_minus_beta2
+            m_block[i] = m
+            v_block[i] = v
             r = m / (math.sqrt(v) + eps)
             if scale != 1.0:
                 r = r * scale
             if decay:
-                r = r + param[i] * decay
-            buffer[i - start] = r
-        count = stop - start
+                r = r + p_block[i] * decay
+            buffer[i] = r
         body = count - count % 4
         for j in range(0, body, 4):
-            a, b = float(param[start + j]), float(param[start + j + 1])
-            c, d = float(param[start + j + 2]), float(param[start + j + 3])
+            a, b = float(p_block[j]), float(p_block[j + 1])
+            c, d = float(p_block[j + 2]), float(p_block[j + 3])
             w0 += a * a
             w1 += b * b
             w2 += c * c
@@ -208,7 +212,7 @@ def lamb_sums_kernel(param: NDArray[Any], grad: NDArray[Any], exp_avg: NDArray[A
             u2 += c * c
             u3 += d * d
         for j in range(body, count):
-            a, b = float(param[start + j]), float(buffer[j])
+            a, b = float(p_block[j]), float(buffer[j])
             w0 += a * a
             u0 += b * b
     return (w0 + w1) + (w2 + w3), (u0 + u1) + (u2 + u3)
