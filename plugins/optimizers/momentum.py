@@ -20,8 +20,9 @@ from numpy.typing import NDArray
 from pydantic import Field
 
 import optiplug
-from optiplug.backends.numpy import NumpyOptimizer, effective_grad, fused_kernel
+from optiplug.backends.numpy import NumpyOptimizer, effective_grad
 from optiplug.param_groups import KernelChoiceSpec
+from optiplug.plugins.optimizers.sgd import sgd_kernel
 
 
 class MomentumSpec(KernelChoiceSpec):
@@ -58,7 +59,9 @@ class NumpyMomentum(NumpyOptimizer):
 
     def update_fused(self, param: NDArray[Any], grad: NDArray[Any],
                      state: Sequence[NDArray[Any]], scalars: Any) -> None:
-        _momentum_kernel(param, grad, state[0], *scalars)
+        neg_lr, momentum, undamped, first, decay, maximize = scalars
+        sgd_kernel(param, grad, state[0], neg_lr, momentum, undamped, False, first, decay,
+                   maximize, True)
 
     def update(self, param: NDArray[Any], grad: NDArray[Any], state: Sequence[NDArray[Any]],
                scratch: Sequence[NDArray[Any]], scalars: Any) -> None:
@@ -75,28 +78,6 @@ class NumpyMomentum(NumpyOptimizer):
             np.add(buf, grad, out=buf)
         np.multiply(buf, neg_lr, out=tmp)
         np.add(param, tmp, out=param)
-
-
-@fused_kernel
-def _momentum_kernel(param: NDArray[Any], grad: NDArray[Any], buf: NDArray[Any], neg_lr: Any,
-                     momentum: Any, undamped: Any, first: bool, decay: Any,
-                     maximize: bool) -> None:
-    # NumpyMomentum.update in one pass: the same operations in the same order.
-    for i in range(param.size):
-        p = param[i]
-        g = grad[i]
-        if decay:
-            g = p * decay - g if maximize else p * decay + g
-        elif maximize:
-            g = -g
-        if first:
-            b = g
-        elif undamped != 1:
-            b = buf[i] * momentum + g * undamped
-        else:
-            b = buf[i] * momentum + g
-        buf[i] = b
-        param[i] = p + b * neg_lr
 
 
 def build_numpy(spec: MomentumSpec, params: Any) -> NumpyMomentum:

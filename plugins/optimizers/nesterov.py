@@ -22,8 +22,9 @@ from numpy.typing import NDArray
 from pydantic import Field
 
 import optiplug
-from optiplug.backends.numpy import NumpyOptimizer, effective_grad, fused_kernel
+from optiplug.backends.numpy import NumpyOptimizer, effective_grad
 from optiplug.param_groups import KernelChoiceSpec
+from optiplug.plugins.optimizers.sgd import sgd_kernel
 
 
 class NesterovSpec(KernelChoiceSpec):
@@ -52,16 +53,19 @@ class NumpyNesterov(NumpyOptimizer):
                                   "maximize": maximize}, **options)
 
     def prepare(self, group: Mapping[str, Any], state: dict[str, Any]) -> Any:
-        return (-group["lr"], group["momentum"], state["step"] == 1, group["weight_decay"],
+        # 1.0: SGD's undamped factor (no dampening), a float so it takes the arrays' dtype.
+        return (-group["lr"], group["momentum"], 1.0, state["step"] == 1, group["weight_decay"],
                 group["maximize"])
 
     def update_fused(self, param: NDArray[Any], grad: NDArray[Any],
                      state: Sequence[NDArray[Any]], scalars: Any) -> None:
-        _nesterov_kernel(param, grad, state[0], *scalars)
+        neg_lr, momentum, undamped, first, decay, maximize = scalars
+        sgd_kernel(param, grad, state[0], neg_lr, momentum, undamped, True, first, decay,
+                   maximize, True)
 
     def update(self, param: NDArray[Any], grad: NDArray[Any], state: Sequence[NDArray[Any]],
                scratch: Sequence[NDArray[Any]], scalars: Any) -> None:
-        neg_lr, momentum, first, decay, maximize = scalars
+        neg_lr, momentum, _, first, decay, maximize = scalars
         buf, tmp = state[0], scratch[1]
         grad = effective_grad(param, grad, scratch[0], decay, maximize)
         if first:
@@ -73,22 +77,6 @@ class NumpyNesterov(NumpyOptimizer):
         np.add(tmp, grad, out=tmp)
         np.multiply(tmp, neg_lr, out=tmp)
         np.add(param, tmp, out=param)
-
-
-@fused_kernel
-def _nesterov_kernel(param: NDArray[Any], grad: NDArray[Any], buf: NDArray[Any], neg_lr: Any,
-                     momentum: Any, first: bool, decay: Any, maximize: bool) -> None:
-    # NumpyNesterov.update in one pass: the same operations in the same order.
-    for i in range(param.size):
-        p = param[i]
-        g = grad[i]
-        if decay:
-            g = p * decay - g if maximize else p * decay + g
-        elif maximize:
-            g = -g
-        b = g if first else buf[i] * momentum + g
-        buf[i] = b
-        param[i] = p + (b * momentum + g) * neg_lr
 
 
 def build_numpy(spec: NesterovSpec, params: Any) -> NumpyNesterov:

@@ -74,19 +74,20 @@ class NumpySGD(NumpyOptimizer):
 
     def prepare(self, group: Mapping[str, Any], state: dict[str, Any]) -> Any:
         return (-group["lr"], group["momentum"], 1 - group["dampening"], group["nesterov"],
-                state["step"] == 1, group["weight_decay"], group["maximize"])
+                state["step"] == 1, group["weight_decay"], group["maximize"],
+                group["momentum"] != 0)
 
     def update_fused(self, param: NDArray[Any], grad: NDArray[Any],
                      state: Sequence[NDArray[Any]], scalars: Any) -> None:
         # Without momentum the kernel never touches the gradient standing in for the buffer.
-        _sgd_kernel(param, grad, state[0] if state else grad, *scalars)
+        sgd_kernel(param, grad, state[0] if state else grad, *scalars)
 
     def update(self, param: NDArray[Any], grad: NDArray[Any], state: Sequence[NDArray[Any]],
                scratch: Sequence[NDArray[Any]], scalars: Any) -> None:
-        neg_lr, momentum, undamped, nesterov, first, decay, maximize = scalars
+        neg_lr, momentum, undamped, nesterov, first, decay, maximize, buffered = scalars
         grad = effective_grad(param, grad, scratch[0], decay, maximize)
         tmp = scratch[1]
-        if momentum != 0:
+        if buffered:
             buf = state[0]
             if first:
                 np.copyto(buf, grad)
@@ -109,10 +110,11 @@ class NumpySGD(NumpyOptimizer):
 
 
 @fused_kernel
-def _sgd_kernel(param: NDArray[Any], grad: NDArray[Any], buf: NDArray[Any], neg_lr: Any,
-                momentum: Any, undamped: Any, nesterov: bool, first: bool, decay: Any,
-                maximize: bool) -> None:
-    # NumpySGD.update in one pass: the same operations in the same order.
+def sgd_kernel(param: NDArray[Any], grad: NDArray[Any], buf: NDArray[Any], neg_lr: Any,
+               momentum: Any, undamped: Any, nesterov: bool, first: bool, decay: Any,
+               maximize: bool, buffered: bool) -> None:
+    """NumpySGD.update in one pass: the same operations in the same order; ``buffered``: keep
+    a momentum buffer (``momentum != 0``). momentum and nesterov run it too."""
     for i in range(param.size):
         p = param[i]
         g = grad[i]
@@ -120,7 +122,7 @@ def _sgd_kernel(param: NDArray[Any], grad: NDArray[Any], buf: NDArray[Any], neg_
             g = p * decay - g if maximize else p * decay + g
         elif maximize:
             g = -g
-        if momentum != 0:
+        if buffered:
             if first:
                 b = g
             elif undamped != 1:
