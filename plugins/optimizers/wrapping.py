@@ -332,7 +332,7 @@ def split_wrapper_part(state_dict: Any, wrapper: _Wrapper,
 def _wrapper_problems(state_dict: Any, wrapper: _Wrapper,
                       current: Mapping[str, Mapping[str, Any]], array_type: type) -> list[str]:
     name_of = type(wrapper).__qualname__
-    noun = "tensor" if array_type is not np.ndarray else "array"
+    noun, article = ("array", "an") if array_type is np.ndarray else ("tensor", "a")
     wrappers = state_dict.get("wrappers") if isinstance(state_dict, Mapping) else None
     if not isinstance(wrappers, list) or not wrappers or not isinstance(wrappers[0], Mapping):
         return ["expected a dict from state_dict() with a 'wrappers' list (the state of "
@@ -358,6 +358,6 @@ def _wrapper_problems(state_dict: Any, wrapper: _Wrapper,
         for key, value in entry.items():
             shape = tuple(own_entry[key].shape)
             if not isinstance(value, array_type) or tuple(value.shape) != shape:
-                problems.append(f"the saved {key!r} of {name!r} is not a{'n' * (noun == 'array')}"
-                                f" {noun} of shape {shape}")
+                problems.append(f"the saved {key!r} of {name!r} is not {article} {noun} of "
+                                f"shape {shape}")
     return problems
