@@ -22,6 +22,7 @@ import operator
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from itertools import repeat
 from typing import Any, Final
 
 import numpy as np
@@ -42,6 +43,7 @@ _DTYPES: Final = (torch.float32, torch.float64)
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _pool_lock = threading.Lock()
+_data_ptr = torch.Tensor.data_ptr
 
 Task = tuple[int, list[np.ndarray[Any, Any]], tuple[Any, ...]]
 """A parameter's index, its flat arrays (param, grad, states) and its own scalars."""
@@ -59,14 +61,19 @@ def kernel_ready(tensors: Sequence[torch.Tensor]) -> bool:
     dtype = tensors[0].dtype
     if dtype not in _DTYPES:
         return False
-    strided = torch.strided
-    # Cheapest checks first: this runs for every tensor at every step. A float tensor has no
-    # conjugate bit, and a negative bit only comes from the private torch._neg_view.
-    for tensor in tensors:
-        if (tensor.dtype is not dtype or not tensor.is_cpu or tensor.layout is not strided
-                or not tensor.is_contiguous() or tensor.is_neg()):
-            return False
-    return True
+    # This runs over every tensor at every step: one C-level pass per property (map over the
+    # method or attribute) instead of a Python loop. A float tensor has no conjugate bit, and a
+    # negative bit only comes from the private torch._neg_view.
+    return (all(map(operator.is_, map(_dtype_of, tensors), repeat(dtype)))
+            and all(map(_is_cpu, tensors))
+            and all(map(operator.is_, map(_layout_of, tensors), repeat(torch.strided)))
+            and all(map(torch.Tensor.is_contiguous, tensors))
+            and not any(map(torch.Tensor.is_neg, tensors)))
+
+
+_dtype_of = operator.attrgetter("dtype")
+_is_cpu = operator.attrgetter("is_cpu")
+_layout_of = operator.attrgetter("layout")
 
 
 def run_kernel(kernel: Callable[..., Any], params: Sequence[torch.Tensor],
@@ -164,17 +171,21 @@ def _run_driven(kernel: Any, params: Sequence[torch.Tensor], grads: Sequence[tor
     from ._torch_numba import driver
 
     count = len(params)
-    per_param = list(zip(*states, strict=True)) if states else [()] * count
-    addresses = np.array([[param.data_ptr(), grad.data_ptr(), *[s.data_ptr() for s in own]]
-                          for param, grad, own in zip(params, grads, per_param, strict=True)],
-                         np.intp)
-    sizes = np.array([param.numel() for param in params], np.intp)
+    columns = [params, grads, *states]
+    addresses = np.empty((count, len(columns)), np.intp)
+    for column, tensors in enumerate(columns):
+        if len(tensors) != count:
+            raise ValueError(f"run_kernel: {len(tensors)} tensors in a list of "
+                             f"{count} parameters")
+        addresses[:, column] = np.fromiter(map(_data_ptr, tensors), np.intp, count)
+    sizes = np.fromiter(map(torch.Tensor.numel, params), np.intp, count)
+    first_states = [state[0] for state in states]
     own_values = (np.empty((count, 0), kind) if param_scalars is None
                   else np.array(param_scalars, kind).reshape(count, -1))
     # The first tensor by the dispatcher: it compiles the kernel for these types and shows
     # what the kernel returns, which the driver's code depends on.
     first = kernel(params[0].detach().numpy().reshape(-1), grads[0].detach().numpy().reshape(-1),
-                   *[state.detach().numpy().reshape(-1) for state in per_param[0]], *values,
+                   *[state.detach().numpy().reshape(-1) for state in first_states], *values,
                    *own_values[0])
     returns = None if first is None else len(first) if isinstance(first, tuple) else 0
     out = np.zeros((count, max(returns or 0, 1)))
@@ -207,8 +218,8 @@ def _run_driven(kernel: Any, params: Sequence[torch.Tensor], grads: Sequence[tor
     if returns is None:
         return [None] * count
     if returns == 0:
-        return [float(value) for value in out[:, 0]]
-    return [tuple(float(value) for value in row) for row in out[:, :returns]]
+        return out[:, 0].tolist()  # type: ignore[no-any-return]
+    return list(map(tuple, out[:, :returns].tolist()))
 
 
 def _run(kernel: Callable[..., Any], tasks: list[Task], scalars: tuple[Any, ...],

@@ -172,7 +172,9 @@ def lamb_sums_kernel(param: NDArray[Any], grad: NDArray[Any], exp_avg: NDArray[A
 
     Block by block: one loop updates the moments and writes ``r`` to a small buffer (no sum in
     it, so it is vectorized: square roots and divisions several at a time), a second sums with
-    four partial sums each (one running sum is a chain of dependent additions)."""
+    four partial sums each (one running sum is a chain of dependent additions). ``np.float64``,
+    not ``float``: numba's ``float()`` of a float32 is a float32, and the squares would be
+    rounded to it."""
     buffer = np.empty_like(param[:_LAMB_BLOCK])
     w0 = w1 = w2 = w3 = 0.0
     u0 = u1 = u2 = u3 = 0.0
@@ -199,20 +201,20 @@ def lamb_sums_kernel(param: NDArray[Any], grad: NDArray[Any], exp_avg: NDArray[A
             buffer[i] = r
         body = count - count % 4
         for j in range(0, body, 4):
-            a, b = float(p_block[j]), float(p_block[j + 1])
-            c, d = float(p_block[j + 2]), float(p_block[j + 3])
+            a, b = np.float64(p_block[j]), np.float64(p_block[j + 1])
+            c, d = np.float64(p_block[j + 2]), np.float64(p_block[j + 3])
             w0 += a * a
             w1 += b * b
             w2 += c * c
             w3 += d * d
-            a, b, c, d = float(buffer[j]), float(buffer[j + 1]), float(buffer[j + 2]), \
-                float(buffer[j + 3])
+            a, b = np.float64(buffer[j]), np.float64(buffer[j + 1])
+            c, d = np.float64(buffer[j + 2]), np.float64(buffer[j + 3])
             u0 += a * a
             u1 += b * b
             u2 += c * c
             u3 += d * d
         for j in range(body, count):
-            a, b = float(p_block[j]), float(buffer[j])
+            a, b = np.float64(p_block[j]), np.float64(buffer[j])
             w0 += a * a
             u0 += b * b
     return (w0 + w1) + (w2 + w3), (u0 + u1) + (u2 + u3)

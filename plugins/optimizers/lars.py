@@ -108,33 +108,48 @@ def lars_local_rate(weight_norm: float, grad_norm: float, decay: float,
             if weight_norm > 0 and denominator > 0 else 1.0)
 
 
-@fused_kernel
+@fused_kernel(reassociate=True)
 def lars_sums_kernel(param: NDArray[Any], grad: NDArray[Any]) -> tuple[float, float]:
-    """``(sum p^2, sum g^2)`` in float64: the squared norms of the local rate, in one pass.
+    """``(sum p^2, sum g^2)`` in float64: the squared norms of the local rate, in one pass
+    (the additions in any order, so that the sums are vectorized)."""
+    weights = squares = 0.0
+    for i in range(param.size):
+        w, g = np.float64(param[i]), np.float64(grad[i])
+        weights += w * w
+        squares += g * g
+    return weights, squares
 
-    Four partial sums each: one running sum is a chain of dependent additions, four keep the
-    loop at the speed of memory."""
-    w0 = w1 = w2 = w3 = 0.0
-    g0 = g1 = g2 = g3 = 0.0
-    n = param.size
-    body = n - n % 4
-    for i in range(0, body, 4):
-        a, b, c, d = float(param[i]), float(param[i + 1]), float(param[i + 2]), \
-            float(param[i + 3])
-        w0 += a * a
-        w1 += b * b
-        w2 += c * c
-        w3 += d * d
-        a, b, c, d = float(grad[i]), float(grad[i + 1]), float(grad[i + 2]), float(grad[i + 3])
-        g0 += a * a
-        g1 += b * b
-        g2 += c * c
-        g3 += d * d
-    for i in range(body, n):
-        a, b = float(param[i]), float(grad[i])
-        w0 += a * a
-        g0 += b * b
-    return (w0 + w1) + (w2 + w3), (g0 + g1) + (g2 + g3)
+
+@fused_kernel(reassociate=True)
+def lars_tensor_kernel(param: NDArray[Any], grad: NDArray[Any], buffer: NDArray[Any],
+                       momentum: Any, lr: float, decay: float, trust_coefficient: float,
+                       adapt: Any) -> None:
+    """LARS on one whole tensor: its squared norms (as :func:`lars_sums_kernel`), its local
+    rate (:func:`lars_local_rate`, in float64) and :func:`lars_kernel`'s loop. Run tensor by
+    tensor, the update finds the tensor that the norms just read still in the cache: one pass
+    over memory instead of two."""
+    scale = lr
+    wd = 0.0
+    if adapt:
+        weights = squares = 0.0
+        for i in range(param.size):
+            w, g = np.float64(param[i]), np.float64(grad[i])
+            weights += w * w
+            squares += g * g
+        weight_norm, grad_norm = np.sqrt(weights), np.sqrt(squares)
+        denominator = grad_norm + decay * weight_norm
+        if weight_norm > 0 and denominator > 0:
+            scale = lr * (trust_coefficient * weight_norm / denominator)
+        wd = decay
+    kind = param.dtype.type
+    step_decay, step_scale = kind(wd), kind(scale)
+    for i in range(param.size):
+        p = param[i]
+        g = grad[i]
+        step = (p * step_decay + g) * step_scale if step_decay else g * step_scale
+        b = buffer[i] * momentum + step
+        buffer[i] = b
+        param[i] = p - b
 
 
 @fused_kernel

@@ -25,6 +25,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from optiplug.backends.numpy import FusedKernel, kernel_engine
@@ -38,7 +39,12 @@ from optiplug.plugins.optimizers.lamb import (
     lamb_sums_kernel,
     lamb_trust_ratio,
 )
-from optiplug.plugins.optimizers.lars import lars_kernel, lars_local_rate, lars_sums_kernel
+from optiplug.plugins.optimizers.lars import (
+    lars_kernel,
+    lars_local_rate,
+    lars_sums_kernel,
+    lars_tensor_kernel,
+)
 from optiplug.plugins.optimizers.lion import lion_kernel, lion_scalars
 from optiplug.plugins.optimizers.schedule_free import advance
 from optiplug.plugins.optimizers.schedule_free_adamw import (
@@ -123,11 +129,13 @@ class ForeachAlgorithm(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             self.begin_group(group)
-            buckets: dict[tuple[Any, ...], list[torch.Tensor]] = {}
+            # Per bucket: its params, grads and state dicts (each looked up once per step).
+            buckets: dict[tuple[Any, ...], tuple[list[Any], list[Any], list[Any]]] = {}
             for param in group["params"]:
-                if param.grad is None:
+                grad = param.grad
+                if grad is None:
                     continue
-                if param.grad.is_sparse:
+                if grad.is_sparse:
                     raise RuntimeError(f"{type(self).__name__} does not support sparse "
                                        f"gradients")
                 state = self.state[param]
@@ -137,10 +145,14 @@ class ForeachAlgorithm(torch.optim.Optimizer):
                         state[name] = self.init_state(group, param, name)
                 state["step"] += 1
                 key = (param.device, param.dtype, state["step"])
-                buckets.setdefault(key, []).append(param)
-            for (_, _, step), params in buckets.items():
-                grads = [p.grad for p in params]
-                states = [[self.state[p][name] for p in params] for name in self.state_names]
+                bucket = buckets.get(key)
+                if bucket is None:
+                    bucket = buckets[key] = ([], [], [])
+                bucket[0].append(param)
+                bucket[1].append(grad)
+                bucket[2].append(state)
+            for (_, _, step), (params, grads, own) in buckets.items():
+                states = [[state[name] for state in own] for name in self.state_names]
                 if self.kernels == "numba" and kernel_ready(
                         [*params, *grads, *(t for state in states for t in state)]):
                     self.update_fused(group, step, params, grads, states)  # type: ignore[arg-type]
@@ -323,9 +335,19 @@ class LarsAlgorithm(ForeachAlgorithm):
 
     def update_fused(self, group: dict[str, Any], step: int, params: Tensors, grads: Tensors,
                      states: Sequence[Tensors]) -> None:
-        # Pass 1: both squared norms of every adapted tensor; pass 2: the update.
         lr, decay = group["lr"], group["weight_decay"]
         exclude_1d = group["exclude_1d"]
+        if len(params) >= 4 * torch.get_num_threads():
+            # Enough tensors to share whole ones between the threads: norms and update tensor
+            # by tensor, the second pass on data the first left in the cache.
+            adapt = [(0.0 if exclude_1d and p.ndim <= 1 else 1.0,) for p in params]
+            run_kernel(lars_tensor_kernel, params, grads, states,
+                       (group["momentum"], np.float64(lr), np.float64(decay),
+                        np.float64(group["trust_coefficient"])),
+                       param_scalars=adapt, split=False, views=self.kernel_views)
+            return
+        # Few tensors: pass 1, both squared norms of every adapted tensor (split between the
+        # threads); pass 2, the update.
         adapted = [i for i, p in enumerate(params) if p.ndim > 1 or not exclude_1d]
         sums = run_kernel(lars_sums_kernel, [params[i] for i in adapted],
                           [grads[i] for i in adapted], [], ())  # views: other states

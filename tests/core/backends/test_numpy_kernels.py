@@ -155,3 +155,29 @@ def test_reused_step_plan_follows_gradients_that_change_in_place_or_are_replaced
         for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
             np.testing.assert_array_equal(held.state[name][key], reference.state[name][key])
     assert held.state["p2"]["step"] == 7
+
+
+def _sum_of_squares(values: NDArray[Any]) -> float:
+    total = 0.0
+    for i in range(values.size):
+        value = np.float64(values[i])  # float() of a float32 stays float32 in numba
+        total += value * value
+    return total
+
+
+@needs_numba
+def test_a_reassociated_kernel_sums_like_an_exact_sum_and_keeps_its_flag_when_pickled() -> None:
+    import math
+    import pickle
+
+    from optiplug.backends.numpy import FusedKernel, fused_kernel
+
+    plain = fused_kernel(_sum_of_squares)
+    loose = fused_kernel(reassociate=True)(_sum_of_squares)
+    assert isinstance(loose, FusedKernel) and loose.reassociate and not plain.reassociate
+    values = np.random.default_rng(0).standard_normal(100_003).astype(np.float32)
+    exact = math.fsum(float(v) * float(v) for v in values)  # float32 squares are exact
+    assert plain.compiled(values) == _sum_of_squares(values)  # in order: the same bits
+    assert math.isclose(loose.compiled(values), exact, rel_tol=1e-13)
+    copy = pickle.loads(pickle.dumps(loose))
+    assert copy.reassociate and copy.compiled(values) == loose.compiled(values)

@@ -360,3 +360,28 @@ def test_many_tensors_run_by_compiled_drivers_follow_the_foreach_trajectory(
         for i, (a, b) in enumerate(zip(got, want, strict=True)):
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12,
                                        msg=f"{name}: p{i} after step {step + 1}")
+
+
+def test_norm_kernels_sum_float32_squares_in_float64() -> None:
+    # numba's float() of a float32 stays float32: the squares must be taken in float64, or the
+    # norms of float32 tensors lose half their digits (LARS's and LAMB's trust ratios).
+    import math
+
+    from optiplug.plugins.optimizers.lamb import lamb_sums_kernel
+    from optiplug.plugins.optimizers.lars import lars_sums_kernel
+
+    rng = np.random.default_rng(0)
+    p, g = (rng.standard_normal(50_001).astype(np.float32) for _ in range(2))
+    want_p = math.fsum(float(v) ** 2 for v in p)
+    got = lars_sums_kernel.compiled(p, g)
+    assert math.isclose(got[0], want_p, rel_tol=1e-13)
+    assert math.isclose(got[1], math.fsum(float(v) ** 2 for v in g), rel_tol=1e-13)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    one = np.float32(1.0)
+    zero = np.float32(0.0)
+    # weight1 = 1, beta2 = 0: m = g, v = g^2, r = g / (|g| + eps): |r| = 1 up to eps.
+    weights, updates = lamb_sums_kernel.compiled(p, g, m, v, one, zero, one, np.float32(1e-30),
+                                                 one, zero)
+    r = m / (np.sqrt(v) + np.float32(1e-30))
+    assert math.isclose(weights, want_p, rel_tol=1e-13)
+    assert math.isclose(updates, math.fsum(float(x) ** 2 for x in r), rel_tol=1e-13)
