@@ -17,7 +17,13 @@ are reported), on float32 parameters split into equal tensors, CPU:
   before multi-tensor drivers, to show what they save;
 - ``ufunc``: optiplug's NumPy backend on its pure-NumPy fallback (``OPTIPLUG_NUMPY_KERNELS=numpy``);
 - ``numexpr``: the other candidate engine, Adam only: numexpr evaluates one expression per
-  output array (``m``, ``v``, then ``p``), each in one threaded, cache-blocked pass.
+  output array (``m``, ``v``, then ``p``), each in one threaded, cache-blocked pass;
+- ``stream``: the memory traffic of the optimizer and nothing else, through the same machinery
+  as ``fused``: a NumPy optimizer whose kernel reads the parameter, the gradient and as many
+  state arrays, and writes the parameter and the states, with one addition each (no square
+  roots, divisions or branches). ``fused/stream`` near 1 says the optimizer's arithmetic costs
+  nothing and its time is what this memory system gives for that many streams in that layout;
+  ``stream/bound`` is the distance of that access pattern from the triad's bandwidth.
 
 Targets (issue 11): fused/torch <= 1.0 and fused/bound <= 1.3 on 10M params in 100 and 1000
 tensors; at 2000 x 500, Adam fused/torch <= 0.5 and fused/bound <= 4; at 10 x 100, at most
@@ -26,6 +32,7 @@ tensors; at 2000 x 500, Adam fused/torch <= 0.5 and fused/bound <= 4; at 10 x 10
     python benchmarks/numpy_kernels.py            # 10M in 100 and 1000 tensors; 2000x500; 10x100
     python benchmarks/numpy_kernels.py --quick    # fewer repeats (under a minute or two)
     python benchmarks/numpy_kernels.py --optimizers adam momentum --repeats 15 --threads 1
+    python benchmarks/numpy_kernels.py --layouts 100x100000,1000x10000  # the 10M layouts only
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ import numpy as np
 import torch
 
 import optiplug
+from optiplug.backends.numpy import NumpyOptimizer, fused_kernel
 
 OPTIMIZERS: dict[str, dict[str, Any]] = {
     "adam": {"lr": 1e-3},
@@ -56,6 +64,51 @@ OPTIMIZERS: dict[str, dict[str, Any]] = {
 ARRAYS_MOVED = {"adam": 7, "adamw": 7, "momentum": 5, "nesterov": 5, "rmsprop": 5,
                 "adagrad": 5, "adadelta": 7}
 LAYOUTS = [(100, 100_000), (1000, 10_000), (2000, 500), (10, 100)]
+
+
+@fused_kernel
+def _stream_one(param: Any, grad: Any, state: Any, scale: Any) -> None:
+    for i in range(param.size):
+        g = grad[i]
+        param[i] = param[i] + g * scale
+        state[i] = state[i] + g
+
+
+@fused_kernel
+def _stream_two(param: Any, grad: Any, first: Any, second: Any, scale: Any) -> None:
+    for i in range(param.size):
+        g = grad[i]
+        param[i] = param[i] + g * scale
+        first[i] = first[i] + g
+        second[i] = second[i] + g
+
+
+class _StreamOne(NumpyOptimizer):
+    """The traffic of a one-state optimizer (momentum, RMSprop, Adagrad), no arithmetic."""
+
+    state_keys = ("first",)
+    scratch_blocks = 0
+
+    def __init__(self, params: Any, lr: float = 1e-3, **options: Any) -> None:
+        super().__init__(params, {"lr": lr}, **options)
+
+    def prepare(self, group: Any, state: Any) -> Any:
+        return (-group["lr"],)
+
+    def update(self, param: Any, grad: Any, state: Any, scratch: Any, scalars: Any) -> None:
+        self.update_fused(param, grad, state, scalars)
+
+    def update_fused(self, param: Any, grad: Any, state: Any, scalars: Any) -> None:
+        _stream_one(param, grad, state[0], param.dtype.type(scalars[0]))
+
+
+class _StreamTwo(_StreamOne):
+    """The traffic of a two-state optimizer (Adam, Adadelta), no arithmetic."""
+
+    state_keys = ("first", "second")
+
+    def update_fused(self, param: Any, grad: Any, state: Any, scalars: Any) -> None:
+        _stream_two(param, grad, state[0], state[1], param.dtype.type(scalars[0]))
 
 
 def _torch_variants(name: str) -> list[tuple[str, Callable[[list[torch.Tensor]], Any]]]:
@@ -136,6 +189,13 @@ def measure(name: str, count: int, size: int, repeats: int, steps: int, threads:
             opt.step(named_grads)
             first_steps = (middle - begin, time.perf_counter() - middle)
         runners[label] = lambda opt=opt, named_grads=named_grads: opt.step(named_grads)
+    os.environ["OPTIPLUG_NUMPY_KERNELS"] = "numba"
+    stream_class = _StreamTwo if ARRAYS_MOVED[name] == 7 else _StreamOne
+    stream = stream_class({str(i): p.copy() for i, p in enumerate(start)})
+    if threads is not None:
+        stream.threads = threads
+    stream_grads = {str(i): g.copy() for i, g in enumerate(grads)}
+    runners["stream"] = lambda: stream.step(stream_grads)
     os.environ.pop("OPTIPLUG_NUMPY_KERNELS")
     if name == "adam" and importlib.util.find_spec("numexpr") is not None:
         runners["numexpr"] = _numexpr_adam([p.copy() for p in start], grads)
@@ -170,7 +230,12 @@ def main() -> None:
                              "optiplug's defaults); 1 is steadier on a loaded machine")
     parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS),
                         choices=list(OPTIMIZERS))
+    parser.add_argument("--layouts", default=None,
+                        help="tensors x elements, e.g. 100x100000,1000x10000 (default: all four "
+                             "of the issue's layouts)")
     args = parser.parse_args()
+    layouts = LAYOUTS if args.layouts is None else [
+        (int(t), int(n)) for t, n in (part.split("x") for part in args.layouts.split(","))]
     repeats = args.repeats or (3 if args.quick else 9)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -183,13 +248,14 @@ def main() -> None:
     bytes_per_second = bandwidth()
     print(f"torch {torch.__version__}, NumPy {np.__version__}, {torch.get_num_threads()} torch "
           f"threads; STREAM triad bandwidth {bytes_per_second / 1e9:.1f} GB/s")
-    for count, size in LAYOUTS:
+    for count, size in layouts:
         small = count * size < 100_000
         unit, scale = ("us", 1e6) if small else ("ms", 1e3)
         print(f"\n{count} tensors x {size} = {count * size:,} params  (times in {unit})")
-        print(f"{'optimizer':<10}{'bound':>8}{'torch':>8}{'fused':>8}{'per-t':>8}{'ufunc':>8}"
-              f"{'numexpr':>9}  {'fused/torch':>11}{'fused/bound':>12}{'per-t/fused':>12}"
-              f"{'ufunc/fused':>12}  torch kernel")
+        print(f"{'optimizer':<10}{'bound':>8}{'torch':>8}{'fused':>8}{'stream':>8}{'per-t':>8}"
+              f"{'ufunc':>8}{'numexpr':>9}  {'fused/torch':>11}{'fused/bound':>12}"
+              f"{'fused/stream':>13}{'stream/bound':>13}{'per-t/fused':>12}{'ufunc/fused':>12}"
+              f"  torch kernel")
         for name in args.optimizers:
             steps = 200 if small else (20 if count * size < 2_000_000 else 3)
             medians, first = measure(name, count, size, repeats, steps, args.threads)
@@ -197,10 +263,13 @@ def main() -> None:
             numexpr = f"{medians['numexpr'] * scale:>9.2f}" if "numexpr" in medians else " " * 9
             kernel = [label for label, _ in _torch_variants(name)][int(medians["torch kernel"])]
             print(f"{name:<10}{bound * scale:>8.2f}{medians['torch'] * scale:>8.2f}"
-                  f"{medians['fused'] * scale:>8.2f}{medians['per-t'] * scale:>8.2f}"
+                  f"{medians['fused'] * scale:>8.2f}{medians['stream'] * scale:>8.2f}"
+                  f"{medians['per-t'] * scale:>8.2f}"
                   f"{medians['ufunc'] * scale:>8.2f}{numexpr}  "
                   f"{medians['fused'] / medians['torch']:>11.2f}"
                   f"{medians['fused'] / bound:>12.2f}"
+                  f"{medians['fused'] / medians['stream']:>13.2f}"
+                  f"{medians['stream'] / bound:>13.2f}"
                   f"{medians['per-t'] / medians['fused']:>12.2f}"
                   f"{medians['ufunc'] / medians['fused']:>12.2f}  {kernel}"
                   f"  (fused steps 1, 2: {first[0] * 1e3:.0f}, {first[1] * 1e3:.0f} ms)")

@@ -76,7 +76,6 @@ import torch
 
 import optiplug
 from optiplug.backends.numpy import NumpyOptimizer
-from optiplug.backends.torch import FOREACH_MAX_NUMEL
 
 Array = np.ndarray
 HYPER: dict[str, dict[str, Any]] = {
@@ -519,14 +518,25 @@ def measure_layout(name: str, tensors: int, size: int, repeats: int) -> dict[str
             "picked": "foreach" if ours.param_groups[0].get("foreach") else "for-loop"}
 
 
-def run_layouts(names: list[str], quick: bool, repeats: int, threads: int | None) -> None:
+def foreach_limit(name: str) -> str:
+    """The mean tensor size up to which optiplug's torch backend picks foreach for ``name``
+    (``never``: it keeps the for-loop)."""
+    probe = optiplug.optimizer(name, [("w", torch.nn.Parameter(torch.zeros(1)))],
+                               **LAYOUT_HYPER[name])
+    limit = getattr(type(probe), "foreach_max_numel", None)
+    return "never" if limit is None else str(limit)
+
+
+def run_layouts(names: list[str], quick: bool, repeats: int, threads: int | None,
+                layouts: list[tuple[int, int]] | None = None) -> None:
     """Print the kernel-per-layout table, each row in a fresh process."""
-    layouts = [(10, 100), (100, 1_000), (1_000, 1_000), (100, 10_000), (30, 100_000)]
-    if not quick:
-        layouts += [(1_000, 10_000), (100, 100_000)]
+    if layouts is None:
+        layouts = [(10, 100), (100, 1_000), (1_000, 1_000), (100, 10_000), (30, 100_000)]
+        if not quick:
+            layouts += [(1_000, 10_000), (100, 100_000)]
+    limits = ", ".join(f"{name} {foreach_limit(name)}" for name in names)
     print(f"float32, CPU, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-          f"median of {repeats}; optiplug picks foreach up to a mean tensor size of "
-          f"{FOREACH_MAX_NUMEL} elements")
+          f"median of {repeats}; optiplug picks foreach up to a mean tensor size of: {limits}")
     header = (f"{'optimizer':<9} {'layout':>13} | {'foreach/loop':>12} | "
               f"{'optiplug/fastest':>16} {'(picked)':>9} | ms: for-loop foreach optiplug")
     print(header)
@@ -665,6 +675,9 @@ def main() -> None:
                         help="torch's foreach and for-loop kernels per layout, and optiplug's "
                              "pick, for the optimizers without a fused kernel")
     parser.add_argument("--layout-row", nargs=3, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--layouts", default=None,
+                        help="with --kernel-layouts: the layouts, e.g. 1000x10000,300x30000 "
+                             "(tensors x elements)")
     parser.add_argument("--no-peers", action="store_true",
                         help="leave out optax and Keras (installed or not)")
     parser.add_argument("--kernel-choice", action="store_true",
@@ -681,8 +694,10 @@ def main() -> None:
         print(json.dumps(measure_layout(name, int(tensors), int(size), repeats)))
         return
     if args.kernel_layouts:
+        layouts = None if args.layouts is None else [
+            (int(t), int(n)) for t, n in (part.split("x") for part in args.layouts.split(","))]
         run_layouts([n for n in (args.optimizers or list(LAYOUT_HYPER)) if n in LAYOUT_HYPER],
-                    args.quick, repeats, args.threads)
+                    args.quick, repeats, args.threads, layouts)
         return
     if args.torchref_row:
         print(json.dumps(measure_torchref(args.torchref_row, total, repeats)))
