@@ -47,8 +47,9 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["ENGINE_VARIABLE", "Argument", "FusedCall", "FusedKernel", "fused_kernel",
-           "finite_rows", "kernel_cache_dir", "kernel_engine", "record_fused_call", "scatter"]
+__all__ = ["ENGINE_VARIABLE", "Argument", "FusedCall", "FusedKernel", "compile_driver",
+           "finite_rows", "fused_kernel", "kernel_cache_dir", "kernel_engine",
+           "record_fused_call", "scatter"]
 
 Engine = Literal["numba", "numpy"]
 ENGINE_VARIABLE: Final = "OPTIPLUG_NUMPY_KERNELS"
@@ -245,12 +246,7 @@ kernel = _kernel_for_driver({key!r})
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def driver(table, sizes, like{scalars}):
-    for t in range(sizes.size):
-        n = sizes[t]
-{views}
-        kernel({arguments})
-'''
+{function}'''
 _pending_kernels: dict[str, Any] = {}
 
 
@@ -259,26 +255,40 @@ def _kernel_for_driver(key: str) -> Any:
 
 
 def _driver(kernel: FusedKernel, arguments: tuple[Argument, ...]) -> Callable[..., None]:
-    numba = _numba()
-    function = kernel.__wrapped__
     columns = sorted({argument.value for argument in arguments if argument.kind == "array"})
     scalars = sorted({argument.value for argument in arguments if argument.kind == "scalar"})
-    # The kernel's code and the argument pattern name the module: a changed kernel gets a new
-    # driver instead of a stale cached one.
-    digest = hashlib.sha256()
-    for part in (function.__module__, function.__qualname__, numba.__version__,
-                 repr(arguments), repr(kernel.reassociate), marshal.dumps(function.__code__)):
-        digest.update(part.encode() if isinstance(part, str) else part)
-    key = digest.hexdigest()[:24]
     count = max(scalars, default=-1) + 1
     names = {"array": lambda index: f"a{index}", "scalar": lambda index: f"s{index}",
              "constant": repr}
-    source = _DRIVER_TEMPLATE.format(
-        name=f"{function.__module__}.{function.__qualname__}", key=key,
-        scalars="".join(f", s{index}" for index in range(count)),
-        views="\n".join(f"        a{index} = numba.carray(_pointer(table[t, {index}], like), n)"
-                        for index in columns),
-        arguments=", ".join(names[argument.kind](argument.value) for argument in arguments))
+    views = "\n".join(f"        a{index} = numba.carray(_pointer(table[t, {index}], like), n)"
+                      for index in columns)
+    call = ", ".join(names[argument.kind](argument.value) for argument in arguments)
+    return compile_driver(kernel, (
+        f"def driver(table, sizes, like{''.join(f', s{index}' for index in range(count))}):\n"
+        f"    for t in range(sizes.size):\n"
+        f"        n = sizes[t]\n{views}\n"
+        f"        kernel({call})\n"))
+
+
+def compile_driver(kernel: FusedKernel, function: str) -> Callable[..., Any]:
+    """Compile ``function``, the source of a function named ``driver`` that calls ``kernel``
+    (and may use ``numba`` and the intrinsic ``_pointer(address, like)``), as a module in the
+    kernel cache directory, so that numba caches its machine code on disk like the kernel's:
+    a later process loads it instead of compiling (about a second per driver).
+
+    The source is the caller's own text, built from integers (never from a config or a user).
+    """
+    numba = _numba()
+    wrapped = kernel.__wrapped__
+    # The kernel's code and the driver's source name the module: a changed kernel gets a new
+    # driver instead of a stale cached one.
+    digest = hashlib.sha256()
+    for part in (wrapped.__module__, wrapped.__qualname__, numba.__version__, function,
+                 repr(kernel.reassociate), marshal.dumps(wrapped.__code__)):
+        digest.update(part.encode() if isinstance(part, str) else part)
+    key = digest.hexdigest()[:24]
+    source = _DRIVER_TEMPLATE.format(name=f"{wrapped.__module__}.{wrapped.__qualname__}",
+                                     key=key, function=function)
     directory = kernel_cache_dir() / "drivers"
     directory.mkdir(parents=True, exist_ok=True)
     module_name = f"optiplug_driver_{key}"
@@ -297,7 +307,7 @@ def _driver(kernel: FusedKernel, arguments: tuple[Argument, ...]) -> Callable[..
     finally:
         _pending_kernels.pop(key, None)
     sys.modules[module_name] = module
-    driver: Callable[..., None] = module.driver
+    driver: Callable[..., Any] = module.driver
     return driver
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.autograd.graph import increment_version
 
-from ._numpy_kernels import FusedKernel
+from ._numpy_kernels import FusedKernel, compile_driver
 
 __all__ = ["KERNEL_PARALLEL_MIN", "kernel_ready", "run_kernel"]
 
@@ -112,15 +112,15 @@ def run_kernel(kernel: Callable[..., Any], params: Sequence[torch.Tensor],
     """
     if not params:
         return []
-    fused = isinstance(kernel, FusedKernel)
-    if isinstance(kernel, FusedKernel):
-        kernel = kernel.compiled
+    fused = kernel if isinstance(kernel, FusedKernel) else None
+    if fused is not None:
+        kernel = fused.compiled
     kind = np.float32 if params[0].dtype == torch.float32 else np.float64
     values = tuple(kind(value) if type(value) is float else value for value in scalars)
-    if (fused and len(params) >= DRIVER_MIN_TENSORS
+    if (fused is not None and len(params) >= DRIVER_MIN_TENSORS
             and (param_scalars is None or all(type(value) is float for own in param_scalars
                                               for value in own))):
-        driven = _run_driven(kernel, params, grads, states, values, kind, param_scalars)
+        driven = _run_driven(fused, params, grads, states, values, kind, param_scalars)
         increment_version(list(params))
         return driven
     tasks: list[Task] = []
@@ -164,12 +164,12 @@ def run_kernel(kernel: Callable[..., Any], params: Sequence[torch.Tensor],
     return results
 
 
-def _run_driven(kernel: Any, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor],
-                states: Sequence[Sequence[torch.Tensor]], values: tuple[Any, ...], kind: Any,
+def _run_driven(fused: FusedKernel, params: Sequence[torch.Tensor],
+                grads: Sequence[torch.Tensor], states: Sequence[Sequence[torch.Tensor]],
+                values: tuple[Any, ...], kind: Any,
                 param_scalars: Sequence[Sequence[Any]] | None) -> list[Any]:
     """:func:`run_kernel` by compiled drivers (see :data:`DRIVER_MIN_TENSORS`)."""
-    from ._torch_numba import driver
-
+    kernel: Callable[..., Any] = fused.compiled
     count = len(params)
     columns = [params, grads, *states]
     addresses = np.empty((count, len(columns)), np.intp)
@@ -191,7 +191,7 @@ def _run_driven(kernel: Any, params: Sequence[torch.Tensor], grads: Sequence[tor
     out = np.zeros((count, max(returns or 0, 1)))
     if first is not None:
         out[0] = first
-    drive = driver(kernel, addresses.shape[1], own_values.shape[1], returns)
+    drive = _driver(fused, addresses.shape[1], own_values.shape[1], returns)
     like = np.empty(0, kind)
     threads = torch.get_num_threads()
     total = int(sizes[1:].sum())
@@ -220,6 +220,38 @@ def _run_driven(kernel: Any, params: Sequence[torch.Tensor], grads: Sequence[tor
     if returns == 0:
         return out[:, 0].tolist()  # type: ignore[no-any-return]
     return list(map(tuple, out[:, :returns].tolist()))
+
+
+_drivers: dict[tuple[Any, ...], Callable[..., None]] = {}
+
+
+def _driver(kernel: FusedKernel, arrays: int, own: int, returns: int | None
+            ) -> Callable[..., None]:
+    """A compiled ``driver(addresses, sizes, like, scalars, own, out)`` that calls ``kernel``
+    on the tensors at ``addresses[k]`` (``arrays`` of them per row, ``sizes[k]`` elements of
+    ``like``'s dtype each), with ``*scalars`` and ``own[k]`` (``own`` values), and stores what
+    it returns in ``out[k]`` (``returns``: ``None`` for nothing, 0 for a number, else the
+    length of the tuple it returns). Cached on disk like the NumPy backend's drivers."""
+    key = (kernel, arrays, own, returns)
+    compiled = _drivers.get(key)
+    if compiled is not None:
+        return compiled
+    views = "\n".join(f"        a{j} = numba.carray(_pointer(addresses[k, {j}], like), n)"
+                      for j in range(arrays))
+    call = (f"kernel({', '.join(f'a{j}' for j in range(arrays))}, *scalars"
+            + "".join(f", own[k, {j}]" for j in range(own)) + ")")
+    if returns is None:
+        store = f"        {call}"
+    elif returns == 0:
+        store = f"        out[k, 0] = {call}"
+    else:
+        store = f"        r = {call}\n" + "\n".join(f"        out[k, {j}] = r[{j}]"
+                                                   for j in range(returns))
+    compiled = _drivers[key] = compile_driver(kernel, (
+        f"def driver(addresses, sizes, like, scalars, own, out):\n"
+        f"    for k in range(sizes.size):\n"
+        f"        n = sizes[k]\n{views}\n{store}\n"))
+    return compiled
 
 
 def _run(kernel: Callable[..., Any], tasks: list[Task], scalars: tuple[Any, ...],
