@@ -175,3 +175,19 @@ def fresh_registry(monkeypatch: pytest.MonkeyPatch) -> Callable[..., optiplug.Re
         return optiplug.Registry(**kwargs)  # type: ignore[arg-type]
 
     return make
+
+
+@pytest.fixture
+def cold_then_warm(tmp_path: Path) -> Callable[[str], list[list[str]]]:
+    """Run a script in two fresh processes that share a new, empty kernel cache (numba
+    engine): the first compiles, the second should load. Returns each run's stdout words."""
+    import subprocess
+
+    def run(code: str) -> list[list[str]]:
+        env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path),
+               "OPTIPLUG_NUMPY_KERNELS": "numba"}
+        env.pop("NUMBA_CACHE_DIR", None)
+        return [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                               text=True, check=True).stdout.split() for _ in range(2)]
+
+    return run

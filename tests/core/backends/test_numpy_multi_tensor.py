@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import subprocess
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -180,7 +178,7 @@ def test_a_third_party_fused_kernel_runs_driven_or_per_tensor_with_the_same_bits
 
 
 def test_drivers_are_generated_into_the_kernel_cache_and_loaded_from_it_by_a_later_process(
-        tmp_path: Any) -> None:
+        tmp_path: Any, cold_then_warm: Any) -> None:
     code = ("import os, sys, numpy as np, optiplug\n"
             "params = {str(i): np.ones(n, np.float32) for i, n in enumerate([5, 3000, 70])}\n"
             "grads = {k: np.full_like(p, 0.5) for k, p in params.items()}\n"
@@ -188,10 +186,7 @@ def test_drivers_are_generated_into_the_kernel_cache_and_loaded_from_it_by_a_lat
             "opt.step(grads); opt.step(grads); opt.step(grads)\n"
             "driver = opt._plan.schedule[0].workers[0][0][1]\n"
             "print(sum(driver.stats.cache_hits.values()), params['1'][0])\n")
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "OPTIPLUG_NUMPY_KERNELS": "numba"}
-    env.pop("NUMBA_CACHE_DIR", None)
-    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                           text=True, check=True).stdout.split() for _ in range(2)]
+    runs = cold_then_warm(code)
     # Adagrad from 1 with g = 0.5: p -= 0.1 * 0.5 / sqrt(0.25 k) at steps k = 1, 2, 3.
     expected = np.float32(1)
     for k in (1, 2, 3):

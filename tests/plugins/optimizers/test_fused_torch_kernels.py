@@ -387,13 +387,10 @@ def test_norm_kernels_sum_float32_squares_in_float64() -> None:
     assert math.isclose(updates, math.fsum(float(x) ** 2 for x in r), rel_tol=1e-13)
 
 
-def test_torch_drivers_are_cached_on_disk_and_loaded_by_a_later_process(tmp_path: Any) -> None:
+def test_torch_drivers_are_cached_on_disk_and_loaded_by_a_later_process(
+        tmp_path: Any, cold_then_warm: Any) -> None:
     # 40 tensors: the driven path. The second process loads the driver (and the kernel) from
     # the cache directory instead of compiling them; both take the same steps.
-    import os
-    import subprocess
-    import sys
-
     code = ("import torch, optiplug\n"
             "from optiplug.backends import _torch_kernels\n"
             "params = [torch.nn.Parameter(torch.full((50,), 2.0)) for _ in range(40)]\n"
@@ -403,10 +400,7 @@ def test_torch_drivers_are_cached_on_disk_and_loaded_by_a_later_process(tmp_path
             "opt.step(); opt.step()\n"
             "(driver,) = _torch_kernels._drivers.values()\n"
             "print(sum(driver.stats.cache_hits.values()), params[7][3].item())\n")
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "OPTIPLUG_NUMPY_KERNELS": "numba"}
-    env.pop("NUMBA_CACHE_DIR", None)
-    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                           text=True, check=True).stdout.split() for _ in range(2)]
+    runs = cold_then_warm(code)
     # Lion, g = 0.5 > 0: each step moves p by -lr sign(.) = -0.1.
     assert [run[0] for run in runs] == ["0", "1"]  # compiled once, then loaded
     assert all(float(run[1]) == pytest.approx(1.8, rel=1e-6) for run in runs)
