@@ -39,6 +39,7 @@ import marshal
 import os
 import sys
 import threading
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, Literal, NamedTuple, overload
@@ -114,6 +115,9 @@ class FusedKernel:
             ``reassoc`` fast-math flag, nothing else), so that a sum over the elements is
             vectorized. For kernels that return sums; their results may differ in the last
             bits from a sum taken in order.
+
+    A kernel may call other fused kernels defined in its own module (say, a norm, then an
+    update that uses it, on one tensor while it is in the cache); each keeps its own flags.
     """
 
     __slots__ = ("__wrapped__", "_compiled", "_drivers", "reassociate")
@@ -134,8 +138,37 @@ class FusedKernel:
             # the same float operations as the ufunc chain, so the same bits.
             fastmath: Any = {"reassoc"} if self.reassociate else False
             compiled = self._compiled = numba.njit(nogil=True, cache=True, error_model="numpy",
-                                                   fastmath=fastmath)(self.__wrapped__)
+                                                   fastmath=fastmath)(self._with_helpers())
         return compiled
+
+    def _with_helpers(self) -> Callable[..., Any]:
+        """The loop, with the fused kernels it calls bound to their numba dispatchers.
+
+        A kernel may call other fused kernels of its module by name (each compiled with its
+        own flags: a ``reassociate`` sum inside an exact update); numba sees the dispatchers,
+        not the lazy :class:`FusedKernel` objects. Only of its own module: numba's disk cache
+        of a kernel is invalidated by its own file, so a helper from another file could change
+        without the caller being compiled again."""
+        function = self.__wrapped__
+        helpers = {name: value for name, value in function.__globals__.items()
+                   if isinstance(value, FusedKernel) and value is not self
+                   and name in function.__code__.co_names}
+        if not helpers:
+            return function
+        for name, helper in helpers.items():
+            if helper.__wrapped__.__module__ != function.__module__:
+                raise TypeError(
+                    f"fused kernel {function.__qualname__} calls {name}, a fused kernel of "
+                    f"{helper.__wrapped__.__module__}: a kernel may call fused kernels of its "
+                    f"own module only (numba's cache would not see that file change); define "
+                    f"the helper in {function.__module__}")
+        bound = types.FunctionType(
+            function.__code__,
+            {**function.__globals__, **{name: h.compiled for name, h in helpers.items()}},
+            function.__name__, function.__defaults__, function.__closure__)
+        bound.__qualname__, bound.__module__ = function.__qualname__, function.__module__
+        bound.__doc__ = function.__doc__
+        return bound
 
     def __call__(self, *args: Any) -> None:
         recording = getattr(_recording, "calls", None)

@@ -234,6 +234,23 @@ def lamb_kernel(param: NDArray[Any], grad: NDArray[Any], exp_avg: NDArray[Any],
         param[i] = p + r * step
 
 
+@fused_kernel
+def lamb_tensor_kernel(param: NDArray[Any], grad: NDArray[Any], exp_avg: NDArray[Any],
+                       exp_avg_sq: NDArray[Any], weight1: Any, beta2: Any,
+                       one_minus_beta2: Any, eps: Any, scale: Any, decay: Any, lr: float,
+                       max_weight_norm: float) -> None:
+    """LAMB on one whole tensor: :func:`lamb_sums_kernel`, the trust ratio
+    (:func:`lamb_trust_ratio`'s formula, in float64; ``max_weight_norm`` infinite for none)
+    and :func:`lamb_kernel`, which finds the tensor still in the cache."""
+    weights, updates = lamb_sums_kernel(param, grad, exp_avg, exp_avg_sq, weight1, beta2,
+                                        one_minus_beta2, eps, scale, decay)
+    weight_norm = min(np.sqrt(weights), max_weight_norm)
+    update_norm = np.sqrt(updates)
+    ratio = weight_norm / update_norm if weight_norm > 0 and update_norm > 0 else 1.0
+    lamb_kernel(param, grad, exp_avg, exp_avg_sq, eps, scale, decay,
+                param.dtype.type(-lr * ratio))
+
+
 def build_numpy(spec: LambSpec, params: Any) -> NumpyLamb:
     return NumpyLamb(spec.group_params(params), **spec.optimizer_arguments())
 

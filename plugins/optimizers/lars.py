@@ -120,38 +120,6 @@ def lars_sums_kernel(param: NDArray[Any], grad: NDArray[Any]) -> tuple[float, fl
     return weights, squares
 
 
-@fused_kernel(reassociate=True)
-def lars_tensor_kernel(param: NDArray[Any], grad: NDArray[Any], buffer: NDArray[Any],
-                       momentum: Any, lr: float, decay: float, trust_coefficient: float,
-                       adapt: Any) -> None:
-    """LARS on one whole tensor: its squared norms (as :func:`lars_sums_kernel`), its local
-    rate (:func:`lars_local_rate`, in float64) and :func:`lars_kernel`'s loop. Run tensor by
-    tensor, the update finds the tensor that the norms just read still in the cache: one pass
-    over memory instead of two."""
-    scale = lr
-    wd = 0.0
-    if adapt:
-        weights = squares = 0.0
-        for i in range(param.size):
-            w, g = np.float64(param[i]), np.float64(grad[i])
-            weights += w * w
-            squares += g * g
-        weight_norm, grad_norm = np.sqrt(weights), np.sqrt(squares)
-        denominator = grad_norm + decay * weight_norm
-        if weight_norm > 0 and denominator > 0:
-            scale = lr * (trust_coefficient * weight_norm / denominator)
-        wd = decay
-    kind = param.dtype.type
-    step_decay, step_scale = kind(wd), kind(scale)
-    for i in range(param.size):
-        p = param[i]
-        g = grad[i]
-        step = (p * step_decay + g) * step_scale if step_decay else g * step_scale
-        b = buffer[i] * momentum + step
-        buffer[i] = b
-        param[i] = p - b
-
-
 @fused_kernel
 def lars_kernel(param: NDArray[Any], grad: NDArray[Any], buffer: NDArray[Any], momentum: Any,
                 decay: Any, scale: Any) -> None:
@@ -163,6 +131,27 @@ def lars_kernel(param: NDArray[Any], grad: NDArray[Any], buffer: NDArray[Any], m
         b = buffer[i] * momentum + step
         buffer[i] = b
         param[i] = p - b
+
+
+@fused_kernel
+def lars_tensor_kernel(param: NDArray[Any], grad: NDArray[Any], buffer: NDArray[Any],
+                       momentum: Any, lr: float, decay: float, trust_coefficient: float,
+                       adapt: Any) -> None:
+    """LARS on one whole tensor: its squared norms (:func:`lars_sums_kernel`), its local rate
+    (:func:`lars_local_rate`'s formula, in float64) and :func:`lars_kernel`. Run tensor by
+    tensor, the update finds the tensor that the norms just read still in the cache: one pass
+    over memory instead of two."""
+    scale = lr
+    wd = 0.0
+    if adapt:
+        weights, squares = lars_sums_kernel(param, grad)
+        weight_norm, grad_norm = np.sqrt(weights), np.sqrt(squares)
+        denominator = grad_norm + decay * weight_norm
+        if weight_norm > 0 and denominator > 0:
+            scale = lr * (trust_coefficient * weight_norm / denominator)
+        wd = decay
+    kind = param.dtype.type
+    lars_kernel(param, grad, buffer, momentum, kind(wd), kind(scale))
 
 
 def build_numpy(spec: LarsSpec, params: Any) -> NumpyLars:

@@ -37,6 +37,7 @@ from optiplug.plugins.optimizers.lamb import (
     lamb_kernel,
     lamb_scalars,
     lamb_sums_kernel,
+    lamb_tensor_kernel,
     lamb_trust_ratio,
 )
 from optiplug.plugins.optimizers.lars import (
@@ -272,6 +273,14 @@ class LambAlgorithm(ForeachAlgorithm):
         # moments, no tensor of r kept) and the step. Ten reads and writes per element.
         weight1, beta2, one_minus_beta2, eps, scale, decay, lr, max_weight_norm = \
             lamb_scalars(group, step)
+        if len(params) >= 4 * torch.get_num_threads():
+            # Enough tensors to share whole ones between the threads: both passes tensor by
+            # tensor, the second on data the first left in the cache.
+            limit = math.inf if max_weight_norm is None else float(max_weight_norm)
+            run_kernel(lamb_tensor_kernel, params, grads, states,
+                       (weight1, beta2, one_minus_beta2, eps, scale, decay, np.float64(lr),
+                        np.float64(limit)), split=False, views=self.kernel_views)
+            return
         sums = run_kernel(lamb_sums_kernel, params, grads, states,
                           (weight1, beta2, one_minus_beta2, eps, scale, decay),
                           views=self.kernel_views)

@@ -181,3 +181,51 @@ def test_a_reassociated_kernel_sums_like_an_exact_sum_and_keeps_its_flag_when_pi
     assert math.isclose(loose.compiled(values), exact, rel_tol=1e-13)
     copy = pickle.loads(pickle.dumps(loose))
     assert copy.reassociate and copy.compiled(values) == loose.compiled(values)
+
+
+def _halve(values: NDArray[Any], factor: Any) -> None:
+    for i in range(values.size):
+        values[i] = values[i] * factor
+
+
+def _normalize(values: NDArray[Any]) -> float:
+    total = _loose_sum_of_squares(values)  # a fused kernel of this module: its dispatcher
+    _exact_scale(values, values.dtype.type(1.0 / np.sqrt(total)))
+    return total
+
+
+def _foreign_sum(values: NDArray[Any]) -> float:
+    return lars_sums_kernel(values, values)[0]  # noqa: F821 (bound in the test below)
+
+
+@needs_numba
+def test_a_kernel_calls_fused_kernels_of_its_module_each_with_its_own_flags() -> None:
+    import math
+
+    from optiplug.backends.numpy import fused_kernel
+
+    global _loose_sum_of_squares, _exact_scale
+    _loose_sum_of_squares = fused_kernel(reassociate=True)(_sum_of_squares)
+    _exact_scale = fused_kernel(_halve)
+    normalize = fused_kernel(_normalize)
+    values = np.random.default_rng(1).standard_normal(10_001)
+    squares = math.fsum(values * values)
+    expected = values / np.sqrt(squares)
+    assert math.isclose(normalize.compiled(values), squares, rel_tol=1e-13)
+    np.testing.assert_allclose(values, expected, rtol=1e-13)
+    # The helpers keep their own flags: the sum is reassociated, the scaling is not.
+    assert _loose_sum_of_squares.reassociate and not _exact_scale.reassociate
+
+
+@needs_numba
+def test_a_kernel_that_calls_a_fused_kernel_of_another_module_is_a_clear_error() -> None:
+    from optiplug.backends.numpy import fused_kernel
+    from optiplug.plugins.optimizers.lars import lars_sums_kernel
+
+    global_names = globals()
+    global_names["lars_sums_kernel"] = lars_sums_kernel
+    try:
+        with pytest.raises(TypeError, match=r"own module only.*define the helper in"):
+            fused_kernel(_foreign_sum).compiled(np.ones(3))
+    finally:
+        del global_names["lars_sums_kernel"]
