@@ -162,6 +162,16 @@ def lamb_step_kernel(param: NDArray[Any], direction: NDArray[Any], step: Any) ->
         param[i] = param[i] + direction[i] * step
 
 
+@fused_kernel(reassociate=True)
+def lamb_squares_kernel(values: NDArray[Any]) -> float:
+    """``sum values^2`` in float64, the additions in any order (vectorized)."""
+    total = 0.0
+    for i in range(values.size):
+        value = np.float64(values[i])
+        total += value * value
+    return total
+
+
 @fused_kernel
 def lamb_sums_kernel(param: NDArray[Any], grad: NDArray[Any], exp_avg: NDArray[Any],
                      exp_avg_sq: NDArray[Any], weight1: Any, beta2: Any,
@@ -171,13 +181,11 @@ def lamb_sums_kernel(param: NDArray[Any], grad: NDArray[Any], exp_avg: NDArray[A
     ``(sum p^2, sum r^2)`` in float64 (torch's CPU path, pass 1 of 2).
 
     Block by block: one loop updates the moments and writes ``r`` to a small buffer (no sum in
-    it, so it is vectorized: square roots and divisions several at a time), a second sums with
-    four partial sums each (one running sum is a chain of dependent additions). ``np.float64``,
-    not ``float``: numba's ``float()`` of a float32 is a float32, and the squares would be
-    rounded to it."""
+    it, so it is vectorized: square roots and divisions several at a time, the same float
+    operations as the NumPy path), then :func:`lamb_squares_kernel` sums the block of ``p``
+    and the buffer while they are in the L1 cache."""
     buffer = np.empty_like(param[:_LAMB_BLOCK])
-    w0 = w1 = w2 = w3 = 0.0
-    u0 = u1 = u2 = u3 = 0.0
+    weights = updates = 0.0
     for start in range(0, param.size, _LAMB_BLOCK):
         # Views of the block, indexed from 0: numba then knows no index is negative and
         # leaves out its wraparound branch, which kept the loop from vectorizing (3x slower).
@@ -199,25 +207,9 @@ def lamb_sums_kernel(param: NDArray[Any], grad: NDArray[Any], exp_avg: NDArray[A
             if decay:
                 r = r + p_block[i] * decay
             buffer[i] = r
-        body = count - count % 4
-        for j in range(0, body, 4):
-            a, b = np.float64(p_block[j]), np.float64(p_block[j + 1])
-            c, d = np.float64(p_block[j + 2]), np.float64(p_block[j + 3])
-            w0 += a * a
-            w1 += b * b
-            w2 += c * c
-            w3 += d * d
-            a, b = np.float64(buffer[j]), np.float64(buffer[j + 1])
-            c, d = np.float64(buffer[j + 2]), np.float64(buffer[j + 3])
-            u0 += a * a
-            u1 += b * b
-            u2 += c * c
-            u3 += d * d
-        for j in range(body, count):
-            a, b = np.float64(p_block[j]), np.float64(buffer[j])
-            w0 += a * a
-            u0 += b * b
-    return (w0 + w1) + (w2 + w3), (u0 + u1) + (u2 + u3)
+        weights += lamb_squares_kernel(p_block)
+        updates += lamb_squares_kernel(buffer[:count])
+    return weights, updates
 
 
 @fused_kernel
