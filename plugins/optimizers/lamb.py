@@ -180,35 +180,24 @@ def lamb_sums_kernel(param: NDArray[Any], grad: NDArray[Any], exp_avg: NDArray[A
     """Without a tensor for ``r``: the moments as :func:`lamb_direction_kernel`, and
     ``(sum p^2, sum r^2)`` in float64 (torch's CPU path, pass 1 of 2).
 
-    Block by block: one loop updates the moments and writes ``r`` to a small buffer (no sum in
-    it, so it is vectorized: square roots and divisions several at a time, the same float
-    operations as the NumPy path), then :func:`lamb_squares_kernel` sums the block of ``p``
-    and the buffer while they are in the L1 cache."""
+    Block by block: :func:`lamb_direction_kernel` updates the moments and writes ``r`` to a
+    small buffer (no sum in it, so it is vectorized: square roots and divisions several at a
+    time), then :func:`lamb_squares_kernel` sums the block of ``p`` and the buffer while they
+    are in the L1 cache."""
     buffer = np.empty_like(param[:_LAMB_BLOCK])
     weights = updates = 0.0
     for start in range(0, param.size, _LAMB_BLOCK):
-        # Views of the block, indexed from 0: numba then knows no index is negative and
-        # leaves out its wraparound branch, which kept the loop from vectorizing (3x slower).
+        # Views of the block: the kernels index them from 0, so numba knows no index is
+        # negative and leaves out its wraparound branch (which kept the loop scalar, 3x slower).
         p_block = param[start:start + _LAMB_BLOCK]
         g_block = grad[start:start + _LAMB_BLOCK]
         m_block = exp_avg[start:start + _LAMB_BLOCK]
         v_block = exp_avg_sq[start:start + _LAMB_BLOCK]
-        count = p_block.size
-        for i in range(count):
-            g = g_block[i]
-            m = m_block[i]
-            m = m + (g - m) * weight1
-            v = v_block[i] * beta2 + g * g * one_minus_beta2
-            m_block[i] = m
-            v_block[i] = v
-            r = m / (math.sqrt(v) + eps)
-            if scale != 1.0:
-                r = r * scale
-            if decay:
-                r = r + p_block[i] * decay
-            buffer[i] = r
+        r_block = buffer[:p_block.size]
+        lamb_direction_kernel(p_block, g_block, m_block, v_block, r_block, weight1, beta2,
+                              one_minus_beta2, eps, scale, decay)
         weights += lamb_squares_kernel(p_block)
-        updates += lamb_squares_kernel(buffer[:count])
+        updates += lamb_squares_kernel(r_block)
     return weights, updates
 
 
