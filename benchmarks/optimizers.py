@@ -13,7 +13,9 @@ by side in one run (the implementations take turns within every repeat; medians 
 
 - peers, where they are installed (``pip install 'optiplug[bench]'``; a missing one is skipped
   with a note): optax (``jax.jit`` on jax's CPU backend, arguments donated; its compile time
-  is reported on its own, not in the step time) and Keras 3 on its torch backend;
+  is reported on its own, not in the step time) and Keras 3 on its torch backend, timed in a
+  second process per row on the same data (their thread pools, left spinning in the process
+  they ran in, slowed the next implementation measured there);
 - ``bound``: the memory-bandwidth bound of the step, the bytes it must move at least (each
   parameter, gradient and state element read once, each parameter and state element written
   once) over the bandwidth measured at the start of the run (a STREAM triad,
@@ -283,13 +285,43 @@ def numpy_peak(name: str, sizes: list[int], hyper: dict[str, Any]) -> tuple[floa
     return peak / MiB, (peak - resident) / MiB
 
 
-def measure(name: str, total: int, tensors: int, repeats: int, peers: bool = True
-            ) -> dict[str, Any]:
+def _row_data(total: int, tensors: int) -> tuple[list[int], list[Any], list[Any]]:
+    """The sizes, starting parameters and gradients of a row (the same in every process)."""
     sizes = [total // tensors] * tensors
-    hyper = HYPER[name]
     rng = np.random.default_rng(0)
     start = [rng.standard_normal(n, dtype=np.float32) for n in sizes]
     grads = [(1e-3 * rng.standard_normal(n)).astype(np.float32) for n in sizes]
+    return sizes, start, grads
+
+
+def measure_peers(name: str, total: int, tensors: int, repeats: int) -> dict[str, Any]:
+    """optax (jit) and Keras 3 on the row's data, in a process of their own: jax's and
+    Keras's threads stay out of the torch and optiplug timings (idle-spinning thread pools of
+    one library measured up to 1.5x slowdowns of the next one in the same process)."""
+    _, start, grads = _row_data(total, tensors)
+    hyper = HYPER[name]
+    steps: dict[str, Callable[[], None]] = {}
+    notes: list[str] = []
+    compile_seconds = math.nan
+    jitted = optax_step(name, hyper, start, grads)
+    if isinstance(jitted, str):
+        notes.append(jitted)
+    else:
+        steps["optax jit"], compile_seconds = jitted
+    on_keras = keras_step(name, hyper, start, grads)
+    if isinstance(on_keras, str):
+        notes.append(on_keras)
+    else:
+        steps["keras torch"] = on_keras
+    times = interleaved_medians(steps, repeats) if steps else {}
+    return {**{key: value * 1e3 for key, value in times.items()}, "notes": notes,
+            "compile s": compile_seconds}
+
+
+def measure(name: str, total: int, tensors: int, repeats: int) -> dict[str, Any]:
+    """torch's kernels, optiplug's two backends and naive NumPy on one row, interleaved."""
+    sizes, start, grads = _row_data(total, tensors)
+    hyper = HYPER[name]
 
     def torch_params() -> list[torch.nn.Parameter]:
         params = [torch.nn.Parameter(torch.from_numpy(a.copy())) for a in start]
@@ -315,26 +347,12 @@ def measure(name: str, total: int, tensors: int, repeats: int, peers: bool = Tru
     steps["optiplug numpy"] = lambda: numpy_opt.step(grads)
     naive = NaiveNumpy(name, [a.copy() for a in start], hyper)
     steps["naive numpy"] = lambda: naive.step(grads)
-    notes: list[str] = []
-    compile_seconds = math.nan
-    if peers:
-        jitted = optax_step(name, hyper, start, grads)
-        if isinstance(jitted, str):
-            notes.append(jitted)
-        else:
-            steps["optax jit"], compile_seconds = jitted
-        on_keras = keras_step(name, hyper, start, grads)
-        if isinstance(on_keras, str):
-            notes.append(on_keras)
-        else:
-            steps["keras torch"] = on_keras
     times = interleaved_medians(steps, repeats)
     steps.clear()
     gc.collect()
     peak, extra = numpy_peak(name, sizes, hyper)
     fastest = min(times[f"torch {label}"] for label in variants)
-    return {**{key: value * 1e3 for key, value in times.items()}, "notes": notes,
-            "compile s": compile_seconds,
+    return {**{key: value * 1e3 for key, value in times.items()},
             "torch/fastest": times["optiplug torch"] / fastest,
             "numpy/foreach": times["optiplug numpy"] / times["torch foreach"],
             "numpy/naive": times["optiplug numpy"] / times["naive numpy"],
@@ -680,6 +698,7 @@ def main() -> None:
                              "(tensors x elements)")
     parser.add_argument("--no-peers", action="store_true",
                         help="leave out optax and Keras (installed or not)")
+    parser.add_argument("--peers-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--kernel-choice", action="store_true",
                         help="the cost of optiplug's torch kernel choice for SGD momentum")
     args = parser.parse_args()
@@ -709,9 +728,10 @@ def main() -> None:
     if args.row:
         if args.kernel_choice:
             measured = measure_kernel_choice(args.optimizers[0], total, splits[0], repeats)
+        elif args.peers_only:
+            measured = measure_peers(args.optimizers[0], total, splits[0], repeats)
         else:
-            measured = measure(args.optimizers[0], total, splits[0], repeats,
-                               peers=not args.no_peers)
+            measured = measure(args.optimizers[0], total, splits[0], repeats)
         print(json.dumps(measured))
         return
     if args.kernel_choice:
@@ -772,14 +792,19 @@ def run_main_table(names: list[str], total: int, splits: list[int], repeats: int
                        str(tensors), "--params", str(total), "--repeats", str(repeats)]
             if threads is not None:
                 command += ["--threads", str(threads)]
-            if no_peers:
-                command.append("--no-peers")
-            done = subprocess.run(command, capture_output=True, text=True,
-                                  env={**os.environ, "KERAS_BACKEND": "torch"})
+            done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode != 0:
                 print(f"{name:<9} {tensors:>7} | failed: {done.stderr.strip()[-300:]}")
                 continue
             r = json.loads(done.stdout.strip().splitlines()[-1])
+            if not no_peers:
+                # The peers in a process of their own, on the same data.
+                peers = subprocess.run([*command, "--peers-only"], capture_output=True,
+                                       text=True, env={**os.environ, "KERAS_BACKEND": "torch"})
+                if peers.returncode != 0:
+                    notes.add(f"{name}/{tensors}: peers failed: {peers.stderr.strip()[-200:]}")
+                else:
+                    r.update(json.loads(peers.stdout.strip().splitlines()[-1]))
             notes.update(r.get("notes", []))
             print_row(name, tensors, r, BYTES_PER_PARAM[name] * total / bandwidth * 1e3)
     for note in sorted(notes):
