@@ -340,8 +340,11 @@ def measure(name: str, total: int, tensors: int, repeats: int) -> dict[str, Any]
     for label, extra in variants.items():
         steps[f"torch {label}"] = torch_cls(torch_params(), **torch_kwargs, **extra).step
     named = torch_params()
-    steps["optiplug torch"] = optiplug.optimizer(
-        name, [(str(i), p) for i, p in enumerate(named)], **hyper).step
+    ours = optiplug.optimizer(name, [(str(i), p) for i, p in enumerate(named)], **hyper)
+    steps["optiplug torch"] = ours.step
+    group = ours.param_groups[0]
+    # torch's own CPU default (foreach and fused unset) is its for-loop kernel.
+    picked = "fused" if group.get("fused") else "foreach" if group.get("foreach") else "for-loop"
     numpy_params = [a.copy() for a in start]
     numpy_opt = optiplug.optimizer(name, numpy_params, **hyper)
     steps["optiplug numpy"] = lambda: numpy_opt.step(grads)
@@ -353,7 +356,7 @@ def measure(name: str, total: int, tensors: int, repeats: int) -> dict[str, Any]
     peak, extra = numpy_peak(name, sizes, hyper)
     fastest = min(times[f"torch {label}"] for label in variants)
     return {**{key: value * 1e3 for key, value in times.items()},
-            "torch/fastest": times["optiplug torch"] / fastest,
+            "torch/fastest": times["optiplug torch"] / fastest, "picked": picked,
             "numpy/foreach": times["optiplug numpy"] / times["torch foreach"],
             "numpy/naive": times["optiplug numpy"] / times["naive numpy"],
             "peak": peak, "extra": extra,
@@ -406,7 +409,8 @@ def print_kernel_rows(name: str, tensors: int, r: dict[str, float]) -> None:
               f"{r['foreach' + suffix]:.2f} {r['for-loop' + suffix]:.2f}", flush=True)
 
 
-MAIN_HEADER = (f"{'optimizer':<9} {'tensors':>7} | {'torch/fastest':>13} {'(fastest)':>9} | "
+MAIN_HEADER = (f"{'optimizer':<9} {'tensors':>7} | {'torch/fastest':>13} {'(fastest)':>9} "
+               f"{'(picked)':>9} | "
                f"{'numpy/foreach':>13} | {'numpy/naive':>11} | {'torch/bound':>11} | "
                f"{'peak MiB':>8} {'(+extra)':>8} | ms: bound fused foreach for-loop "
                f"optiplug-torch optiplug-numpy naive optax-jit keras-torch | optax compile s")
@@ -418,7 +422,8 @@ def _ms(r: dict[str, Any], key: str) -> str:
 
 def print_row(name: str, tensors: int, r: dict[str, Any], bound_ms: float) -> None:
     compile_s = r.get("compile s", math.nan)
-    print(f"{name:<9} {tensors:>7} | {r['torch/fastest']:>13.2f} {r['fastest']:>9} | "
+    print(f"{name:<9} {tensors:>7} | {r['torch/fastest']:>13.2f} {r['fastest']:>9} "
+          f"{r['picked']:>9} | "
           f"{r['numpy/foreach']:>13.2f} | {r['numpy/naive']:>11.2f} | "
           f"{r['optiplug torch'] / bound_ms:>11.2f} | "
           f"{r['peak']:>8.1f} {'+' + format(r['extra'], '.1f'):>8} | {bound_ms:.2f} "
