@@ -189,9 +189,13 @@ class Sam(TorchWrapper):
 
 
 # ----------------------------------------------------------------------------------- soap
-SOAP_BATCH_NUMEL = 1 << 21
-"""At most this many elements (at least one tensor) are stacked into one batch of SOAP's
-matrix products: bounds the step's temporary memory to a few times this much."""
+SOAP_BATCH_NUMEL = 1 << 18
+"""On CPU, at most this many elements (at least one tensor) are stacked into one batch of
+SOAP's matrix products: a batch's stacked tensors (1 MiB each in float32) stay in a core's L2
+cache through the step's chain of products (measured: 0.7x the time of one batch of 1M
+parameters in 100 x 100 matrices), and its temporaries stay small."""
+SOAP_DEVICE_BATCH_NUMEL = 1 << 22
+"""The same on other devices (CUDA): larger batches, fewer kernel launches."""
 
 
 def _rotate(batch: torch.Tensor, bases: Sequence[torch.Tensor | None],
@@ -271,10 +275,11 @@ class SoapAlgorithm(torch.optim.Optimizer):
                 state["step"] += 1
                 key = (param.device, param.dtype, tuple(param.shape), state["step"])
                 buckets.setdefault(key, []).append(param)
-            for (_, _, shape, step), params in buckets.items():
+            for (device, _, shape, step), params in buckets.items():
                 axes = preconditioned_axes(shape, group["max_precondition_dim"],
                                            group["precondition_1d"])
-                per_batch = max(1, SOAP_BATCH_NUMEL // max(1, math.prod(shape)))
+                limit = SOAP_BATCH_NUMEL if device.type == "cpu" else SOAP_DEVICE_BATCH_NUMEL
+                per_batch = max(1, limit // max(1, math.prod(shape)))
                 for start in range(0, len(params), per_batch):
                     self._update(group, params[start:start + per_batch], axes, step - 1)
         return loss
