@@ -54,7 +54,11 @@ The pytorch_optimizer table (issue 10's target: optiplug at most 0.5x pytorch_op
 on 10M float32 params in 100 and in 1000 tensors) shows optiplug's torch backend as built by
 default (``optiplug/pto``: the plugin's fused kernel on CPU tensors, numba installed) and on its
 foreach chain (``foreach/pto``: ``OPTIPLUG_NUMPY_KERNELS=numpy``, the path CUDA takes), all
-three interleaved in one process per row.
+three interleaved in one process per row. SOAP follows in its own table: it is matmul-bound,
+so its rows are 1M float32 params in 100 matrices of 100 x 100 and in 25 of 200 x 200, timed in
+blocks of ``precondition_frequency`` steps (each with one QR refresh) next to the step's eight
+batched matrix products alone (``matmul``, the floor of any implementation of the rule).
+    python benchmarks/optimizers.py --pytorch-optimizer --optimizers soap   # SOAP's rows only
     python benchmarks/optimizers.py --kernel-layouts --quick  # foreach or for-loop per layout
 """
 
@@ -673,6 +677,85 @@ def run_against_pytorch_optimizer(names: list[str], total: int, splits: list[int
                   f"{r['foreach']:>10.1f}", flush=True)
 
 
+
+# SOAP is matmul-bound, not bandwidth-bound: per step and per d x d matrix it computes eight
+# d x d products (the gradient and the first moment rotated into the eigenbases, the direction
+# rotated back, the two Kronecker factors), and every precondition_frequency steps a QR refresh.
+# Its rows therefore use square matrices (1M float32 params) and time blocks of
+# precondition_frequency steps (each block holds one refresh), reported per step.
+SOAP_HYPER: dict[str, Any] = {"lr": 3e-3, "betas": (0.95, 0.95), "weight_decay": 1e-2,
+                              "precondition_frequency": 10}
+SOAP_LAYOUTS = ((100, 100), (25, 200))
+"""(matrices, side) of the SOAP rows: 1M float32 params each."""
+
+
+def measure_soap(tensors: int, side: int, repeats: int) -> dict[str, float]:
+    """Milliseconds per step of pytorch_optimizer's ``SOAP`` and of optiplug's torch backend on
+    ``tensors`` float32 matrices of ``side x side`` (blocks of ``precondition_frequency`` steps,
+    interleaved), and of the step's eight batched ``side x side`` products alone."""
+    import pytorch_optimizer
+
+    rng = np.random.default_rng(0)
+    shape = (side, side)
+    start = [rng.standard_normal(shape, dtype=np.float32) for _ in range(tensors)]
+    grads = [(1e-3 * rng.standard_normal(shape)).astype(np.float32) for _ in range(tensors)]
+
+    def torch_params() -> list[torch.nn.Parameter]:
+        params = [torch.nn.Parameter(torch.from_numpy(a.copy())) for a in start]
+        for p, g in zip(params, grads, strict=True):
+            p.grad = torch.from_numpy(g)
+        return params
+
+    block = SOAP_HYPER["precondition_frequency"]
+    theirs = pytorch_optimizer.SOAP(torch_params(), **SOAP_HYPER)
+    ours = optiplug.optimizer("soap", [(str(i), p) for i, p in enumerate(torch_params())],
+                              **SOAP_HYPER)
+    left = torch.from_numpy(np.stack(start))
+    right = torch.from_numpy(np.stack(grads))
+
+    def blocks(step: Callable[[], Any]) -> Callable[[], None]:
+        def run() -> None:
+            for _ in range(block):
+                step()
+        return run
+
+    def products() -> None:
+        for _ in range(8 * block):
+            torch.matmul(left, right)
+
+    times = interleaved_medians({"pytorch_optimizer": blocks(theirs.step),
+                                 "optiplug": blocks(ours.step), "matmul": products}, repeats)
+    ms = {key: value / block * 1e3 for key, value in times.items()}
+    return {**ms, "ratio": ms["optiplug"] / ms["pytorch_optimizer"]}
+
+
+def run_soap_against_pytorch_optimizer(repeats: int, threads: int | None) -> None:
+    """Print the SOAP rows against pytorch_optimizer, each layout in a fresh process."""
+    print(f"soap: 1M float32 params in square matrices, CPU, torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads), median of {repeats} blocks of "
+          f"{SOAP_HYPER['precondition_frequency']} steps (one QR refresh each), ms per step; "
+          f"matmul: the step's eight batched products alone")
+    header = (f"{'optimizer':<9} {'layout':>11} | {'optiplug/pto':>12} | {'pto/matmul':>10} "
+              f"{'optiplug/matmul':>15} | {'matmul ms':>9} {'pto ms':>8} {'optiplug ms':>11}")
+    print(header)
+    print("-" * len(header))
+    for tensors, side in SOAP_LAYOUTS:
+        command = [sys.executable, __file__, "--soap-row", str(tensors), str(side),
+                   "--repeats", str(repeats)]
+        if threads is not None:
+            command += ["--threads", str(threads)]
+        layout = f"{tensors}x{side}^2"
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            print(f"{'soap':<9} {layout:>11} | failed: {done.stderr.strip()[-300:]}")
+            continue
+        r = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"{'soap':<9} {layout:>11} | {r['ratio']:>12.2f} | "
+              f"{r['pytorch_optimizer'] / r['matmul']:>10.2f} "
+              f"{r['optiplug'] / r['matmul']:>15.2f} | {r['matmul']:>9.1f} "
+              f"{r['pytorch_optimizer']:>8.1f} {r['optiplug']:>11.1f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="1M params, fewer repeats")
@@ -681,10 +764,11 @@ def main() -> None:
                         help="numbers of tensors the parameters are split into")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--optimizers", nargs="+", default=None,
-                        choices=sorted({*HYPER, *PAPER_HYPER, *LAYOUT_HYPER}))
+                        choices=sorted({*HYPER, *PAPER_HYPER, *LAYOUT_HYPER, "soap"}))
     parser.add_argument("--pytorch-optimizer", action="store_true",
                         help="optiplug torch vs pytorch_optimizer for the paper optimizers")
     parser.add_argument("--row-pto", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--soap-row", nargs=2, type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for torch (intra-op) and for the NumPy optimizer; "
                              "default: each library's own default")
@@ -765,9 +849,19 @@ def main() -> None:
         print(json.dumps(measure_against_pytorch_optimizer(args.optimizers[0], total,
                                                            splits[0], repeats)))
         return
+    soap_repeats = args.repeats or (3 if args.quick else 6)
+    if args.soap_row:
+        print(json.dumps(measure_soap(*args.soap_row, soap_repeats)))
+        return
     if args.pytorch_optimizer:
-        run_against_pytorch_optimizer(args.optimizers or list(PAPER_HYPER), total, splits,
-                                      repeats, args.threads, stream_bandwidth())
+        paper = [n for n in (args.optimizers or list(PAPER_HYPER)) if n in PAPER_HYPER]
+        if paper:
+            run_against_pytorch_optimizer(paper, total, splits, repeats, args.threads,
+                                          stream_bandwidth())
+        if "soap" in (args.optimizers or ["soap"]):
+            if paper:
+                print()
+            run_soap_against_pytorch_optimizer(soap_repeats, args.threads)
         return
     bandwidth = stream_bandwidth()
     print(f"memory bandwidth (STREAM triad, torch, {torch.get_num_threads()} threads): "
@@ -779,6 +873,9 @@ def main() -> None:
     if paper:
         print()
         run_against_pytorch_optimizer(paper, total, splits, repeats, args.threads, bandwidth)
+    if "soap" in (args.optimizers or ["soap"]):
+        print()
+        run_soap_against_pytorch_optimizer(soap_repeats, args.threads)
 
 
 def run_main_table(names: list[str], total: int, splits: list[int], repeats: int,

@@ -220,3 +220,62 @@ def test_soap_refuses_tensors_of_more_than_four_dimensions(backend: str) -> None
 def test_soap_bad_config_is_a_config_error_with_a_path() -> None:
     with pytest.raises(optiplug.ConfigError, match="precondition_frequency"):
         optiplug.to_spec({"name": "soap", "precondition_frequency": 0}, kind="optimizer")
+
+
+# ------------------------------------------------ torch: batched equals one tensor at a time
+BATCH_SHAPES = {"a0": (4, 5), "a1": (4, 5), "a2": (4, 5), "v0": (5,), "v1": (5,),
+                "c0": (3, 2, 4), "c1": (3, 2, 4), "wide0": (6, 5), "wide1": (6, 5),
+                "b0": (4, 5), "b1": (4, 5), "u0": (3,), "u1": (3,)}
+BATCH_GROUPS = (("a0", "a1", "a2", "v0", "v1", "c0", "c1", "wide0", "wide1"),
+                ("b0", "b1", "u0", "u1"))
+BATCH_HYPER = {**HYPER, "precondition_frequency": 3, "max_precondition_dim": 5}
+BATCH_OVERRIDES = {"lr": 1e-2, "weight_decay": 0.0, "shampoo_beta": 0.7,
+                   "precondition_1d": True}
+BATCH_NO_GRAD = {"a1": {0, 4}, "v1": {2}, "c1": {1, 5}, "wide1": {6}, "b1": {3}, "u1": {0}}
+
+
+@pytest.mark.parametrize("batch_numel", [None, 40])
+def test_soap_batches_equal_one_tensor_at_a_time(batch_numel: int | None,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The torch backend stacks the parameters of a group that share shape and step count
+    (in batches of at most ``SOAP_BATCH_NUMEL`` elements): in float64, over 10 steps and
+    three refreshes, with grads sometimes ``None`` (so step counts part), vectors, 3-D
+    tensors, an axis too long to precondition and preconditioned vectors, it moves every
+    parameter and state tensor as one optimizer per parameter does (batches of one)."""
+    from optiplug.plugins.optimizers import catalogue_torch
+
+    if batch_numel is not None:  # a bucket of three (4, 5) matrices: batches of 2 and 1
+        monkeypatch.setattr(catalogue_torch, "SOAP_BATCH_NUMEL", batch_numel)
+    rng = np.random.default_rng(11)
+    start = {n: rng.standard_normal(shape) for n, shape in BATCH_SHAPES.items()}
+    grads = [{n: None if step in BATCH_NO_GRAD.get(n, ()) else rng.standard_normal(shape)
+              for n, shape in BATCH_SHAPES.items()} for step in range(10)]
+    batched = {n: torch.nn.Parameter(torch.from_numpy(a.copy())) for n, a in start.items()}
+    single = {n: torch.nn.Parameter(torch.from_numpy(a.copy())) for n, a in start.items()}
+    together = optiplug.optimizer(
+        "soap", [{"params": {n: batched[n] for n in BATCH_GROUPS[0]}},
+                 {"params": {n: batched[n] for n in BATCH_GROUPS[1]}, **BATCH_OVERRIDES}],
+        **BATCH_HYPER)
+    alone = {n: optiplug.optimizer("soap", {n: single[n]},
+                                   **{**BATCH_HYPER, **(BATCH_OVERRIDES if n in BATCH_GROUPS[1]
+                                                        else {})})
+             for n in BATCH_SHAPES}
+    for step, step_grads in enumerate(grads):
+        for n, g in step_grads.items():
+            batched[n].grad = None if g is None else torch.from_numpy(g.copy())
+            single[n].grad = None if g is None else torch.from_numpy(g.copy())
+        together.step()
+        for opt in alone.values():
+            opt.step()
+        for n in BATCH_SHAPES:
+            np.testing.assert_allclose(batched[n].detach().numpy(), single[n].detach().numpy(),
+                                       rtol=1e-12, atol=1e-12, err_msg=f"{n} after {step + 1}")
+    for n in BATCH_SHAPES:
+        expected = alone[n].state[single[n]]
+        actual = together.state[batched[n]]
+        assert sorted(actual) == sorted(expected), n
+        for key, value in expected.items():
+            np.testing.assert_allclose(np.asarray(actual[key]), np.asarray(value), rtol=1e-12,
+                                       atol=1e-12, err_msg=f"{n}: state {key}")
+    assert not np.allclose(batched["c0"].detach().numpy(), start["c0"])
+    assert together.state[batched["a1"]]["step"] == 8
