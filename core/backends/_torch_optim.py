@@ -468,12 +468,15 @@ class Adagrad(NamedParamsOptimizer, torch.optim.Adagrad):
     fused_unsupported = frozenset({"cuda"})
 
 
-FOREACH_MAX_NUMEL: Final = 65536
-"""Where torch's CPU foreach kernel beats its for-loop (RMSprop, Adadelta, RAdam, NAdam,
-Adamax, Rprop): groups of tensors of at most 64 Ki elements on average (256 KiB in float32),
-where the for-loop's per-tensor Python work is a large part of the step; above it both are
-memory-bound and the for-loop, torch's CPU default, needs no group-sized temporaries.
-Measured in docs/performance.md (``benchmarks/optimizers.py --kernel-layouts``)."""
+FOREACH_MAX_NUMEL: Final = 16384
+"""Where torch's CPU foreach kernel beats its for-loop (RMSprop, RAdam, NAdam, Adamax, Rprop;
+Adadelta up to half of it): groups of tensors of at most 16 Ki elements on average (64 KiB in
+float32), where the for-loop's per-tensor Python work is a large part of the step. Above it
+both kernels are memory-bound and the for-loop wins: it runs each tensor's operations while the
+tensor is in the cache, where foreach streams every operation over the whole group (and its
+group-sized temporaries) from memory. Measured on 1M to 10M float32 params
+(``benchmarks/optimizers.py --kernel-layouts``, docs/performance.md): foreach faster at 3,333
+elements per tensor, about even at 10,000, the for-loop faster from 20,000."""
 
 
 class RMSprop(NamedParamsOptimizer, torch.optim.RMSprop):
@@ -489,7 +492,9 @@ class Adadelta(NamedParamsOptimizer, torch.optim.Adadelta):
     see :data:`FOREACH_MAX_NUMEL`)."""
 
     torch_class = torch.optim.Adadelta
-    foreach_max_numel = FOREACH_MAX_NUMEL
+    # Its foreach kernel keeps two group-sized temporaries through a dozen passes: the
+    # for-loop measured 1.06-1.13x faster already at 10,000 elements per tensor.
+    foreach_max_numel = FOREACH_MAX_NUMEL // 2
 
 
 class Adam(NamedParamsOptimizer, torch.optim.Adam):
