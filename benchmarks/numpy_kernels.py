@@ -99,7 +99,7 @@ class _StreamOne(NumpyOptimizer):
         self.update_fused(param, grad, state, scalars)
 
     def update_fused(self, param: Any, grad: Any, state: Any, scalars: Any) -> None:
-        _stream_one(param, grad, state[0], param.dtype.type(scalars[0]))
+        _stream_one(param, grad, state[0], *scalars)
 
 
 class _StreamTwo(_StreamOne):
@@ -108,7 +108,7 @@ class _StreamTwo(_StreamOne):
     state_keys = ("first", "second")
 
     def update_fused(self, param: Any, grad: Any, state: Any, scalars: Any) -> None:
-        _stream_two(param, grad, state[0], state[1], param.dtype.type(scalars[0]))
+        _stream_two(param, grad, state[0], state[1], *scalars)
 
 
 def _torch_variants(name: str) -> list[tuple[str, Callable[[list[torch.Tensor]], Any]]]:
