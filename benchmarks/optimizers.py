@@ -74,7 +74,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -289,20 +289,30 @@ def numpy_peak(name: str, sizes: list[int], hyper: dict[str, Any]) -> tuple[floa
     return peak / MiB, (peak - resident) / MiB
 
 
-def _row_data(total: int, tensors: int) -> tuple[list[int], list[Any], list[Any]]:
-    """The sizes, starting parameters and gradients of a row (the same in every process)."""
-    sizes = [total // tensors] * tensors
-    rng = np.random.default_rng(0)
-    start = [rng.standard_normal(n, dtype=np.float32) for n in sizes]
-    grads = [(1e-3 * rng.standard_normal(n)).astype(np.float32) for n in sizes]
-    return sizes, start, grads
+class RowData:
+    """A row's float32 starting parameters and gradients (seed 0, gradients 1e-3 N(0, 1)):
+    the same numbers in every process that measures the row."""
+
+    def __init__(self, shapes: Sequence[Any]) -> None:
+        rng = np.random.default_rng(0)
+        self.start = [rng.standard_normal(shape, dtype=np.float32) for shape in shapes]
+        self.grads = [(1e-3 * rng.standard_normal(shape)).astype(np.float32)
+                      for shape in shapes]
+
+    def torch_params(self) -> list[torch.nn.Parameter]:
+        """Fresh torch parameters at the start, each with its gradient set."""
+        params = [torch.nn.Parameter(torch.from_numpy(a.copy())) for a in self.start]
+        for p, g in zip(params, self.grads, strict=True):
+            p.grad = torch.from_numpy(g)
+        return params
 
 
 def measure_peers(name: str, total: int, tensors: int, repeats: int) -> dict[str, Any]:
     """optax (jit) and Keras 3 on the row's data, in a process of their own: jax's and
     Keras's threads stay out of the torch and optiplug timings (idle-spinning thread pools of
     one library measured up to 1.5x slowdowns of the next one in the same process)."""
-    _, start, grads = _row_data(total, tensors)
+    data = RowData([total // tensors] * tensors)
+    start, grads = data.start, data.grads
     hyper = HYPER[name]
     steps: dict[str, Callable[[], None]] = {}
     notes: list[str] = []
@@ -324,14 +334,10 @@ def measure_peers(name: str, total: int, tensors: int, repeats: int) -> dict[str
 
 def measure(name: str, total: int, tensors: int, repeats: int) -> dict[str, Any]:
     """torch's kernels, optiplug's two backends and naive NumPy on one row, interleaved."""
-    sizes, start, grads = _row_data(total, tensors)
+    sizes = [total // tensors] * tensors
+    data = RowData(sizes)
+    start, grads, torch_params = data.start, data.grads, data.torch_params
     hyper = HYPER[name]
-
-    def torch_params() -> list[torch.nn.Parameter]:
-        params = [torch.nn.Parameter(torch.from_numpy(a.copy())) for a in start]
-        for p, g in zip(params, grads, strict=True):
-            p.grad = torch.from_numpy(g)
-        return params
 
     torch_cls = getattr(torch.optim, TORCH_CLASS[name])
     torch_kwargs = torch_arguments(name, hyper)
@@ -452,16 +458,8 @@ def measure_torchref(name: str, total: int, repeats: int) -> dict[str, Any]:
     """Step times (ms) of torch's own class (for-loop, foreach) and optiplug's two backends."""
     tensors = max(1, total // (TORCHREF_SHAPE[0] * TORCHREF_SHAPE[1]))
     hyper = TORCHREF_HYPER[name]
-    rng = np.random.default_rng(0)
-    start = [rng.standard_normal(TORCHREF_SHAPE, dtype=np.float32) for _ in range(tensors)]
-    grads = [(1e-3 * rng.standard_normal(TORCHREF_SHAPE)).astype(np.float32)
-             for _ in range(tensors)]
-
-    def torch_params() -> list[torch.nn.Parameter]:
-        params = [torch.nn.Parameter(torch.from_numpy(a.copy())) for a in start]
-        for p, g in zip(params, grads, strict=True):
-            p.grad = torch.from_numpy(g)
-        return params
+    data = RowData([TORCHREF_SHAPE] * tensors)
+    start, grads, torch_params = data.start, data.grads, data.torch_params
 
     torch_cls = getattr(torch.optim, TORCHREF_CLASS[name])
     full = optiplug.spec("optimizer", name, **hyper)
@@ -524,15 +522,7 @@ LAYOUT_CLASS = {"rmsprop": "RMSprop", "adadelta": "Adadelta", "radam": "RAdam",
 def measure_layout(name: str, tensors: int, size: int, repeats: int) -> dict[str, float]:
     """Milliseconds per step of torch's for-loop and foreach kernels and of optiplug's torch
     backend (its own kernel choice) on ``tensors`` float32 tensors of ``size`` elements."""
-    rng = np.random.default_rng(0)
-    start = [rng.standard_normal(size, dtype=np.float32) for _ in range(tensors)]
-    grads = [(1e-3 * rng.standard_normal(size)).astype(np.float32) for _ in range(tensors)]
-
-    def params() -> list[torch.nn.Parameter]:
-        made = [torch.nn.Parameter(torch.from_numpy(a.copy())) for a in start]
-        for p, g in zip(made, grads, strict=True):
-            p.grad = torch.from_numpy(g)
-        return made
+    params = RowData([size] * tensors).torch_params
 
     hyper = LAYOUT_HYPER[name]
     cls = getattr(torch.optim, LAYOUT_CLASS[name])
@@ -615,16 +605,7 @@ def measure_against_pytorch_optimizer(name: str, total: int, tensors: int,
     hyper, class_name, extra = PAPER_HYPER[name]
     their_hyper = {k: v for k, v in hyper.items()
                    if k not in ("bias_correction", "max_weight_norm")}
-    rng = np.random.default_rng(0)
-    sizes = [total // tensors] * tensors
-    start = [rng.standard_normal(n, dtype=np.float32) for n in sizes]
-    grads = [(1e-3 * rng.standard_normal(n)).astype(np.float32) for n in sizes]
-
-    def torch_params() -> list[torch.nn.Parameter]:
-        params = [torch.nn.Parameter(torch.from_numpy(a.copy()).reshape(-1, 100)) for a in start]
-        for p, g in zip(params, grads, strict=True):
-            p.grad = torch.from_numpy(g).reshape(-1, 100)
-        return params
+    torch_params = RowData([(total // tensors // 100, 100)] * tensors).torch_params
 
     theirs = getattr(pytorch_optimizer, class_name)(torch_params(), **their_hyper, **extra)
     steps = {"pytorch_optimizer": theirs.step}
@@ -695,16 +676,8 @@ def measure_soap(tensors: int, side: int, repeats: int) -> dict[str, float]:
     interleaved), and of the step's eight batched ``side x side`` products alone."""
     import pytorch_optimizer
 
-    rng = np.random.default_rng(0)
-    shape = (side, side)
-    start = [rng.standard_normal(shape, dtype=np.float32) for _ in range(tensors)]
-    grads = [(1e-3 * rng.standard_normal(shape)).astype(np.float32) for _ in range(tensors)]
-
-    def torch_params() -> list[torch.nn.Parameter]:
-        params = [torch.nn.Parameter(torch.from_numpy(a.copy())) for a in start]
-        for p, g in zip(params, grads, strict=True):
-            p.grad = torch.from_numpy(g)
-        return params
+    data = RowData([(side, side)] * tensors)
+    start, grads, torch_params = data.start, data.grads, data.torch_params
 
     block = SOAP_HYPER["precondition_frequency"]
     theirs = pytorch_optimizer.SOAP(torch_params(), **SOAP_HYPER)
