@@ -33,12 +33,14 @@ tensors; at 2000 x 500, Adam fused/torch <= 0.5 and fused/bound <= 4; at 10 x 10
     python benchmarks/numpy_kernels.py --quick    # fewer repeats (under a minute or two)
     python benchmarks/numpy_kernels.py --optimizers adam momentum --repeats 15 --threads 1
     python benchmarks/numpy_kernels.py --layouts 100x100000,1000x10000  # the 10M layouts only
+    python benchmarks/numpy_kernels.py --in-cache  # the kernels' arithmetic rate, memory aside
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 import os
 import statistics
 import time
@@ -109,6 +111,37 @@ class _StreamTwo(_StreamOne):
 
     def update_fused(self, param: Any, grad: Any, state: Any, scalars: Any) -> None:
         _stream_two(param, grad, state[0], state[1], *scalars)
+
+
+def in_cache(name: str, size: int = 20_000, calls: int = 500) -> tuple[float, float]:
+    """Nanoseconds per element of the optimizer's fused kernel and of the stream kernel of its
+    traffic, on one float32 tensor of ``size`` elements that stays in the L2 cache, one thread:
+    the kernel's arithmetic rate, with memory out of the way (best of 5 runs of ``calls``)."""
+    os.environ["OPTIPLUG_NUMPY_KERNELS"] = "numba"
+    rng = np.random.default_rng(0)
+    rates = []
+    for build in (lambda p: optiplug.optimizer(name, p, backend="numpy", **OPTIMIZERS[name]),
+                  lambda p: (_StreamTwo if ARRAYS_MOVED[name] == 7 else _StreamOne)(p)):
+        params = {"w": rng.standard_normal(size).astype(np.float32)}
+        grads = {"w": (0.01 * rng.standard_normal(size)).astype(np.float32)}
+        opt = build(params)
+        opt.threads = 1
+        opt.step(grads)
+        opt.step(grads)  # past the first-step branch of the momentum kernels
+        state = opt.state["w"]
+        arrays = [state[key] for key in opt.state_keys_for(opt.param_groups[0])]
+        scalars = opt._prepared(opt.param_groups[0], state, params["w"].dtype)
+        param, grad = params["w"], grads["w"]
+        opt.update_fused(param, grad, arrays, scalars)
+        best = math.inf
+        for _ in range(5):
+            begin = time.perf_counter()
+            for _ in range(calls):
+                opt.update_fused(param, grad, arrays, scalars)
+            best = min(best, (time.perf_counter() - begin) / calls)
+        rates.append(best / size * 1e9)
+    os.environ.pop("OPTIPLUG_NUMPY_KERNELS")
+    return rates[0], rates[1]
 
 
 def _torch_variants(name: str) -> list[tuple[str, Callable[[list[torch.Tensor]], Any]]]:
@@ -233,7 +266,18 @@ def main() -> None:
     parser.add_argument("--layouts", default=None,
                         help="tensors x elements, e.g. 100x100000,1000x10000 (default: all four "
                              "of the issue's layouts)")
+    parser.add_argument("--in-cache", action="store_true",
+                        help="only the kernels' arithmetic rate: ns per element of each fused "
+                             "kernel and of its stream kernel on one tensor in the L2 cache")
     args = parser.parse_args()
+    if args.in_cache:
+        print(f"one float32 tensor of 20000 elements (in the L2 cache), one thread, NumPy "
+              f"{np.__version__}: ns per element, best of 5 x 500 calls")
+        print(f"{'optimizer':<10}{'fused':>8}{'stream':>8}  {'fused/stream':>12}")
+        for name in args.optimizers:
+            fused, stream = in_cache(name)
+            print(f"{name:<10}{fused:>8.3f}{stream:>8.3f}  {fused / stream:>12.2f}")
+        return
     layouts = LAYOUTS if args.layouts is None else [
         (int(t), int(n)) for t, n in (part.split("x") for part in args.layouts.split(","))]
     repeats = args.repeats or (3 if args.quick else 9)
