@@ -415,3 +415,15 @@ def test_torch_drivers_are_cached_on_disk_and_loaded_by_a_later_process(
     drivers = list((tmp_path / "optiplug" / "numba" / "drivers").glob("optiplug_driver_*.py"))
     assert len(drivers) == 1 and "addresses, sizes, like, scalars, own, out" in \
         drivers[0].read_text()
+
+
+def test_run_kernel_over_many_tensors_refuses_lists_of_other_lengths() -> None:
+    from optiplug.backends.torch import run_kernel
+    from optiplug.plugins.optimizers.lion import lion_kernel
+
+    params = [torch.zeros(8) for _ in range(40)]
+    before = [p.clone() for p in params]
+    with pytest.raises(ValueError, match="39 tensors in a list of 40 parameters"):
+        run_kernel(lion_kernel, params, [torch.ones(8) for _ in range(39)],
+                   [[torch.zeros(8) for _ in range(40)]], (0.1, 0.01, 1.0, -0.1, 0.0))
+    assert all(torch.equal(p, b) for p, b in zip(params, before, strict=True))  # untouched
