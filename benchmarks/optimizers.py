@@ -430,6 +430,28 @@ def _ms(r: dict[str, Any], key: str) -> str:
     return f"{r[key]:.2f}" if key in r else "-"
 
 
+def print_head(header: str) -> None:
+    """A table's column header, underlined."""
+    print(header)
+    print("-" * len(header), flush=True)
+
+
+def fresh_row(arguments: list[str], label: str, threads: int | None,
+              env: dict[str, str] | None = None) -> dict[str, Any] | None:
+    """Run this script with ``arguments`` in a fresh process (no allocator state or warm
+    caches carried over from another row) and return the JSON it prints last; on failure print
+    ``label | failed: ...`` and return ``None``."""
+    command = [sys.executable, __file__, *arguments]
+    if threads is not None:
+        command += ["--threads", str(threads)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        print(f"{label} | failed: {done.stderr.strip()[-300:]}", flush=True)
+        return None
+    row: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return row
+
+
 def print_row(name: str, tensors: int, r: dict[str, Any], bound_ms: float) -> None:
     compile_s = r.get("compile s", math.nan)
     print(f"{name:<9} {tensors:>7} | {r['torch/fastest']:>13.2f} {r['fastest']:>9} "
@@ -494,18 +516,12 @@ def torchref_main(args: argparse.Namespace) -> None:
           f"{np.__version__}, median of {repeats}; each row in a fresh process")
     header = (f"{'optimizer':<10} | {'torch/fastest':>13} {'(fastest)':>9} | "
               f"{'numpy/torch':>11} | ms: for-loop foreach optiplug-torch optiplug-numpy")
-    print(header)
-    print("-" * len(header))
+    print_head(header)
     for name in names:
-        command = [sys.executable, __file__, "--torchref-row", name, "--params", str(total),
-                   "--repeats", str(repeats)]
-        if args.threads is not None:
-            command += ["--threads", str(args.threads)]
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode != 0:
-            print(f"{name:<10} | failed: {done.stderr.strip()[-300:]}")
+        r = fresh_row(["--torchref-row", name, "--params", str(total), "--repeats",
+                       str(repeats)], f"{name:<10}", args.threads)
+        if r is None:
             continue
-        r = json.loads(done.stdout.strip().splitlines()[-1])
         foreach = f"{r['torch foreach']:.1f}" if "torch foreach" in r else "-"
         print(f"{name:<10} | {r['torch/fastest']:>13.2f} {r['fastest']:>9} | "
               f"{r['numpy/torch']:>11.2f} | {r['torch for-loop']:.1f} {foreach} "
@@ -556,20 +572,14 @@ def run_layouts(names: list[str], quick: bool, repeats: int, threads: int | None
           f"median of {repeats}; optiplug picks foreach up to a mean tensor size of: {limits}")
     header = (f"{'optimizer':<9} {'layout':>13} | {'foreach/loop':>12} | "
               f"{'optiplug/fastest':>16} {'(picked)':>9} | ms: for-loop foreach optiplug")
-    print(header)
-    print("-" * len(header))
+    print_head(header)
     for tensors, size in layouts:
         for name in names:
-            command = [sys.executable, __file__, "--layout-row", name, str(tensors), str(size),
-                       "--repeats", str(repeats)]
-            if threads is not None:
-                command += ["--threads", str(threads)]
-            done = subprocess.run(command, capture_output=True, text=True)
             layout = f"{tensors} x {size}"
-            if done.returncode != 0:
-                print(f"{name:<9} {layout:>13} | failed: {done.stderr.strip()[-300:]}")
+            r = fresh_row(["--layout-row", name, str(tensors), str(size), "--repeats",
+                           str(repeats)], f"{name:<9} {layout:>13}", threads)
+            if r is None:
                 continue
-            r = json.loads(done.stdout.strip().splitlines()[-1])
             fastest = min(r["for-loop"], r["foreach"])
             print(f"{name:<9} {layout:>13} | {r['foreach'] / r['for-loop']:>12.2f} | "
                   f"{r['optiplug'] / fastest:>16.2f} {r['picked']:>9} | "
@@ -637,20 +647,14 @@ def run_against_pytorch_optimizer(names: list[str], total: int, splits: list[int
     header = (f"{'optimizer':<19} {'tensors':>7} | {'optiplug/pto':>12} {'foreach/pto':>11} | "
               f"{'pto/bound':>9} {'optiplug/bound':>14} | {'bound ms':>8} "
               f"{'pto ms':>8} {'optiplug ms':>11} {'foreach ms':>10}")
-    print(header)
-    print("-" * len(header))
+    print_head(header)
     for tensors in splits:
         for name in names:
-            command = [sys.executable, __file__, "--row-pto", "--optimizers", name,
-                       "--splits", str(tensors), "--params", str(total), "--repeats",
-                       str(repeats)]
-            if threads is not None:
-                command += ["--threads", str(threads)]
-            done = subprocess.run(command, capture_output=True, text=True)
-            if done.returncode != 0:
-                print(f"{name:<19} {tensors:>7} | failed: {done.stderr.strip()[-300:]}")
+            r = fresh_row(["--row-pto", "--optimizers", name, "--splits", str(tensors),
+                           "--params", str(total), "--repeats", str(repeats)],
+                          f"{name:<19} {tensors:>7}", threads)
+            if r is None:
                 continue
-            r = json.loads(done.stdout.strip().splitlines()[-1])
             bound = BYTES_PER_PARAM[name] * total / bandwidth * 1e3 if bandwidth else math.nan
             print(f"{name:<19} {tensors:>7} | {r['ratio']:>12.2f} {r['foreach_ratio']:>11.2f} | "
                   f"{r['pytorch_optimizer'] / bound:>9.2f} {r['optiplug'] / bound:>14.2f} | "
@@ -710,19 +714,13 @@ def run_soap_against_pytorch_optimizer(repeats: int, threads: int | None) -> Non
           f"matmul: the step's eight batched products alone")
     header = (f"{'optimizer':<9} {'layout':>11} | {'optiplug/pto':>12} | {'pto/matmul':>10} "
               f"{'optiplug/matmul':>15} | {'matmul ms':>9} {'pto ms':>8} {'optiplug ms':>11}")
-    print(header)
-    print("-" * len(header))
+    print_head(header)
     for tensors, side in SOAP_LAYOUTS:
-        command = [sys.executable, __file__, "--soap-row", str(tensors), str(side),
-                   "--repeats", str(repeats)]
-        if threads is not None:
-            command += ["--threads", str(threads)]
         layout = f"{tensors}x{side}^2"
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode != 0:
-            print(f"{'soap':<9} {layout:>11} | failed: {done.stderr.strip()[-300:]}")
+        r = fresh_row(["--soap-row", str(tensors), str(side), "--repeats", str(repeats)],
+                      f"{'soap':<9} {layout:>11}", threads)
+        if r is None:
             continue
-        r = json.loads(done.stdout.strip().splitlines()[-1])
         print(f"{'soap':<9} {layout:>11} | {r['ratio']:>12.2f} | "
               f"{r['pytorch_optimizer'] / r['matmul']:>10.2f} "
               f"{r['optiplug'] / r['matmul']:>15.2f} | {r['matmul']:>9.1f} "
@@ -802,21 +800,15 @@ def main() -> None:
         header = (f"{'optimizer':<9} {'tensors':>7} {'pattern':>10} | {'optiplug/fused':>14} | "
                   f"{'foreach/fused':>12} | {'for-loop/fused':>13} | "
                   f"ms: fused optiplug foreach for-loop")
-        print(header)
-        print("-" * len(header))
+        print_head(header)
         names = [n for n in args.optimizers if n in ("momentum", "nesterov")] or ["momentum"]
         for tensors in splits:
             for name in names:
-                command = [sys.executable, __file__, "--row", "--kernel-choice", "--optimizers",
-                           name, "--splits", str(tensors), "--params", str(total),
-                           "--repeats", str(repeats)]
-                if args.threads is not None:
-                    command += ["--threads", str(args.threads)]
-                done = subprocess.run(command, capture_output=True, text=True)
-                if done.returncode != 0:
-                    print(f"{name:<9} {tensors:>7} | failed: {done.stderr.strip()[-300:]}")
-                    continue
-                print_kernel_rows(name, tensors, json.loads(done.stdout.strip().splitlines()[-1]))
+                r = fresh_row(["--row", "--kernel-choice", "--optimizers", name, "--splits",
+                               str(tensors), "--params", str(total), "--repeats",
+                               str(repeats)], f"{name:<9} {tensors:>7}", args.threads)
+                if r is not None:
+                    print_kernel_rows(name, tensors, r)
         return
     if args.row_pto:
         print(json.dumps(measure_against_pytorch_optimizer(args.optimizers[0], total,
@@ -857,29 +849,20 @@ def run_main_table(names: list[str], total: int, splits: list[int], repeats: int
     print(f"{total / 1e6:g}M float32 params, CPU, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), numpy {np.__version__}, median of {repeats}; "
           f"each row in a fresh process")
-    print(MAIN_HEADER)
-    print("-" * len(MAIN_HEADER))
+    print_head(MAIN_HEADER)
     notes: set[str] = set()
     for tensors in splits:
         for name in names:
-            # A fresh process per row: no allocator state or warm caches carried over.
-            command = [sys.executable, __file__, "--row", "--optimizers", name, "--splits",
-                       str(tensors), "--params", str(total), "--repeats", str(repeats)]
-            if threads is not None:
-                command += ["--threads", str(threads)]
-            done = subprocess.run(command, capture_output=True, text=True)
-            if done.returncode != 0:
-                print(f"{name:<9} {tensors:>7} | failed: {done.stderr.strip()[-300:]}")
+            arguments = ["--row", "--optimizers", name, "--splits", str(tensors), "--params",
+                         str(total), "--repeats", str(repeats)]
+            r = fresh_row(arguments, f"{name:<9} {tensors:>7}", threads)
+            if r is None:
                 continue
-            r = json.loads(done.stdout.strip().splitlines()[-1])
             if not no_peers:
                 # The peers in a process of their own, on the same data.
-                peers = subprocess.run([*command, "--peers-only"], capture_output=True,
-                                       text=True, env={**os.environ, "KERAS_BACKEND": "torch"})
-                if peers.returncode != 0:
-                    notes.add(f"{name}/{tensors}: peers failed: {peers.stderr.strip()[-200:]}")
-                else:
-                    r.update(json.loads(peers.stdout.strip().splitlines()[-1]))
+                peers = fresh_row([*arguments, "--peers-only"], f"{name:<9} {tensors:>7} peers",
+                                  threads, env={**os.environ, "KERAS_BACKEND": "torch"})
+                r.update(peers or {})
             notes.update(r.get("notes", []))
             print_row(name, tensors, r, BYTES_PER_PARAM[name] * total / bandwidth * 1e3)
     for note in sorted(notes):
