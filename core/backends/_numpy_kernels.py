@@ -141,6 +141,25 @@ class FusedKernel:
                                                    fastmath=fastmath)(self._with_helpers())
         return compiled
 
+    def _helpers(self) -> dict[str, FusedKernel]:
+        """The fused kernels this kernel's loop calls, by their global names."""
+        function = self.__wrapped__
+        return {name: value for name, value in function.__globals__.items()
+                if isinstance(value, FusedKernel) and value is not self
+                and name in function.__code__.co_names}
+
+    def code_parts(self, _seen: frozenset[int] = frozenset()) -> list[Any]:
+        """What the machine code of this kernel depends on, for keys of compiled code built
+        on it (the multi-tensor drivers): its flags and bytecode, then its helpers', in
+        order. A driver compiled on the kernel embeds its helpers too, so an edited helper
+        must give the driver a new key even where the kernel's own bytecode is unchanged."""
+        parts: list[Any] = [repr(self.reassociate), marshal.dumps(self.__wrapped__.__code__)]
+        seen = _seen | {id(self)}
+        for name, helper in sorted(self._helpers().items()):
+            if id(helper) not in seen:  # (numba refuses recursion; the key must not loop)
+                parts += [name, *helper.code_parts(seen)]
+        return parts
+
     def _with_helpers(self) -> Callable[..., Any]:
         """The loop, with the fused kernels it calls bound to their numba dispatchers.
 
@@ -150,9 +169,7 @@ class FusedKernel:
         of a kernel is invalidated by its own file, so a helper from another file could change
         without the caller being compiled again."""
         function = self.__wrapped__
-        helpers = {name: value for name, value in function.__globals__.items()
-                   if isinstance(value, FusedKernel) and value is not self
-                   and name in function.__code__.co_names}
+        helpers = self._helpers()
         if not helpers:
             return function
         for name, helper in helpers.items():
@@ -317,7 +334,7 @@ def compile_driver(kernel: FusedKernel, function: str) -> Callable[..., Any]:
     # driver instead of a stale cached one.
     digest = hashlib.sha256()
     for part in (wrapped.__module__, wrapped.__qualname__, numba.__version__, function,
-                 repr(kernel.reassociate), marshal.dumps(wrapped.__code__)):
+                 *kernel.code_parts()):
         digest.update(part.encode() if isinstance(part, str) else part)
     key = digest.hexdigest()[:24]
     source = _DRIVER_TEMPLATE.format(name=f"{wrapped.__module__}.{wrapped.__qualname__}",

@@ -229,3 +229,27 @@ def test_a_kernel_that_calls_a_fused_kernel_of_another_module_is_a_clear_error()
             fused_kernel(_foreign_sum).compiled(np.ones(3))
     finally:
         del global_names["lars_sums_kernel"]
+
+
+def test_a_driver_key_follows_the_helpers_a_kernel_calls() -> None:
+    # A driver compiled on a kernel embeds the kernel's helpers: an edited helper must give a
+    # new key (a new driver module) even where the kernel's own bytecode is unchanged.
+    import types
+
+    def module(helper_body: str) -> Any:
+        namespace = types.ModuleType("optiplug_test_helpers")
+        exec("from optiplug.backends.numpy import fused_kernel\n"
+             "@fused_kernel\n"
+             "def helper(values):\n"
+             f"    {helper_body}\n"
+             "@fused_kernel\n"
+             "def kernel(values):\n"
+             "    helper(values)\n", namespace.__dict__)
+        return namespace
+
+    first = module("values[0] = 1.0").kernel
+    again = module("values[0] = 1.0").kernel
+    edited = module("values[0] = 2.0").kernel
+    assert first.code_parts() == again.code_parts()
+    assert first.code_parts() != edited.code_parts()
+    assert first.__wrapped__.__code__.co_code == edited.__wrapped__.__code__.co_code
