@@ -126,7 +126,7 @@ class FusedKernel:
         self.__wrapped__ = function
         self.reassociate = reassociate
         self._compiled: Callable[..., None] | None = None
-        self._drivers: dict[tuple[Any, ...], Callable[..., None]] = {}
+        self._drivers: dict[tuple[Any, ...], Callable[..., Any]] = {}
 
     @property
     def compiled(self) -> Callable[..., None]:
@@ -201,9 +201,16 @@ class FusedKernel:
         ``like``'s dtype, in one compiled call (numba's per-call argument unboxing, paid once
         per call instead of once per tensor). Generated as a module in the kernel cache
         directory, so numba caches its machine code like the kernel's."""
-        driver = self._drivers.get(arguments)
+        return self.memoized_driver(arguments, lambda: _driver(self, arguments))
+
+    def memoized_driver(self, key: tuple[Any, ...],
+                        build: Callable[[], Callable[..., Any]]) -> Callable[..., Any]:
+        """The driver this kernel keeps under ``key`` (an argument pattern), built by
+        ``build()`` (say, by :func:`compile_driver`) on first use: one cache per kernel for the
+        drivers of both backends, gone with the kernel."""
+        driver = self._drivers.get(key)
         if driver is None:
-            driver = self._drivers[arguments] = _driver(self, arguments)
+            driver = self._drivers[key] = build()
         return driver
 
     def __reduce__(self) -> tuple[Any, ...]:

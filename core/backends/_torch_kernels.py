@@ -222,36 +222,32 @@ def _run_driven(fused: FusedKernel, params: Sequence[torch.Tensor],
     return list(map(tuple, out[:, :returns].tolist()))
 
 
-_drivers: dict[tuple[Any, ...], Callable[..., None]] = {}
-
-
 def _driver(kernel: FusedKernel, arrays: int, own: int, returns: int | None
             ) -> Callable[..., None]:
     """A compiled ``driver(addresses, sizes, like, scalars, own, out)`` that calls ``kernel``
     on the tensors at ``addresses[k]`` (``arrays`` of them per row, ``sizes[k]`` elements of
     ``like``'s dtype each), with ``*scalars`` and ``own[k]`` (``own`` values), and stores what
     it returns in ``out[k]`` (``returns``: ``None`` for nothing, 0 for a number, else the
-    length of the tuple it returns). Cached on disk like the NumPy backend's drivers."""
-    key = (kernel, arrays, own, returns)
-    compiled = _drivers.get(key)
-    if compiled is not None:
-        return compiled
-    views = "\n".join(f"        a{j} = numba.carray(_pointer(addresses[k, {j}], like), n)"
-                      for j in range(arrays))
-    call = (f"kernel({', '.join(f'a{j}' for j in range(arrays))}, *scalars"
-            + "".join(f", own[k, {j}]" for j in range(own)) + ")")
-    if returns is None:
-        store = f"        {call}"
-    elif returns == 0:
-        store = f"        out[k, 0] = {call}"
-    else:
-        store = f"        r = {call}\n" + "\n".join(f"        out[k, {j}] = r[{j}]"
-                                                   for j in range(returns))
-    compiled = _drivers[key] = compile_driver(kernel, (
-        f"def driver(addresses, sizes, like, scalars, own, out):\n"
-        f"    for k in range(sizes.size):\n"
-        f"        n = sizes[k]\n{views}\n{store}\n"))
-    return compiled
+    length of the tuple it returns). Kept by the kernel, cached on disk like the NumPy
+    backend's drivers."""
+    def build() -> Callable[..., None]:
+        views = "\n".join(f"        a{j} = numba.carray(_pointer(addresses[k, {j}], like), n)"
+                          for j in range(arrays))
+        call = (f"kernel({', '.join(f'a{j}' for j in range(arrays))}, *scalars"
+                + "".join(f", own[k, {j}]" for j in range(own)) + ")")
+        if returns is None:
+            store = f"        {call}"
+        elif returns == 0:
+            store = f"        out[k, 0] = {call}"
+        else:
+            store = f"        r = {call}\n" + "\n".join(f"        out[k, {j}] = r[{j}]"
+                                                       for j in range(returns))
+        return compile_driver(kernel, (
+            f"def driver(addresses, sizes, like, scalars, own, out):\n"
+            f"    for k in range(sizes.size):\n"
+            f"        n = sizes[k]\n{views}\n{store}\n"))
+
+    return kernel.memoized_driver(("torch", arrays, own, returns), build)
 
 
 def _run(kernel: Callable[..., Any], tasks: list[Task], scalars: tuple[Any, ...],

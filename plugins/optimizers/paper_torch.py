@@ -162,6 +162,14 @@ class ForeachAlgorithm(torch.optim.Optimizer):
         return loss
 
 
+def whole_tensors_per_thread(params: Tensors) -> bool:
+    """Whether there are enough tensors (four per thread) to deal whole ones out to the
+    threads: then a rule that needs per-tensor norms (LAMB, LARS) runs its norms and its
+    update tensor by tensor, the update on data the norms just left in the cache. With fewer,
+    its two passes each split the tensors between the threads."""
+    return len(params) >= 4 * torch.get_num_threads()
+
+
 def check_hyperparameters(lr: float, betas: Sequence[float], weight_decay: float) -> None:
     """torch.optim's argument checks: ``lr > 0``, every beta in ``[0, 1)``, ``wd >= 0``."""
     if not lr > 0:
@@ -269,18 +277,16 @@ class LambAlgorithm(ForeachAlgorithm):
 
     def update_fused(self, group: dict[str, Any], step: int, params: Tensors, grads: Tensors,
                      states: Sequence[Tensors]) -> None:
-        # Pass 1: the moments and the squared norms of p and r; pass 2: r again (from the new
-        # moments, no tensor of r kept) and the step. Ten reads and writes per element.
         weight1, beta2, one_minus_beta2, eps, scale, decay, lr, max_weight_norm = \
             lamb_scalars(group, step)
-        if len(params) >= 4 * torch.get_num_threads():
-            # Enough tensors to share whole ones between the threads: both passes tensor by
-            # tensor, the second on data the first left in the cache.
+        if whole_tensors_per_thread(params):
             limit = math.inf if max_weight_norm is None else float(max_weight_norm)
             run_kernel(lamb_tensor_kernel, params, grads, states,
                        (weight1, beta2, one_minus_beta2, eps, scale, decay, np.float64(lr),
                         np.float64(limit)), split=False, views=self.kernel_views)
             return
+        # Few tensors: pass 1, the moments and the squared norms of p and r; pass 2, r again
+        # (from the new moments, no tensor of r kept) and the step.
         sums = run_kernel(lamb_sums_kernel, params, grads, states,
                           (weight1, beta2, one_minus_beta2, eps, scale, decay),
                           views=self.kernel_views)
@@ -346,9 +352,7 @@ class LarsAlgorithm(ForeachAlgorithm):
                      states: Sequence[Tensors]) -> None:
         lr, decay = group["lr"], group["weight_decay"]
         exclude_1d = group["exclude_1d"]
-        if len(params) >= 4 * torch.get_num_threads():
-            # Enough tensors to share whole ones between the threads: norms and update tensor
-            # by tensor, the second pass on data the first left in the cache.
+        if whole_tensors_per_thread(params):
             adapt = [(0.0 if exclude_1d and p.ndim <= 1 else 1.0,) for p in params]
             run_kernel(lars_tensor_kernel, params, grads, states,
                        (group["momentum"], np.float64(lr), np.float64(decay),

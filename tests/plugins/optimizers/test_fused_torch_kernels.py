@@ -406,7 +406,8 @@ def test_torch_drivers_are_cached_on_disk_and_loaded_by_a_later_process(
             "opt = optiplug.optimizer('lion', [(str(i), p) for i, p in enumerate(params)],"
             " lr=0.1)\n"
             "opt.step(); opt.step()\n"
-            "(driver,) = _torch_kernels._drivers.values()\n"
+            "from optiplug.plugins.optimizers.lion import lion_kernel\n"
+            "driver = _torch_kernels._driver(lion_kernel, 3, 0, None)  # the step's, kept\n"
             "print(sum(driver.stats.cache_hits.values()), params[7][3].item())\n")
     runs = cold_then_warm(code)
     # Lion, g = 0.5 > 0: each step moves p by -lr sign(.) = -0.1.
